@@ -1,0 +1,83 @@
+"""atdata_torch: typed, sharded datasets for PyTorch, in the atdata / WebDataset tar format.
+
+Example:
+    >>> import numpy as np, tempfile, os
+    >>> import atdata_torch as atd
+    >>> @atd.packable
+    ... class ImageSample:
+    ...     image: atd.NDArray
+    ...     label: str
+    >>> path = os.path.join(tempfile.mkdtemp(), "train.tar")
+    >>> ds = atd.write_samples([ImageSample(image=np.zeros((2, 2), np.uint8), label="cat")], path, progress=False)
+    >>> ds.head(1)[0].label
+    'cat'
+"""
+
+from numpy.typing import NDArray
+
+from ._batch import SampleBatch
+from ._codec import array_to_bytes, bytes_to_array
+from ._pipeline import Pipeline, SkipReport
+from ._sidecar import ShardIndex
+from .dataset import Dataset
+from .errors import (
+    AtdataError,
+    DecodeError,
+    IndexStoreError,
+    LensNotFoundError,
+    MissingDependencyError,
+    PublishError,
+    SchemaError,
+    ShardFormatError,
+    ShardNotFoundError,
+    SkippedSamplesWarning,
+    SourceError,
+    SplitError,
+)
+from .lens import Lens, LensRegistry, lens
+from .lens import registry as lens_registry
+from .schema import DictSample, FieldSpec, PackableSample, packable, schema_id
+from .sources import DataSource, LocalSource, MemorySource, register_source
+from .writer import ShardWriter, build_index, write_samples
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AtdataError",
+    "DataSource",
+    "Dataset",
+    "DecodeError",
+    "DictSample",
+    "FieldSpec",
+    "IndexStoreError",
+    "Lens",
+    "LensNotFoundError",
+    "LensRegistry",
+    "LocalSource",
+    "MemorySource",
+    "MissingDependencyError",
+    "NDArray",
+    "PackableSample",
+    "Pipeline",
+    "PublishError",
+    "SampleBatch",
+    "SchemaError",
+    "ShardFormatError",
+    "ShardIndex",
+    "ShardNotFoundError",
+    "ShardWriter",
+    "SkipReport",
+    "SkippedSamplesWarning",
+    "SourceError",
+    "SplitError",
+    "__version__",
+    "array_to_bytes",
+    "build_index",
+    "bytes_to_array",
+    "lens",
+    "lens_registry",
+    "packable",
+    "register_source",
+    "schema_id",
+    "write_samples",
+]

@@ -1,0 +1,159 @@
+"""SampleBatch: one stacked numpy array per NDArray field, a list for everything else."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any, Generic, TypeVar
+
+import numpy as np
+
+from ._codec import parse_array_header
+from .schema import DictSample, PackableSample
+
+__all__ = ["SampleBatch"]
+
+T = TypeVar("T")
+
+
+def stack_column(values: Sequence[Any]) -> Any:
+    """Stack a column of arrays into one new (writable) array when they agree in dtype and shape; else a list."""
+    if not values or not all(isinstance(v, np.ndarray) for v in values):
+        return list(values)
+    first = values[0]
+    if any(v.shape != first.shape or v.dtype != first.dtype for v in values):
+        return list(values)
+    out = np.empty((len(values), *first.shape), dtype=first.dtype)
+    for i, v in enumerate(values):
+        out[i] = v
+    return out
+
+
+def stack_encoded(values: Sequence[Any]) -> Any:
+    """Stack a column of ndarray-bytes buffers straight into one array (one copy); ``None`` when not uniform.
+
+    Every buffer is validated (dtype, shape, length) before any byte is copied.
+    """
+    headers = [parse_array_header(v) for v in values]
+    first = headers[0]
+    if any(h is not first and h[:2] != first[:2] for h in headers):
+        return None
+    dtype, shape, off = first
+    if dtype.itemsize == 0:
+        return np.empty((len(values), *shape), dtype)
+    joined = bytearray().join([memoryview(v)[off:] for v in values])
+    return np.frombuffer(joined, dtype=dtype).reshape((len(values), *shape))
+
+
+class SampleBatch(Generic[T]):
+    """A batch of samples, column-wise.
+
+    ``batch.<field>`` is one ``np.ndarray`` of shape ``(batch, ...)`` for NDArray fields whose arrays agree in
+    dtype and shape, and a list otherwise (strings, ints, ragged or missing arrays). Works for typed samples and
+    for :class:`DictSample`.
+
+    Example:
+        >>> import numpy as np
+        >>> from atdata_torch import DictSample, SampleBatch
+        >>> b = SampleBatch.from_samples([DictSample(x=np.zeros(2), y="a"), DictSample(x=np.ones(2), y="b")])
+        >>> b.x.shape, b.y, len(b)
+        ((2, 2), ['a', 'b'], 2)
+    """
+
+    __slots__ = ("_columns", "_size", "keys", "sample_type")
+
+    def __init__(
+        self,
+        columns: dict[str, Any],
+        size: int,
+        sample_type: type = DictSample,
+        keys: list[str] | None = None,
+    ) -> None:
+        self._columns = columns
+        self._size = size
+        self.sample_type = sample_type
+        self.keys = keys
+
+    @classmethod
+    def from_samples(
+        cls, samples: Sequence[Any], sample_type: type | None = None, keys: list[str] | None = None
+    ) -> SampleBatch[Any]:
+        """Build a batch from sample objects (typed, DictSample, dicts, or any object with fields)."""
+        if sample_type is None:
+            sample_type = type(samples[0]) if samples else DictSample
+        names: list[str]
+        if isinstance(sample_type, type) and issubclass(sample_type, PackableSample):
+            names = [f.name for f in sample_type.__atdata_fields__]
+            cols = {n: [getattr(s, n) for s in samples] for n in names}
+        else:
+            names = []
+            seen: set[str] = set()
+            for s in samples:
+                for k in _keys_of(s):
+                    if k not in seen:
+                        seen.add(k)
+                        names.append(k)
+            cols = {n: [_get(s, n) for s in samples] for n in names}
+        return cls({n: stack_column(c) for n, c in cols.items()}, len(samples), sample_type, keys)
+
+    @property
+    def fields(self) -> list[str]:
+        """The field names."""
+        return list(self._columns)
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self._columns[name]
+        except KeyError:
+            raise AttributeError(f"SampleBatch has no field {name!r}; fields are {list(self._columns)}") from None
+
+    def __getitem__(self, name: str) -> Any:
+        return self._columns[name]
+
+    def __len__(self) -> int:
+        return self._size
+
+    def to_dict(self) -> dict[str, Any]:
+        """The columns as a dict."""
+        return dict(self._columns)
+
+    @property
+    def samples(self) -> list[T]:
+        """The batch as a list of samples (rebuilt from the columns)."""
+        out: list[Any] = []
+        for i in range(self._size):
+            row = {n: c[i] for n, c in self._columns.items()}
+            if isinstance(self.sample_type, type) and issubclass(self.sample_type, PackableSample):
+                obj = object.__new__(self.sample_type)
+                obj.__dict__.update(row)
+                out.append(obj)
+            else:
+                out.append(DictSample(row))
+        return out
+
+    def __iter__(self) -> Iterator[T]:
+        return iter(self.samples)
+
+    def __repr__(self) -> str:
+        parts = []
+        for n, c in self._columns.items():
+            if isinstance(c, np.ndarray):
+                parts.append(f"{n}: ndarray{tuple(c.shape)} {c.dtype}")
+            else:
+                parts.append(f"{n}: list[{len(c)}]")
+        return f"SampleBatch[{getattr(self.sample_type, '__name__', self.sample_type)}](size={self._size}; " + (
+            ", ".join(parts) + ")"
+        )
+
+
+def _keys_of(s: Any) -> list[str]:
+    if isinstance(s, (DictSample, dict)):
+        return list(s.keys())
+    if isinstance(s, PackableSample):
+        return [f.name for f in type(s).__atdata_fields__]
+    return [k for k in vars(s) if not k.startswith("_")]
+
+
+def _get(s: Any, name: str) -> Any:
+    if isinstance(s, (DictSample, dict)):
+        return s.get(name)
+    return getattr(s, name, None)

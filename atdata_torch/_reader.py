@@ -1,0 +1,106 @@
+"""Source + tar walker -> records that carry (shard, key, offset), so every later error can name them."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import IO, NamedTuple
+
+from ._tar import iter_members, read_member_stream
+from .errors import ShardFormatError
+
+Buffer = bytes | memoryview
+
+# webdataset's base_plus_ext: key = directory + name up to the first dot of the basename; ext = the rest.
+_KEY_RE = re.compile(r"^((?:.*/|)[^./]+)[.]([^/]*)$")
+
+
+class Record(NamedTuple):
+    """One sample as stored: the members of one key, with where they came from."""
+
+    shard: str
+    key: str
+    offset: int
+    length: int
+    members: dict[str, Buffer]
+
+
+def split_name(name: str) -> tuple[str, str] | None:
+    """``"dir/k0.image.npy"`` -> ``("dir/k0", "image.npy")``; ``None`` for names without an extension.
+
+    Example:
+        >>> split_name("a/x.jpg"), split_name("README")
+        (('a/x', 'jpg'), None)
+    """
+    m = _KEY_RE.match(name)
+    if m is None:
+        return None
+    return m.group(1), m.group(2).lower()
+
+
+def _group(members: Iterator[tuple[str, int, int, Buffer]], shard: str) -> Iterator[Record]:
+    """Group consecutive members by key; each item is (name, header offset, padded end offset, data)."""
+    key: str | None = None
+    offset = end = 0
+    group: dict[str, Buffer] = {}
+    for name, header_offset, member_end, data in members:
+        parts = split_name(name)
+        if parts is None:
+            continue  # webdataset semantics: members without an extension belong to no sample
+        k, ext = parts
+        if k != key:
+            if key is not None:
+                yield Record(shard, key, offset, end - offset, group)
+            key, offset, group = k, header_offset, {}
+        elif ext in group:
+            raise ShardFormatError(
+                f"sample {k!r} has two members with extension .{ext}; keys must be unique per member "
+                "(rewrite the shard with distinct keys)",
+                shard=shard,
+                key=k,
+                offset=header_offset,
+            )
+        group[ext] = data
+        end = member_end
+    if key is not None:
+        yield Record(shard, key, offset, end - offset, group)
+
+
+def iter_records(buf: Buffer, shard: str, start: int = 0, end: int | None = None) -> Iterator[Record]:
+    """Group the members of a buffered tar into records, as webdataset's ``group_by_keys`` does."""
+    view = memoryview(buf)
+    return _group(
+        (
+            (m.name, m.header_offset, m.data_offset + _padded(m.size), view[m.data_offset : m.data_offset + m.size])
+            for m in iter_members(buf, shard, start, end)
+        ),
+        shard,
+    )
+
+
+def read_record(buf: Buffer, shard: str, offset: int, length: int) -> Record:
+    """Read the one record stored in ``[offset, offset + length)`` (a range taken from a shard index)."""
+    recs = list(iter_records(buf, shard, offset, offset + length))
+    if len(recs) != 1:
+        raise ShardFormatError(
+            f"the shard index points at {len(recs)} samples in bytes [{offset}, {offset + length}) instead of 1: "
+            "the index sidecar is stale; rebuild it with atd.build_index()",
+            shard=shard,
+            offset=offset,
+        )
+    return recs[0]
+
+
+def iter_records_stream(fileobj: IO[bytes], shard: str) -> Iterator[Record]:
+    """Group the members of a sequential tar stream into records."""
+    return _group(
+        (
+            (m.name, m.header_offset, m.data_offset + _padded(m.size), data)
+            for m, data in read_member_stream(fileobj, shard)
+        ),
+        shard,
+    )
+
+
+def _padded(size: int) -> int:
+    return (size + 511) & ~511

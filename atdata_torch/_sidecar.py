@@ -1,0 +1,100 @@
+"""The shard index sidecar: ``<shard>.idx.json`` next to each shard.
+
+It records the sample count, each sample's key, byte offset and length (headers included), the shard's size and
+sha256, and the schema id, so that readers know ``len()`` and can seek without scanning. Readers never need it:
+:func:`scan` builds the same index from the shard in one pass.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from ._reader import Buffer, iter_records
+from .errors import ShardFormatError
+
+SIDECAR_SUFFIX = ".idx.json"
+FORMAT = "atdata-torch-shard-index"
+VERSION = 1
+
+
+@dataclass
+class ShardIndex:
+    """Where each sample of one shard lies.
+
+    Attributes:
+        count: Number of samples.
+        keys: Sample keys, in tar order.
+        offsets: Byte offset of each sample's first header.
+        lengths: Bytes from that header to the end of the sample's last member (padding included).
+        size: Size of the shard in bytes.
+        sha256: Hex sha256 of the shard ("" when unknown).
+        schema_id: The schema id of the samples, if known.
+    """
+
+    count: int
+    keys: list[str]
+    offsets: list[int]
+    lengths: list[int]
+    size: int
+    sha256: str = ""
+    schema_id: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> bytes:
+        """Serialize (compact JSON)."""
+        d = {"format": FORMAT, "version": VERSION, **asdict(self)}
+        return json.dumps(d, separators=(",", ":")).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes, shard: str) -> ShardIndex:
+        """Parse a sidecar; raises :class:`ShardFormatError` naming the shard when it is not one."""
+        try:
+            d = json.loads(data)
+            if d.get("format") != FORMAT:
+                raise ValueError(f"format is {d.get('format')!r}")
+            if d.get("version", 0) > VERSION:
+                raise ValueError(f"version {d['version']} is newer than this atdata_torch understands")
+            idx = cls(
+                count=int(d["count"]),
+                keys=list(d["keys"]),
+                offsets=[int(x) for x in d["offsets"]],
+                lengths=[int(x) for x in d["lengths"]],
+                size=int(d["size"]),
+                sha256=str(d.get("sha256", "")),
+                schema_id=d.get("schema_id"),
+                extra=dict(d.get("extra", {})),
+            )
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ShardFormatError(
+                f"the index sidecar {shard + SIDECAR_SUFFIX!r} is not valid ({exc}); delete it or rebuild it "
+                "with atd.build_index()",
+                shard=shard,
+            ) from exc
+        if not (idx.count == len(idx.keys) == len(idx.offsets) == len(idx.lengths)):
+            raise ShardFormatError(
+                "the index sidecar's lists disagree with its count; rebuild it with atd.build_index()", shard=shard
+            )
+        return idx
+
+
+def scan(buf: Buffer, shard: str, *, with_sha256: bool = False, schema_id: str | None = None) -> ShardIndex:
+    """Build the index of a shard by one pass over its headers (and its bytes, for the sha256)."""
+    keys: list[str] = []
+    offsets: list[int] = []
+    lengths: list[int] = []
+    for rec in iter_records(buf, shard):
+        keys.append(rec.key)
+        offsets.append(rec.offset)
+        lengths.append(rec.length)
+    return ShardIndex(
+        count=len(keys),
+        keys=keys,
+        offsets=offsets,
+        lengths=lengths,
+        size=len(buf),
+        sha256=hashlib.sha256(buf).hexdigest() if with_sha256 else "",
+        schema_id=schema_id,
+    )

@@ -1,0 +1,344 @@
+"""``Dataset[T]``: typed samples read from WebDataset tar shards.
+
+Example:
+    >>> import numpy as np, tempfile, os
+    >>> import atdata_torch as atd
+    >>> @atd.packable
+    ... class Sample:
+    ...     x: atd.NDArray
+    ...     label: int
+    >>> d = tempfile.mkdtemp()
+    >>> ds = atd.write_samples([Sample(x=np.full(3, i, np.float32), label=i) for i in range(10)],
+    ...                        os.path.join(d, "train.tar"), maxcount=4, progress=False)
+    >>> len(ds), ds.list_shards()[0].endswith("train-000000.tar")
+    (10, True)
+    >>> next(iter(ds.ordered(batch_size=4))).x.shape
+    (4, 3)
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+from collections.abc import Callable, Iterator
+from typing import Any, Generic, TypeVar, overload
+
+from torch.utils.data import IterableDataset
+
+from . import _sidecar
+from ._batch import SampleBatch
+from ._order import DEFAULT_BLOCK_SIZE, DEFAULT_WINDOW
+from ._pipeline import OnError, Pipeline, decode_record
+from ._reader import Buffer, read_record
+from .lens import Lens, registry
+from .schema import DictSample, PackableSample, schema_id
+from .sources import DataSource, resolve_source
+
+__all__ = ["Dataset"]
+
+log = logging.getLogger("atdata_torch")
+
+T = TypeVar("T")
+V = TypeVar("V")
+
+
+class _Shared:
+    """State shared by a dataset and the datasets derived from it (same shards): cached shard indexes."""
+
+    def __init__(self) -> None:
+        self.indexes: dict[str, _sidecar.ShardIndex] = {}
+        self.sidecars: dict[str, _sidecar.ShardIndex | None] = {}
+
+
+class _TypedDataset:
+    """What ``Dataset[T]`` evaluates to at run time: calling it builds a ``Dataset`` of sample type ``T``."""
+
+    def __init__(self, cls: type, sample_type: Any) -> None:
+        self._cls = cls
+        self._sample_type = sample_type
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._cls(*args, sample_type=self._sample_type, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"{self._cls.__name__}[{getattr(self._sample_type, '__name__', self._sample_type)}]"
+
+
+class Dataset(IterableDataset[T], Generic[T]):
+    """A dataset of typed samples stored as WebDataset tar shards.
+
+    Args:
+        source: A URL or path with optional braces (``"data/train-{000000..000009}.tar"``), a list of them, or a
+            :class:`~atdata_torch.sources.DataSource`.
+        sample_type: The sample class; ``Dataset[T](...)`` sets it. Defaults to :class:`DictSample`.
+
+    Iterating a dataset directly yields samples in shard order (``ordered()``).
+    """
+
+    def __class_getitem__(cls, item: Any) -> Any:  # type: ignore[override]
+        return _TypedDataset(cls, item)
+
+    def __init__(
+        self,
+        source: str | os.PathLike[str] | list[str] | DataSource,
+        *,
+        sample_type: type[T] | None = None,
+    ) -> None:
+        self.source: DataSource = resolve_source(source)  # type: ignore[arg-type]
+        st: Any = DictSample if sample_type is None else sample_type
+        if not (st is DictSample or (isinstance(st, type) and issubclass(st, PackableSample))):
+            raise TypeError(
+                f"Dataset[{getattr(st, '__name__', st)}]: the sample type must be a @packable class or DictSample"
+            )
+        self.sample_type: type[T] = st
+        self._decode_type: type = st
+        self._stages: tuple[tuple[str, Any], ...] = ()
+        self._shared = _Shared()
+        self._shards: list[str] | None = None
+
+    def _derive(self, sample_type: Any, stages: tuple[tuple[str, Any], ...], decode_type: type | None = None) -> Any:
+        new = object.__new__(type(self))
+        new.__dict__.update(self.__dict__)
+        new.sample_type = sample_type
+        new._stages = stages
+        if decode_type is not None:
+            new._decode_type = decode_type
+        return new
+
+    # ------------------------------------------------------------------------------------------------ shards
+    def list_shards(self) -> list[str]:
+        """The shard identifiers, in order."""
+        if self._shards is None:
+            self._shards = list(self.source.list_shards())
+        return self._shards
+
+    @property
+    def shard_list(self) -> list[str]:
+        """Alias of :meth:`list_shards` (the original atdata's name)."""
+        return self.list_shards()
+
+    def _buffer_or_none(self, shard: str) -> Buffer | None:
+        get = getattr(self.source, "buffer", None)
+        return get(shard) if get is not None else None  # type: ignore[no-any-return]
+
+    def _buffer(self, shard: str) -> Buffer:
+        buf = self._buffer_or_none(shard)
+        if buf is None:
+            with self.source.open_shard(shard) as f:
+                buf = f.read()
+        return buf
+
+    def _sidecar(self, shard: str) -> _sidecar.ShardIndex | None:
+        cache = self._shared.sidecars
+        if shard not in cache:
+            read = getattr(self.source, "read_sidecar", None)
+            raw = read(shard) if read is not None else None
+            cache[shard] = _sidecar.ShardIndex.from_json(raw, shard) if raw is not None else None
+        return cache[shard]
+
+    def _sidecar_count(self, shard: str, buf: Buffer | None) -> int | None:
+        idx = self._sidecar(shard)
+        if idx is None:
+            return None
+        if buf is not None and len(buf) != idx.size:
+            log.warning(
+                "atdata_torch: ignoring the index sidecar of %s (it describes %d bytes, the shard has %d); "
+                "rebuild it with atd.build_index()",
+                shard,
+                idx.size,
+                len(buf),
+            )
+            self._shared.sidecars[shard] = None
+            return None
+        return idx.count
+
+    def shard_index(self, shard: str) -> _sidecar.ShardIndex:
+        """The index of one shard: from its sidecar when present and current, else built by one scan (cached)."""
+        cached = self._shared.indexes.get(shard)
+        if cached is not None:
+            return cached
+        buf = self._buffer(shard)
+        idx = self._sidecar(shard)
+        if idx is None or idx.size != len(buf):
+            idx = _sidecar.scan(buf, shard)
+        self._shared.indexes[shard] = idx
+        return idx
+
+    def shard_indexes(self) -> list[_sidecar.ShardIndex]:
+        """The index of every shard (see :meth:`shard_index`)."""
+        return [self.shard_index(s) for s in self.list_shards()]
+
+    def _count(self) -> int:
+        total = 0
+        for shard in self.list_shards():
+            cached = self._shared.indexes.get(shard)
+            if cached is not None:
+                total += cached.count
+                continue
+            side = self._sidecar(shard)
+            total += side.count if side is not None else self.shard_index(shard).count
+        return total
+
+    def _known_len(self) -> int | None:
+        if any(kind == "filter" for kind, _ in self._stages):
+            return None
+        return self._count()
+
+    def __len__(self) -> int:
+        """The number of samples: from the sidecars, or one scan of each shard (cached)."""
+        n = self._known_len()
+        if n is None:
+            raise TypeError("len() is unknown after filter(); count with sum(1 for _ in ds)")
+        return n
+
+    # ------------------------------------------------------------------------------------------------ iteration
+    @overload
+    def ordered(
+        self, batch_size: None = None, *, drop_last: bool = False, on_error: OnError = "raise"
+    ) -> Pipeline[T]: ...
+
+    @overload
+    def ordered(
+        self, batch_size: int, *, drop_last: bool = False, on_error: OnError = "raise"
+    ) -> Pipeline[SampleBatch[T]]: ...
+
+    def ordered(
+        self, batch_size: int | None = None, *, drop_last: bool = False, on_error: OnError = "raise"
+    ) -> Pipeline[Any]:
+        """Iterate in shard order, then tar order.
+
+        Args:
+            batch_size: ``None`` yields samples; an int yields :class:`SampleBatch` es of that size.
+            drop_last: Drop the last partial batch (kept by default).
+            on_error: ``"raise"`` (default), or ``"skip"`` / ``"warn"`` to skip undecodable samples and report
+                how many at the end of the epoch.
+        """
+        return Pipeline(self, batch_size=batch_size, shuffle=False, drop_last=drop_last, on_error=on_error)
+
+    @overload
+    def shuffled(
+        self,
+        batch_size: None = None,
+        *,
+        seed: int = 0,
+        drop_last: bool = False,
+        on_error: OnError = "raise",
+        block_size: int = DEFAULT_BLOCK_SIZE,
+        window: int = DEFAULT_WINDOW,
+    ) -> Pipeline[T]: ...
+
+    @overload
+    def shuffled(
+        self,
+        batch_size: int,
+        *,
+        seed: int = 0,
+        drop_last: bool = False,
+        on_error: OnError = "raise",
+        block_size: int = DEFAULT_BLOCK_SIZE,
+        window: int = DEFAULT_WINDOW,
+    ) -> Pipeline[SampleBatch[T]]: ...
+
+    def shuffled(
+        self,
+        batch_size: int | None = None,
+        *,
+        seed: int = 0,
+        drop_last: bool = False,
+        on_error: OnError = "raise",
+        block_size: int = DEFAULT_BLOCK_SIZE,
+        window: int = DEFAULT_WINDOW,
+    ) -> Pipeline[Any]:
+        """Iterate in a shuffled order that is a pure function of ``(seed, epoch)``.
+
+        Blocks of ``block_size`` consecutive samples are permuted across the dataset, then samples are permuted
+        inside windows of ``window`` blocks. Each pass over the returned pipeline advances the epoch (a new
+        permutation); ``set_epoch(e)`` picks one.
+        """
+        return Pipeline(
+            self,
+            batch_size=batch_size,
+            shuffle=True,
+            seed=seed,
+            drop_last=drop_last,
+            on_error=on_error,
+            block_size=block_size,
+            window=window,
+        )
+
+    def __iter__(self) -> Iterator[T]:
+        return iter(self.ordered())
+
+    # ------------------------------------------------------------------------------------------------ transforms
+    def as_type(self, view: type[V]) -> Dataset[V]:
+        """View the samples as another type, through the lens registry (multi-hop paths included).
+
+        On a ``Dataset[DictSample]`` with no stages, the shards decode straight into ``view``.
+
+        Raises:
+            LensNotFoundError: when no chain of registered lenses converts the current type to ``view``.
+        """
+        current: Any = self.sample_type
+        if current is view:
+            return self  # type: ignore[return-value]
+        if not self._stages and current is DictSample and issubclass(view, PackableSample):
+            return self._derive(view, (), decode_type=view)  # type: ignore[no-any-return]
+        lens_: Lens[Any, V] = registry.find(current, view)
+        return self._derive(view, (*self._stages, ("lens", lens_.get)))  # type: ignore[no-any-return]
+
+    def map(self, fn: Callable[[T], V]) -> Dataset[V]:
+        """Apply ``fn`` to every sample (lazily, inside iteration; batching happens after it)."""
+        return self._derive(Any, (*self._stages, ("map", fn)))  # type: ignore[no-any-return]
+
+    def filter(self, predicate: Callable[[T], bool]) -> Dataset[T]:
+        """Keep the samples for which ``predicate`` is true (lazily; batching happens after it)."""
+        return self._derive(self.sample_type, (*self._stages, ("filter", predicate)))  # type: ignore[no-any-return]
+
+    # ------------------------------------------------------------------------------------------------ inspection
+    def head(self, n: int = 5) -> list[T]:
+        """The first ``n`` samples in order."""
+        return list(itertools.islice(self.ordered(), n))
+
+    def get(self, key: str) -> T:
+        """The sample with this key (uses the shard indexes; raises ``KeyError`` if absent)."""
+        for shard in self.list_shards():
+            idx = self.shard_index(shard)
+            if key in idx.keys:
+                i = idx.keys.index(key)
+                rec = read_record(self._buffer(shard), shard, idx.offsets[i], idx.lengths[i])
+                sample = decode_record(rec, self._decode_type)
+                for kind, fn in self._stages:
+                    if kind == "filter":
+                        if not fn(sample):
+                            raise KeyError(key)
+                    else:
+                        sample = fn(sample)
+                return sample  # type: ignore[no-any-return]
+        raise KeyError(key)
+
+    def describe(self) -> dict[str, Any]:
+        """A summary: sample type and fields, shards, samples and bytes (when known without reading data)."""
+        st = self.sample_type
+        fields: list[dict[str, Any]] | None = None
+        if isinstance(st, type) and issubclass(st, PackableSample):
+            fields = [f.describe() for f in st.__atdata_fields__]
+        shards = self.list_shards()
+        sidecars = [self._sidecar(s) for s in shards]
+        known = all(s is not None for s in sidecars)
+        return {
+            "sample_type": getattr(st, "__name__", str(st)),
+            "schema_id": schema_id(st) if isinstance(st, type) else None,
+            "fields": fields,
+            "shards": len(shards),
+            "samples": sum(s.count for s in sidecars if s is not None) if known else None,
+            "bytes": sum(s.size for s in sidecars if s is not None) if known else None,
+            "stages": [kind for kind, _ in self._stages],
+            "source": repr(self.source),
+        }
+
+    def __repr__(self) -> str:
+        st = getattr(self.sample_type, "__name__", str(self.sample_type))
+        stages = "".join(f".{k}(...)" for k, _ in self._stages)
+        return f"Dataset[{st}]({self.source!r}){stages}"
+

@@ -1,0 +1,151 @@
+"""The atdata_torch error tree.
+
+Every exception the library raises on purpose derives from :class:`AtdataError` and, where one fits, from the
+builtin that callers already catch (``TypeError``, ``ValueError``, ``OSError``, ...), so existing ``except``
+clauses keep working. Messages follow one shape: what was expected, what was found, where (shard, key, offset,
+field), and how to fix it.
+
+Example:
+    >>> import atdata_torch as atd
+    >>> try:
+    ...     raise atd.DecodeError("payload is not msgpack", shard="a.tar", key="k0", offset=0)
+    ... except ValueError as e:   # DecodeError is also a ValueError
+    ...     print(e)
+    payload is not msgpack [shard=a.tar key=k0 offset=0]
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AtdataError",
+    "DecodeError",
+    "IndexStoreError",
+    "LensNotFoundError",
+    "MissingDependencyError",
+    "PublishError",
+    "SchemaError",
+    "SkippedSamplesWarning",
+    "ShardFormatError",
+    "ShardNotFoundError",
+    "SourceError",
+    "SplitError",
+]
+
+
+class AtdataError(Exception):
+    """Base class of every error atdata_torch raises on purpose.
+
+    Args:
+        message: What went wrong and how to fix it.
+        shard: The shard URL or path involved, if any.
+        key: The sample key involved, if any.
+        offset: The byte offset in the shard, if any.
+        field: The sample field involved, if any.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        shard: str | None = None,
+        key: str | None = None,
+        offset: int | None = None,
+        field: str | None = None,
+    ) -> None:
+        self.message = message
+        self.shard = shard
+        self.key = key
+        self.offset = offset
+        self.field = field
+        super().__init__(self._render())
+
+    def _render(self) -> str:
+        where = [
+            f"{name}={value}"
+            for name, value in (
+                ("shard", self.shard),
+                ("key", self.key),
+                ("offset", self.offset),
+                ("field", self.field),
+            )
+            if value is not None
+        ]
+        return f"{self.message} [{' '.join(where)}]" if where else self.message
+
+    def __str__(self) -> str:
+        return self._render()
+
+    def __reduce__(self) -> tuple[object, ...]:
+        # Keep the keyword context when an error crosses a DataLoader worker boundary.
+        return (
+            _rebuild,
+            (type(self), self.message, self.shard, self.key, self.offset, self.field),
+        )
+
+
+def _rebuild(
+    cls: type[AtdataError],
+    message: str,
+    shard: str | None,
+    key: str | None,
+    offset: int | None,
+    field: str | None,
+) -> AtdataError:
+    return cls(message, shard=shard, key=key, offset=offset, field=field)
+
+
+class SchemaError(AtdataError, TypeError):
+    """A sample type or a value does not fit the schema (bad annotation, object array, wrong dtype)."""
+
+
+class SourceError(AtdataError, OSError):
+    """A shard could not be opened or read from its source."""
+
+
+class ShardNotFoundError(SourceError, FileNotFoundError):
+    """A shard named by the dataset does not exist."""
+
+
+class ShardFormatError(AtdataError, ValueError):
+    """A shard is not a valid tar (truncated, bad header checksum, bad size field)."""
+
+
+class DecodeError(AtdataError, ValueError):
+    """A member's payload could not be decoded into a sample (not msgpack, missing field, bad array)."""
+
+
+class LensNotFoundError(AtdataError, LookupError):
+    """No lens (or chain of lenses) converts between the requested sample types."""
+
+
+class SplitError(AtdataError, ValueError):
+    """A requested split does not exist or a split expression is malformed."""
+
+
+class IndexStoreError(AtdataError):
+    """The dataset index could not read or write an entry."""
+
+
+class PublishError(AtdataError):
+    """A record could not be published to, or resolved from, the AT Protocol network."""
+
+
+class MissingDependencyError(AtdataError, ImportError):
+    """An optional dependency is missing; the message names the extra to install."""
+
+    @classmethod
+    def for_extra(cls, package: str, extra: str, feature: str) -> MissingDependencyError:
+        """Build the standard message for a missing optional dependency.
+
+        Example:
+            >>> str(MissingDependencyError.for_extra("boto3", "s3", "S3 sources"))[:40]
+            'S3 sources needs the optional dependency'
+        """
+        return cls(
+            f"{feature} needs the optional dependency {package!r}, which is not installed; "
+            f"install it with: pip install 'atdata-torch[{extra}]'"
+        )
+
+
+class SkippedSamplesWarning(UserWarning):
+    """Emitted when iteration with ``on_error="skip"`` or ``"warn"`` skipped samples (reported at epoch end)."""

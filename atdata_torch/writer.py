@@ -1,0 +1,328 @@
+"""Writing shards: :class:`ShardWriter` and :func:`write_samples`.
+
+Shards are plain ustar tars (no PAX headers, integer mtime 0), one ``<key>.msgpack`` member per sample, padded to
+the 10240-byte record size, so writing the same samples twice gives byte-identical shards. Each shard is written
+to a temporary file and renamed into place only when complete; its index sidecar (``<shard>.idx.json``) follows
+the same way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from collections.abc import Callable, Iterable
+from types import TracebackType
+from typing import IO, Any, TypeVar
+
+from tqdm.auto import tqdm
+
+from ._codec import pack_mapping, pack_sample
+from ._shards import shard_name
+from ._sidecar import SIDECAR_SUFFIX, ShardIndex
+from ._tar import BLOCK, end_of_archive, ustar_header
+from .errors import SchemaError
+from .schema import DictSample, PackableSample, schema_id
+
+__all__ = ["ShardWriter", "build_index", "write_samples"]
+
+T = TypeVar("T")
+
+
+def _payload(sample: Any) -> tuple[bytes, str | None]:
+    if isinstance(sample, PackableSample):
+        return pack_sample(sample), type(sample).__atdata_schema_id__
+    if isinstance(sample, DictSample):
+        return pack_mapping(sample.to_dict()), None
+    if isinstance(sample, dict):
+        return pack_mapping(sample), None
+    raise SchemaError(
+        f"cannot write a {type(sample).__name__}: samples must be @packable instances, DictSample or dict"
+    )
+
+
+def _atomic_write(path: str, data: bytes) -> None:
+    d = os.path.dirname(path) or "."
+    fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        _unlink(tmp)
+        raise
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+class ShardWriter:
+    """Write samples into one or more shards, atomically, with index sidecars.
+
+    Args:
+        path: A single shard path (``"out/data.tar"``), a ``%``-pattern (``"out/train-%06d.tar"``), or with
+            ``maxcount``/``maxsize`` a base path that becomes ``out/train-000000.tar``, ``-000001``, ...
+        maxcount: Start a new shard after this many samples.
+        maxsize: Start a new shard before this many bytes would be exceeded.
+        key: ``key(sample, index) -> str`` for the member names; defaults to the zero-padded global index, so
+            output is reproducible. Keys must not contain ``.``.
+        sidecar: Write ``<shard>.idx.json`` next to each shard (default ``True``).
+        fsync: ``fsync`` each shard before the rename (default ``True``).
+
+    Example:
+        >>> import tempfile, os
+        >>> import atdata_torch as atd
+        >>> @atd.packable
+        ... class S:
+        ...     n: int
+        >>> d = tempfile.mkdtemp()
+        >>> with atd.ShardWriter(os.path.join(d, "t.tar"), maxcount=2) as w:
+        ...     for i in range(3):
+        ...         w.write(S(n=i))
+        >>> [os.path.basename(p) for p in w.shards]
+        ['t-000000.tar', 't-000001.tar']
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        maxcount: int | None = None,
+        maxsize: int | None = None,
+        key: Callable[[Any, int], str] | None = None,
+        sidecar: bool = True,
+        fsync: bool = True,
+    ) -> None:
+        path = os.fspath(path)
+        if maxcount is not None and maxcount < 1:
+            raise ValueError("maxcount must be >= 1")
+        if maxsize is not None and maxsize < 3 * BLOCK:
+            raise ValueError(f"maxsize must be >= {3 * BLOCK} bytes")
+        self._path = path
+        self._pattern = "%" in os.path.basename(path)
+        self._sharded = self._pattern or maxcount is not None or maxsize is not None
+        self.maxcount = maxcount
+        self.maxsize = maxsize
+        self._key = key
+        self._sidecar = sidecar
+        self._fsync = fsync
+        self.shards: list[str] = []
+        self.count = 0
+        self._schema: str | None | bool = False  # False: no sample yet
+        self._file: IO[bytes] | None = None
+        self._tmp: str | None = None
+        self._hash: Any = None
+        self._pos = 0
+        self._keys: list[str] = []
+        self._offsets: list[int] = []
+        self._lengths: list[int] = []
+        parent = os.path.dirname(path)
+        if parent:
+            os.makedirs(parent, exist_ok=True)
+
+    def _next_name(self) -> str:
+        n = len(self.shards)
+        if self._pattern:
+            return self._path % n
+        if self._sharded:
+            return shard_name(self._path, n)
+        if n:
+            raise RuntimeError("a single-shard ShardWriter cannot start a second shard")
+        return self._path
+
+    def _open(self) -> None:
+        name = self._next_name()
+        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(name) or ".", prefix=".tmp-", suffix=".tar.part")
+        self._file = os.fdopen(fd, "wb", buffering=1 << 20)
+        self._tmp = tmp
+        self._final = name
+        self._hash = hashlib.sha256()
+        self._pos = 0
+        self._keys, self._offsets, self._lengths = [], [], []
+
+    def _emit(self, data: bytes) -> None:
+        assert self._file is not None
+        self._file.write(data)
+        self._hash.update(data)
+        self._pos += len(data)
+
+    def write(self, sample: Any, key: str | None = None) -> str:
+        """Write one sample; returns its key.
+
+        Raises:
+            SchemaError: when the sample cannot be encoded (naming the field), or its schema differs from the
+                samples already written.
+        """
+        payload, sid = _payload(sample)
+        if self._schema is False:
+            self._schema = sid
+        elif sid != self._schema:
+            raise SchemaError(
+                f"sample {self.count} is a {type(sample).__name__} (schema {sid}) but this writer holds "
+                f"schema {self._schema}; write each sample type to its own shards"
+            )
+        if key is None:
+            key = self._key(sample, self.count) if self._key is not None else f"{self.count:08d}"
+        if "." in key or "/" in key or not key:
+            raise ValueError(f"sample key {key!r} must be non-empty and contain no '.' or '/'")
+        member = f"{key}.msgpack"
+        size = BLOCK + len(payload) + (-len(payload)) % BLOCK
+        if self._file is not None and (
+            (self.maxcount is not None and len(self._keys) >= self.maxcount)
+            or (self.maxsize is not None and self._pos + size + 2 * BLOCK > self.maxsize and self._keys)
+        ):
+            self._finish()
+        if self._file is None:
+            self._open()
+        self._keys.append(key)
+        self._offsets.append(self._pos)
+        self._lengths.append(size)
+        self._emit(ustar_header(member, len(payload)))
+        self._emit(payload)
+        pad = (-len(payload)) % BLOCK
+        if pad:
+            self._emit(bytes(pad))
+        self.count += 1
+        return key
+
+    def _finish(self) -> None:
+        f, tmp = self._file, self._tmp
+        assert f is not None and tmp is not None
+        self._emit(end_of_archive(self._pos))
+        f.flush()
+        if self._fsync:
+            os.fsync(f.fileno())
+        f.close()
+        self._file = None
+        os.replace(tmp, self._final)
+        self._tmp = None
+        if self._sidecar:
+            idx = ShardIndex(
+                count=len(self._keys),
+                keys=self._keys,
+                offsets=self._offsets,
+                lengths=self._lengths,
+                size=self._pos,
+                sha256=self._hash.hexdigest(),
+                schema_id=self._schema if isinstance(self._schema, str) else None,
+            )
+            _atomic_write(self._final + SIDECAR_SUFFIX, idx.to_json())
+        self.shards.append(self._final)
+
+    def close(self) -> None:
+        """Finish the current shard (renaming it into place)."""
+        if self._file is not None:
+            self._finish()
+
+    def abort(self) -> None:
+        """Drop the shard being written (its temp file is removed); finished shards stay."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        if self._tmp is not None:
+            _unlink(self._tmp)
+            self._tmp = None
+
+    def __enter__(self) -> ShardWriter:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+    def __repr__(self) -> str:
+        return f"ShardWriter({self._path!r}, shards={len(self.shards)}, samples={self.count})"
+
+
+def write_samples(
+    samples: Iterable[T],
+    path: str | os.PathLike[str],
+    *,
+    maxcount: int | None = None,
+    maxsize: int | None = None,
+    key: Callable[[Any, int], str] | None = None,
+    sidecar: bool = True,
+    progress: bool | None = None,
+) -> Any:
+    """Write samples to shard(s) and return a ``Dataset`` over them (typed like the first sample).
+
+    Without ``maxcount``/``maxsize`` one shard is written at ``path``; with either, shards are named like the
+    original atdata's (``out/train.tar`` -> ``out/train-000000.tar``, ...).
+
+    Args:
+        samples: ``@packable`` instances (or DictSample / dicts), all of one type.
+        path: Output path (see :class:`ShardWriter`).
+        maxcount: Samples per shard.
+        maxsize: Bytes per shard.
+        key: ``key(sample, index) -> str``; defaults to the zero-padded index.
+        sidecar: Write index sidecars.
+        progress: Show a tqdm progress bar (``None``: only when stderr is a terminal).
+
+    Raises:
+        ValueError: when ``samples`` is empty.
+
+    Example:
+        >>> import tempfile, os, numpy as np
+        >>> import atdata_torch as atd
+        >>> @atd.packable
+        ... class S:
+        ...     x: atd.NDArray
+        >>> ds = atd.write_samples([S(x=np.zeros(2))], os.path.join(tempfile.mkdtemp(), "a.tar"), progress=False)
+        >>> len(ds)
+        1
+    """
+    from .dataset import Dataset
+
+    total = len(samples) if hasattr(samples, "__len__") else None  # type: ignore[arg-type]
+    first_type: type | None = None
+    with ShardWriter(path, maxcount=maxcount, maxsize=maxsize, key=key, sidecar=sidecar) as w:
+        bar = tqdm(samples, total=total, desc=f"writing {os.path.basename(os.fspath(path))}", unit="sample",
+                   disable=None if progress is None else not progress, leave=False)
+        for s in bar:
+            if first_type is None:
+                first_type = type(s)
+            w.write(s)
+        bar.close()
+    if w.count == 0:
+        raise ValueError("write_samples() got no samples; nothing was written")
+    st: Any = first_type if first_type is not None and issubclass(first_type, PackableSample) else DictSample
+    return Dataset(w.shards, sample_type=st)
+
+
+def build_index(
+    shards: str | os.PathLike[str] | list[str], *, write: bool = True, progress: bool | None = None
+) -> list[ShardIndex]:
+    """Scan local shards (plain webdataset tars, original atdata shards, ...) and write their index sidecars.
+
+    Args:
+        shards: A path / brace pattern / glob, or a list of them.
+        write: Write ``<shard>.idx.json`` next to each shard (atomically); otherwise only return the indexes.
+        progress: Show a progress bar (``None``: only on a terminal).
+
+    Example:
+        >>> # atd.build_index("data/train-{000000..000009}.tar")
+    """
+    from ._sidecar import scan
+    from .sources import LocalSource, resolve_source
+
+    source = resolve_source(shards if isinstance(shards, list) else os.fspath(shards))
+    if not isinstance(source, LocalSource):
+        raise TypeError("build_index() writes sidecars next to local shards; pass local paths")
+    out = []
+    for shard in tqdm(source.list_shards(), desc="indexing", unit="shard", disable=None if progress is None
+                      else not progress, leave=False):
+        idx = scan(source.buffer(shard), shard, with_sha256=True)
+        if write:
+            _atomic_write(shard + SIDECAR_SUFFIX, idx.to_json())
+        out.append(idx)
+    return out
