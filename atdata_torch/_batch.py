@@ -29,19 +29,33 @@ def stack_column(values: Sequence[Any]) -> Any:
 
 
 def stack_encoded(values: Sequence[Any]) -> Any:
-    """Stack a column of ndarray-bytes buffers straight into one array (one copy); ``None`` when not uniform.
-
-    Every buffer is validated (dtype, shape, length) before any byte is copied.
+    """Stack a column of ndarray-bytes buffers straight into one new array (one copy); ``None`` when the
+    arrays differ in dtype or shape (ragged). Every buffer's header and length is checked before any copy.
     """
-    headers = [parse_array_header(v) for v in values]
-    first = headers[0]
-    if any(h is not first and h[:2] != first[:2] for h in headers):
-        return None
-    dtype, shape, off = first
-    if dtype.itemsize == 0:
-        return np.empty((len(values), *shape), dtype)
-    joined = bytearray().join([memoryview(v)[off:] for v in values])
-    return np.frombuffer(joined, dtype=dtype).reshape((len(values), *shape))
+    first = values[0]
+    dtype, shape, off = parse_array_header(first)
+    prefix = bytes(first[:off])
+    n = len(first)
+    for v in values:
+        if len(v) != n or v[:off] != prefix:
+            # Different header (or a corrupt one): parse it to tell ragged from broken (raises DecodeError).
+            if parse_array_header(v)[:2] != (dtype, shape):
+                return None
+    rows = len(values)
+    if dtype.itemsize == 0 or n == off:
+        return np.empty((rows, *shape), dtype)
+    if n - off < _ROW_COPY_BYTES:
+        joined = bytearray().join([memoryview(v)[off:] for v in values])
+        return np.frombuffer(joined, dtype=dtype).reshape((rows, *shape))
+    # Large rows: copy each into a numpy allocation (which numpy backs with huge pages where it can).
+    out = np.empty((rows, *shape), dtype)
+    flat = out.reshape(rows, -1).view(np.uint8)
+    for i, v in enumerate(values):
+        flat[i] = np.frombuffer(v, dtype=np.uint8, offset=off)
+    return out
+
+
+_ROW_COPY_BYTES = 16 * 1024
 
 
 class SampleBatch(Generic[T]):
@@ -101,10 +115,22 @@ class SampleBatch(Generic[T]):
         return list(self._columns)
 
     def __getattr__(self, name: str) -> Any:
+        # Read the slot without recursing: while unpickling (or copying) ``_columns`` is not
+        # set yet, and ``pickle`` probes attributes such as ``__setstate__`` through here.
         try:
-            return self._columns[name]
+            columns = object.__getattribute__(self, "_columns")
+        except AttributeError:
+            raise AttributeError(name) from None
+        try:
+            return columns[name]
         except KeyError:
-            raise AttributeError(f"SampleBatch has no field {name!r}; fields are {list(self._columns)}") from None
+            raise AttributeError(
+                f"SampleBatch has no field {name!r}; fields are {list(columns)}"
+            ) from None
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Batches cross DataLoader worker boundaries.
+        return (SampleBatch, (self._columns, self._size, self.sample_type, self.keys))
 
     def __getitem__(self, name: str) -> Any:
         return self._columns[name]
@@ -121,7 +147,11 @@ class SampleBatch(Generic[T]):
         """The batch as a list of samples (rebuilt from the columns)."""
         out: list[Any] = []
         for i in range(self._size):
-            row = {n: c[i] for n, c in self._columns.items()}
+            # ``c[i, ...]`` keeps 0-d arrays as arrays (``c[i]`` would give a numpy scalar).
+            row = {
+                n: c[i, ...] if isinstance(c, np.ndarray) else c[i]
+                for n, c in self._columns.items()
+            }
             if isinstance(self.sample_type, type) and issubclass(self.sample_type, PackableSample):
                 obj = object.__new__(self.sample_type)
                 obj.__dict__.update(row)

@@ -18,7 +18,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 from . import _codec
 from ._batch import SampleBatch, stack_column, stack_encoded
 from ._order import DEFAULT_BLOCK_SIZE, DEFAULT_WINDOW, iter_epoch_order
-from ._reader import Record, iter_records, iter_records_stream, read_record
+from ._reader import Record, indexed_records, iter_records, iter_records_stream, read_record
 from .errors import AtdataError, DecodeError, ShardFormatError, SkippedSamplesWarning, SourceError
 from .schema import DictSample, PackableSample
 
@@ -156,17 +156,18 @@ class Pipeline(IterableDataset[T], Generic[T]):
         info = get_worker_info()
         return (info.id, info.num_workers) if info is not None else (0, 1)
 
-    def _records(self, epoch: int, report: SkipReport) -> Iterator[Record]:
+    def _chunks(self, epoch: int, report: SkipReport) -> Iterator[list[Record]]:
+        """This worker's records of the epoch, in order, in chunks (fewer generator hops per sample)."""
         ds = self.dataset
         shards = ds.list_shards()
         worker, nworkers = self._worker_slice()
         if not self.shuffle:
             for i, shard in enumerate(shards):
                 if i % nworkers == worker:
-                    yield from self._shard_records(shard, report)
+                    yield from self._shard_chunks(shard, report)
             return
         indexes = ds.shard_indexes()
-        buffers: dict[int, Any] = {}
+        views: dict[int, memoryview] = {}
         pos = 0
         for shard_idx, sample_idx in iter_epoch_order(
             [ix.count for ix in indexes],
@@ -179,39 +180,59 @@ class Pipeline(IterableDataset[T], Generic[T]):
             mine = np.arange(pos, pos + n) % nworkers == worker
             pos += n
             needed = set(np.unique(shard_idx[mine]).tolist())
-            for s in [s for s in buffers if s not in needed]:
-                del buffers[s]
+            for s in [s for s in views if s not in needed]:
+                del views[s]
+            chunk: list[Record] = []
             for s, i in zip(shard_idx[mine].tolist(), sample_idx[mine].tolist()):
-                buf = buffers.get(s)
-                if buf is None:
-                    buf = buffers[s] = ds._buffer(shards[s])
+                view = views.get(s)
+                if view is None:
+                    view = views[s] = memoryview(ds._buffer(shards[s]))
                 ix = indexes[s]
+                if ix.payload_ext is not None:
+                    chunk.extend(indexed_records(view, shards[s], ix, (i,)))
+                    continue
                 try:
-                    yield read_record(buf, shards[s], ix.offsets[i], ix.lengths[i])
+                    chunk.append(read_record(view, shards[s], ix.offsets[i], ix.lengths[i]))
                 except ShardFormatError as exc:
                     if self.on_error == "raise":
                         raise
                     self._note(report, exc)
+            yield chunk
 
-    def _shard_records(self, shard: str, report: SkipReport) -> Iterator[Record]:
+    def _shard_chunks(self, shard: str, report: SkipReport, chunk_size: int = 1024) -> Iterator[list[Record]]:
         ds = self.dataset
         buf = ds._buffer_or_none(shard)
-        expected = ds._sidecar_count(shard, buf)
         n = 0
+        expected: int | None = None
+        chunk: list[Record] = []
         try:
             if buf is not None:
+                fast = ds._fast_index(shard, buf)
+                if fast is not None:
+                    view = memoryview(buf)
+                    for lo in range(0, fast.count, chunk_size):
+                        yield indexed_records(view, shard, fast, range(lo, min(lo + chunk_size, fast.count)))
+                    return
+                expected = ds._sidecar_count(shard, buf)
                 recs = iter_records(buf, shard)
             else:
-                stream = ds.source.open_shard(shard)
-                recs = iter_records_stream(stream, shard)
+                expected = ds._sidecar_count(shard, None)
+                recs = iter_records_stream(ds.source.open_shard(shard), shard)
             for rec in recs:
                 n += 1
-                yield rec
+                chunk.append(rec)
+                if len(chunk) == chunk_size:
+                    yield chunk
+                    chunk = []
         except ShardFormatError as exc:
+            if chunk:
+                yield chunk
             if self.on_error == "raise":
                 raise
             self._note(report, exc, shard=shard)
             return
+        if chunk:
+            yield chunk
         if expected is not None and expected != n:
             exc = ShardFormatError(
                 f"the index sidecar says the shard holds {expected} samples but it holds {n}; the sidecar is "
@@ -228,11 +249,11 @@ class Pipeline(IterableDataset[T], Generic[T]):
             warnings.warn(f"atdata_torch skipped: {exc}", SkippedSamplesWarning, stacklevel=3)
 
     # ------------------------------------------------------------------------------------------------ samples
-    def _samples(self, records: Iterator[Record], report: SkipReport) -> Iterator[tuple[str, Any]]:
+    def _samples(self, chunks: Iterator[list[Record]], report: SkipReport) -> Iterator[tuple[str, Any]]:
         decode_type = self.dataset._decode_type
         stages = self.dataset._stages
         raise_errors = self.on_error == "raise"
-        for rec in records:
+        for rec in (rec for chunk in chunks for rec in chunk):
             try:
                 sample = decode_record(rec, decode_type)
             except (DecodeError, ShardFormatError) as exc:
@@ -254,7 +275,7 @@ class Pipeline(IterableDataset[T], Generic[T]):
     def _run(self, epoch: int) -> Iterator[Any]:
         report = SkipReport()
         self.last_report = report
-        records = self._records(epoch, report)
+        records = self._chunks(epoch, report)
         try:
             if self.batch_size is None:
                 for _key, sample in self._samples(records, report):
@@ -290,7 +311,7 @@ class Pipeline(IterableDataset[T], Generic[T]):
         t = self.dataset._decode_type
         return not self.dataset._stages and isinstance(t, type) and issubclass(t, PackableSample)
 
-    def _fast_batches(self, records: Iterator[Record], report: SkipReport) -> Iterator[SampleBatch[Any]]:
+    def _fast_batches(self, chunks: Iterator[list[Record]], report: SkipReport) -> Iterator[SampleBatch[Any]]:
         """Columnar decoding: unpack each payload once, then build one array per NDArray field.
 
         Optimistic: any batch with a problem is decoded again record by record, which attributes the error to its
@@ -302,11 +323,12 @@ class Pipeline(IterableDataset[T], Generic[T]):
         specs = t.__atdata_fields__  # type: ignore[attr-defined]
         names = [s.name for s in specs]
         unpackb = _codec.msgpack.unpackb
+        skim, threshold = _codec.skim_map, _codec.SKIM_THRESHOLD
         required = frozenset(s.name for s in specs if not (s.optional or s.has_default))
         raise_errors = self.on_error == "raise"
         maps: list[Any] = []
         recs: list[Record] = []
-        for rec in records:
+        for rec in (rec for chunk in chunks for rec in chunk):
             members = rec.members
             d: Any = None
             if len(members) == 1:
@@ -315,7 +337,7 @@ class Pipeline(IterableDataset[T], Generic[T]):
                     payload = members.get("mp")
                 if payload is not None:
                     try:
-                        d = unpackb(payload)
+                        d = unpackb(payload) if len(payload) < threshold else skim(payload)
                     except Exception:
                         d = None
             if d.__class__ is not dict or not required.issubset(d):
@@ -349,8 +371,9 @@ class Pipeline(IterableDataset[T], Generic[T]):
             for spec in specs:
                 name = spec.name
                 col = [m[name] for m in maps]  # KeyError/TypeError -> slow path
-                if spec.kind == "ndarray":
-                    if all(isinstance(v, bytes) for v in col):
+                kind = spec.kind
+                if kind == "ndarray":
+                    if all(v.__class__ is bytes or v.__class__ is memoryview for v in col):
                         arr = stack_encoded(col)
                         if arr is None or (
                             spec.dtype is not None
@@ -360,6 +383,8 @@ class Pipeline(IterableDataset[T], Generic[T]):
                         columns[name] = arr
                     else:
                         columns[name] = stack_column([_codec.convert_field(spec, v) for v in col])
+                elif (exact := _EXACT.get(kind)) is not None and all(v.__class__ is exact for v in col):
+                    columns[name] = col
                 else:
                     convert = _codec.convert_field
                     columns[name] = [convert(spec, v) for v in col]
@@ -381,6 +406,10 @@ class Pipeline(IterableDataset[T], Generic[T]):
 
 class _Fallback(Exception):
     pass
+
+
+# Field kinds whose decoded values need no conversion when they have exactly this class.
+_EXACT: dict[str, type] = {"str": str, "int": int, "float": float, "bool": bool, "bytes": bytes}
 
 
 def apply_stage(kind: str, fn: Callable[[Any], Any]) -> Stage:

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
-from typing import IO, NamedTuple
+from collections.abc import Iterable, Iterator
+from typing import IO, TYPE_CHECKING, NamedTuple
 
 from ._tar import iter_members, read_member_stream
 from .errors import ShardFormatError
+
+if TYPE_CHECKING:
+    from ._sidecar import ShardIndex
 
 Buffer = bytes | memoryview
 
@@ -23,6 +26,7 @@ class Record(NamedTuple):
     offset: int
     length: int
     members: dict[str, Buffer]
+    data_offset: int = 0  # where the last member's data starts (the payload, for one-member samples)
 
 
 def split_name(name: str) -> tuple[str, str] | None:
@@ -39,18 +43,18 @@ def split_name(name: str) -> tuple[str, str] | None:
 
 
 def _group(members: Iterator[tuple[str, int, int, Buffer]], shard: str) -> Iterator[Record]:
-    """Group consecutive members by key; each item is (name, header offset, padded end offset, data)."""
+    """Group consecutive members by key; each item is (name, header offset, data offset, data)."""
     key: str | None = None
-    offset = end = 0
+    offset = end = data_at = 0
     group: dict[str, Buffer] = {}
-    for name, header_offset, member_end, data in members:
+    for name, header_offset, data_offset, data in members:
         parts = split_name(name)
         if parts is None:
             continue  # webdataset semantics: members without an extension belong to no sample
         k, ext = parts
         if k != key:
             if key is not None:
-                yield Record(shard, key, offset, end - offset, group)
+                yield Record(shard, key, offset, end - offset, group, data_at)
             key, offset, group = k, header_offset, {}
         elif ext in group:
             raise ShardFormatError(
@@ -61,9 +65,10 @@ def _group(members: Iterator[tuple[str, int, int, Buffer]], shard: str) -> Itera
                 offset=header_offset,
             )
         group[ext] = data
-        end = member_end
+        data_at = data_offset
+        end = data_offset + _padded(len(data))
     if key is not None:
-        yield Record(shard, key, offset, end - offset, group)
+        yield Record(shard, key, offset, end - offset, group, data_at)
 
 
 def iter_records(buf: Buffer, shard: str, start: int = 0, end: int | None = None) -> Iterator[Record]:
@@ -71,7 +76,7 @@ def iter_records(buf: Buffer, shard: str, start: int = 0, end: int | None = None
     view = memoryview(buf)
     return _group(
         (
-            (m.name, m.header_offset, m.data_offset + _padded(m.size), view[m.data_offset : m.data_offset + m.size])
+            (m.name, m.header_offset, m.data_offset, view[m.data_offset : m.data_offset + m.size])
             for m in iter_members(buf, shard, start, end)
         ),
         shard,
@@ -79,7 +84,10 @@ def iter_records(buf: Buffer, shard: str, start: int = 0, end: int | None = None
 
 
 def read_record(buf: Buffer, shard: str, offset: int, length: int) -> Record:
-    """Read the one record stored in ``[offset, offset + length)`` (a range taken from a shard index)."""
+    """Read the one record stored in ``[offset, offset + length)`` (a range taken from a shard index).
+
+    The headers in that range are parsed and checked; see :func:`indexed_record` for the header-free path.
+    """
     recs = list(iter_records(buf, shard, offset, offset + length))
     if len(recs) != 1:
         raise ShardFormatError(
@@ -95,7 +103,7 @@ def iter_records_stream(fileobj: IO[bytes], shard: str) -> Iterator[Record]:
     """Group the members of a sequential tar stream into records."""
     return _group(
         (
-            (m.name, m.header_offset, m.data_offset + _padded(m.size), data)
+            (m.name, m.header_offset, m.data_offset, data)
             for m, data in read_member_stream(fileobj, shard)
         ),
         shard,
@@ -104,3 +112,18 @@ def iter_records_stream(fileobj: IO[bytes], shard: str) -> Iterator[Record]:
 
 def _padded(size: int) -> int:
     return (size + 511) & ~511
+
+
+def indexed_records(view: memoryview, shard: str, index: ShardIndex, positions: Iterable[int]) -> list[Record]:
+    """Records of a shard whose index knows each sample's single payload: no header parsing per sample.
+
+    The caller has checked the headers once for the whole shard (:func:`atdata_torch._tar.verify_headers`).
+    """
+    keys, offsets, lengths = index.keys, index.offsets, index.lengths
+    poffs, psizes, ext = index.payload_offsets, index.payload_sizes, index.payload_ext
+    if poffs is None or psizes is None or ext is None:
+        raise ValueError("indexed_records() needs an index with payload offsets")
+    return [
+        Record(shard, keys[i], offsets[i], lengths[i], {ext: view[poffs[i] : poffs[i] + psizes[i]]}, poffs[i])
+        for i in positions
+    ]

@@ -32,6 +32,9 @@ class ShardIndex:
         size: Size of the shard in bytes.
         sha256: Hex sha256 of the shard ("" when unknown).
         schema_id: The schema id of the samples, if known.
+        payload_ext: When every sample is one member with this extension (``"msgpack"`` for atdata shards),
+            the extension; ``payload_offsets`` / ``payload_sizes`` then locate each member's data, so that
+            readers need not parse tar headers per sample.
     """
 
     count: int
@@ -41,6 +44,9 @@ class ShardIndex:
     size: int
     sha256: str = ""
     schema_id: str | None = None
+    payload_ext: str | None = None
+    payload_offsets: list[int] | None = None
+    payload_sizes: list[int] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> bytes:
@@ -65,6 +71,9 @@ class ShardIndex:
                 size=int(d["size"]),
                 sha256=str(d.get("sha256", "")),
                 schema_id=d.get("schema_id"),
+                payload_ext=d.get("payload_ext"),
+                payload_offsets=[int(x) for x in d["payload_offsets"]] if d.get("payload_ext") else None,
+                payload_sizes=[int(x) for x in d["payload_sizes"]] if d.get("payload_ext") else None,
                 extra=dict(d.get("extra", {})),
             )
         except (ValueError, KeyError, TypeError) as exc:
@@ -73,7 +82,10 @@ class ShardIndex:
                 "with atd.build_index()",
                 shard=shard,
             ) from exc
-        if not (idx.count == len(idx.keys) == len(idx.offsets) == len(idx.lengths)):
+        if not (idx.count == len(idx.keys) == len(idx.offsets) == len(idx.lengths)) or (
+            idx.payload_ext is not None
+            and not (idx.count == len(idx.payload_offsets or ()) == len(idx.payload_sizes or ()))
+        ):
             raise ShardFormatError(
                 "the index sidecar's lists disagree with its count; rebuild it with atd.build_index()", shard=shard
             )
@@ -85,10 +97,24 @@ def scan(buf: Buffer, shard: str, *, with_sha256: bool = False, schema_id: str |
     keys: list[str] = []
     offsets: list[int] = []
     lengths: list[int] = []
+    poffs: list[int] = []
+    psizes: list[int] = []
+    exts: set[str] = set()
+    single = True
     for rec in iter_records(buf, shard):
         keys.append(rec.key)
         offsets.append(rec.offset)
         lengths.append(rec.length)
+        if single:
+            if len(rec.members) != 1:
+                single = False
+            else:
+                ((ext, data),) = rec.members.items()
+                exts.add(ext)
+                poffs.append(rec.data_offset)
+                psizes.append(len(data))
+                single = len(exts) == 1
+    uniform = single and len(exts) == 1
     return ShardIndex(
         count=len(keys),
         keys=keys,
@@ -97,4 +123,7 @@ def scan(buf: Buffer, shard: str, *, with_sha256: bool = False, schema_id: str |
         size=len(buf),
         sha256=hashlib.sha256(buf).hexdigest() if with_sha256 else "",
         schema_id=schema_id,
+        payload_ext=exts.pop() if uniform else None,
+        payload_offsets=poffs if uniform else None,
+        payload_sizes=psizes if uniform else None,
     )

@@ -31,6 +31,7 @@ from ._batch import SampleBatch
 from ._order import DEFAULT_BLOCK_SIZE, DEFAULT_WINDOW
 from ._pipeline import OnError, Pipeline, decode_record
 from ._reader import Buffer, read_record
+from ._tar import BLOCK, verify_headers
 from .lens import Lens, registry
 from .schema import DictSample, PackableSample, schema_id
 from .sources import DataSource, resolve_source
@@ -153,17 +154,43 @@ class Dataset(IterableDataset[T], Generic[T]):
             return None
         return idx.count
 
-    def shard_index(self, shard: str) -> _sidecar.ShardIndex:
-        """The index of one shard: from its sidecar when present and current, else built by one scan (cached)."""
+    def shard_index(self, shard: str, buf: Buffer | None = None) -> _sidecar.ShardIndex:
+        """The index of one shard: from its sidecar when present and current, else built by one scan (cached).
+
+        A sidecar is checked against the shard once per process (size, and every header it points at, in one
+        vectorized pass) before it is trusted.
+        """
         cached = self._shared.indexes.get(shard)
         if cached is not None:
             return cached
-        buf = self._buffer(shard)
+        if buf is None:
+            buf = self._buffer(shard)
         idx = self._sidecar(shard)
-        if idx is None or idx.size != len(buf):
+        if idx is not None and idx.size == len(buf):
+            if idx.payload_ext is not None and idx.payload_offsets is not None and idx.payload_sizes is not None:
+                verify_headers(buf, [o - BLOCK for o in idx.payload_offsets], idx.payload_sizes, shard)
+        else:
+            if idx is not None:
+                log.warning(
+                    "atdata_torch: ignoring the index sidecar of %s (it describes %d bytes, the shard has %d); "
+                    "rebuild it with atd.build_index()",
+                    shard,
+                    idx.size,
+                    len(buf),
+                )
             idx = _sidecar.scan(buf, shard)
         self._shared.indexes[shard] = idx
         return idx
+
+    def _fast_index(self, shard: str, buf: Buffer) -> _sidecar.ShardIndex | None:
+        """The shard's index if it can be read without parsing headers per sample (known, one payload each)."""
+        idx = self._shared.indexes.get(shard)
+        if idx is None:
+            side = self._sidecar(shard)
+            if side is None or side.size != len(buf):
+                return None
+            idx = self.shard_index(shard, buf)
+        return idx if idx.payload_ext is not None else None
 
     def shard_indexes(self) -> list[_sidecar.ShardIndex]:
         """The index of every shard (see :meth:`shard_index`)."""

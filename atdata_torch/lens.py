@@ -247,7 +247,7 @@ def lens(get: Callable[[S], V]) -> Lens[S, V]:
         B(n2=4)
     """
     frame = sys._getframe(1)
-    localns = dict(frame.f_locals) if frame.f_code.co_name != "<module>" else None
+    localns = {**frame.f_globals, **frame.f_locals}
     out: Lens[S, V] = Lens(get, _localns=localns)
     registry.register(out)
     return out

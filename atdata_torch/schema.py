@@ -296,8 +296,8 @@ def packable(cls: type[T]) -> type[T]:
         True
     """
     frame = sys._getframe(1)
-    localns = dict(frame.f_locals) if frame.f_code.co_name != "<module>" else {}
-    localns[cls.__name__] = cls
+    # Resolve names where the class was written (a module, a function, a notebook cell, a doctest).
+    localns = {**frame.f_globals, **frame.f_locals, cls.__name__: cls}
     if issubclass(cls, PackableSample):
         new_cls: type = dataclass(cls, eq=False)
     else:

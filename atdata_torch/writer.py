@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from ._codec import pack_mapping, pack_sample
 from ._shards import shard_name
 from ._sidecar import SIDECAR_SUFFIX, ShardIndex
-from ._tar import BLOCK, end_of_archive, ustar_header
+from ._tar import BLOCK, RECORD, end_of_archive, ustar_header
 from .errors import SchemaError
 from .schema import DictSample, PackableSample, schema_id
 
@@ -39,6 +39,12 @@ def _payload(sample: Any) -> tuple[bytes, str | None]:
     raise SchemaError(
         f"cannot write a {type(sample).__name__}: samples must be @packable instances, DictSample or dict"
     )
+
+
+def _padded_end(pos: int) -> int:
+    """The size of a shard whose members end at ``pos``: end-of-archive blocks and record padding included."""
+    end = pos + 2 * BLOCK
+    return end + (-end) % RECORD
 
 
 def _atomic_write(path: str, data: bytes) -> None:
@@ -69,7 +75,8 @@ class ShardWriter:
         path: A single shard path (``"out/data.tar"``), a ``%``-pattern (``"out/train-%06d.tar"``), or with
             ``maxcount``/``maxsize`` a base path that becomes ``out/train-000000.tar``, ``-000001``, ...
         maxcount: Start a new shard after this many samples.
-        maxsize: Start a new shard before this many bytes would be exceeded.
+        maxsize: Start a new shard before this many bytes would be exceeded (end-of-archive record padding
+            included); only a shard holding one sample larger than ``maxsize`` exceeds it.
         key: ``key(sample, index) -> str`` for the member names; defaults to the zero-padded global index, so
             output is reproducible. Keys must not contain ``.``.
         sidecar: Write ``<shard>.idx.json`` next to each shard (default ``True``).
@@ -84,7 +91,7 @@ class ShardWriter:
         >>> d = tempfile.mkdtemp()
         >>> with atd.ShardWriter(os.path.join(d, "t.tar"), maxcount=2) as w:
         ...     for i in range(3):
-        ...         w.write(S(n=i))
+        ...         _ = w.write(S(n=i))
         >>> [os.path.basename(p) for p in w.shards]
         ['t-000000.tar', 't-000001.tar']
     """
@@ -122,6 +129,7 @@ class ShardWriter:
         self._keys: list[str] = []
         self._offsets: list[int] = []
         self._lengths: list[int] = []
+        self._sizes: list[int] = []
         parent = os.path.dirname(path)
         if parent:
             os.makedirs(parent, exist_ok=True)
@@ -144,7 +152,7 @@ class ShardWriter:
         self._final = name
         self._hash = hashlib.sha256()
         self._pos = 0
-        self._keys, self._offsets, self._lengths = [], [], []
+        self._keys, self._offsets, self._lengths, self._sizes = [], [], [], []
 
     def _emit(self, data: bytes) -> None:
         assert self._file is not None
@@ -175,7 +183,7 @@ class ShardWriter:
         size = BLOCK + len(payload) + (-len(payload)) % BLOCK
         if self._file is not None and (
             (self.maxcount is not None and len(self._keys) >= self.maxcount)
-            or (self.maxsize is not None and self._pos + size + 2 * BLOCK > self.maxsize and self._keys)
+            or (self.maxsize is not None and self._keys and _padded_end(self._pos + size) > self.maxsize)
         ):
             self._finish()
         if self._file is None:
@@ -183,6 +191,7 @@ class ShardWriter:
         self._keys.append(key)
         self._offsets.append(self._pos)
         self._lengths.append(size)
+        self._sizes.append(len(payload))
         self._emit(ustar_header(member, len(payload)))
         self._emit(payload)
         pad = (-len(payload)) % BLOCK
@@ -211,6 +220,9 @@ class ShardWriter:
                 size=self._pos,
                 sha256=self._hash.hexdigest(),
                 schema_id=self._schema if isinstance(self._schema, str) else None,
+                payload_ext="msgpack",
+                payload_offsets=[o + BLOCK for o in self._offsets],
+                payload_sizes=self._sizes,
             )
             _atomic_write(self._final + SIDECAR_SUFFIX, idx.to_json())
         self.shards.append(self._final)

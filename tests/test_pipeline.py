@@ -1,0 +1,595 @@
+"""Iteration over bad input: truncated / corrupt shards, undecodable samples, missing shards.
+
+Every failure raises the right class of the error tree naming shard, key, offset and field, in
+every mode (unbatched / batched, ordered / shuffled); ``on_error="skip"`` / ``"warn"`` skip the bad
+samples, count them in ``pipeline.last_report`` and warn at the end of the epoch (never silently);
+and a DataLoader with workers raises instead of hanging.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections import Counter
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import numpy as np
+import pytest
+from numpy.typing import NDArray
+from torch.utils.data import DataLoader
+
+import atdata_torch as atd
+
+
+@atd.packable
+class PipeRec:
+    x: NDArray[np.float32]
+    label: int
+    name: str
+
+
+def _rec(i: int) -> PipeRec:
+    return PipeRec(x=np.full(3, i, np.float32), label=i, name=f"n{i}")
+
+
+def _labels(items: Iterable[Any]) -> list[int]:
+    out: list[int] = []
+    for item in items:
+        if isinstance(item, atd.SampleBatch):
+            out.extend(int(v) for v in item.label)
+        else:
+            out.append(int(item.label))
+    return out
+
+
+def _drain(pipe: Iterable[Any]) -> list[Any]:
+    """Iterate with a for loop (``list(pipe)`` would also call ``len(pipe)``)."""
+    out = []
+    for item in pipe:
+        out.append(item)
+    return out
+
+
+def _run(ds: atd.Dataset[Any], mode: str, batch_size: int | None, **kw: Any) -> Any:
+    return getattr(ds, mode)(batch_size, **kw)
+
+
+def _skip_warnings(record: Iterable[warnings.WarningMessage]) -> list[str]:
+    return [str(w.message) for w in record if issubclass(w.category, atd.SkippedSamplesWarning)]
+
+
+MODES = ["ordered", "shuffled"]
+BATCH_SIZES = [None, 4]
+ON_SKIP = ["skip", "warn"]
+
+
+# ------------------------------------------------------------------------------------------------
+# undecodable samples: a shard of ten samples whose fourth (key k03) is broken
+
+BAD_KEY = "k03"
+BAD_INDEX = 3
+N_DECODE = 10
+
+
+def _packb(d: dict[str, Any]) -> bytes:
+    return msgpack.packb(d)  # type: ignore[no-any-return]
+
+
+def _good_map(i: int) -> dict[str, Any]:
+    return {"x": atd.array_to_bytes(np.full(3, i, np.float32)), "label": i, "name": f"n{i}"}
+
+
+# kind -> (payload, error class, field named by the error, a fragment of the message)
+BAD_PAYLOADS: dict[str, tuple[bytes, type[atd.AtdataError], str | None, str]] = {
+    "not-msgpack": (b"\xc1\xc1 this is not msgpack", atd.DecodeError, None, "not valid msgpack"),
+    "not-a-map": (_packb([1, 2, 3]), atd.DecodeError, None, "not a map"),  # type: ignore[dict-item]
+    "missing-field": (
+        _packb({k: v for k, v in _good_map(BAD_INDEX).items() if k != "name"}),
+        atd.DecodeError,
+        "name",
+        "needs field 'name'",
+    ),
+    "wrong-dtype": (
+        _packb({**_good_map(BAD_INDEX), "x": atd.array_to_bytes(np.zeros(3, np.float64))}),
+        atd.DecodeError,
+        "x",
+        "expects dtype float32 but the payload holds float64",
+    ),
+    "wrong-type": (
+        _packb({**_good_map(BAD_INDEX), "label": "three"}),
+        atd.DecodeError,
+        "label",
+        "expects int",
+    ),
+    "corrupt-array": (
+        _packb({**_good_map(BAD_INDEX), "x": atd.array_to_bytes(np.zeros(3, np.float32))[:-2]}),
+        atd.DecodeError,
+        "x",
+        "truncated or corrupt",
+    ),
+}
+
+
+class DecodeShard:
+    def __init__(self, path: Path, offsets: list[int]) -> None:
+        self.path = str(path)
+        self.offsets = offsets
+
+    @property
+    def bad_offset(self) -> int:
+        return self.offsets[BAD_INDEX]
+
+
+@pytest.fixture
+def decode_shard(
+    tmp_path: Path, tar_bytes: Callable[[list[tuple[str, bytes]]], bytes]
+) -> Callable[[str, bool], DecodeShard]:
+    """``decode_shard(kind, sidecar)``: a shard of ten samples, ``k03`` broken as ``kind`` says."""
+
+    def make(kind: str, sidecar: bool) -> DecodeShard:
+        payloads = [_packb(_good_map(i)) for i in range(N_DECODE)]
+        payloads[BAD_INDEX] = BAD_PAYLOADS[kind][0]
+        members = [(f"k{i:02d}.msgpack", p) for i, p in enumerate(payloads)]
+        offsets, pos = [], 0
+        for p in payloads:
+            offsets.append(pos)
+            pos += 512 + -(-len(p) // 512) * 512
+        path = tmp_path / f"{kind}.tar"
+        path.write_bytes(tar_bytes(members))
+        if sidecar:
+            atd.build_index(str(path), progress=False)
+            assert os.path.exists(str(path) + ".idx.json")
+        return DecodeShard(path, offsets)
+
+    return make
+
+
+@pytest.mark.parametrize("sidecar", [False, True], ids=["no-sidecar", "sidecar"])
+@pytest.mark.parametrize("batch_size", BATCH_SIZES)
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("kind", sorted(BAD_PAYLOADS))
+def test_undecodable_sample_raises_naming_where(
+    decode_shard: Callable[[str, bool], DecodeShard],
+    kind: str,
+    mode: str,
+    batch_size: int | None,
+    sidecar: bool,
+) -> None:
+    shard = decode_shard(kind, sidecar)
+    _, cls, field, fragment = BAD_PAYLOADS[kind]
+    pipe = _run(atd.Dataset[PipeRec](shard.path), mode, batch_size)
+    with pytest.raises(cls) as info:
+        _drain(pipe)
+    err = info.value
+    assert isinstance(err, ValueError)
+    assert isinstance(err, atd.AtdataError)
+    assert err.shard == shard.path
+    assert err.key == BAD_KEY
+    assert err.offset == shard.bad_offset
+    assert err.field == field
+    msg = str(err)
+    assert fragment in msg
+    assert f"shard={shard.path}" in msg
+    assert f"key={BAD_KEY}" in msg
+    assert f"offset={shard.bad_offset}" in msg
+    if field is not None:
+        assert f"field={field}" in msg
+        assert repr(field) in err.message  # the sentence itself names the field too
+
+
+@pytest.mark.parametrize("kind", ["not-msgpack", "not-a-map"])
+@pytest.mark.parametrize("batch_size", BATCH_SIZES)
+def test_undecodable_payload_as_dict_sample(
+    decode_shard: Callable[[str, bool], DecodeShard], kind: str, batch_size: int | None
+) -> None:
+    shard = decode_shard(kind, False)
+    with pytest.raises(atd.DecodeError) as info:
+        _drain(atd.Dataset(shard.path).ordered(batch_size))
+    assert info.value.key == BAD_KEY
+    assert info.value.offset == shard.bad_offset
+
+
+@pytest.mark.parametrize("kind", ["missing-field", "wrong-dtype", "wrong-type"])
+def test_schema_mismatches_read_fine_as_dict_sample(
+    decode_shard: Callable[[str, bool], DecodeShard], kind: str
+) -> None:
+    shard = decode_shard(kind, False)
+    samples = _drain(atd.Dataset(shard.path))
+    assert len(samples) == N_DECODE
+    assert all(isinstance(s, atd.DictSample) for s in samples)
+
+
+def test_get_names_the_broken_sample(decode_shard: Callable[[str, bool], DecodeShard]) -> None:
+    shard = decode_shard("wrong-dtype", True)
+    ds = atd.Dataset[PipeRec](shard.path)
+    assert ds.get("k02").label == 2
+    with pytest.raises(atd.DecodeError) as info:
+        ds.get(BAD_KEY)
+    assert (info.value.key, info.value.field, info.value.offset) == (BAD_KEY, "x", shard.bad_offset)
+
+
+@pytest.mark.parametrize("on_error", ON_SKIP)
+@pytest.mark.parametrize("batch_size", BATCH_SIZES)
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("kind", sorted(BAD_PAYLOADS))
+def test_undecodable_sample_is_skipped_counted_and_reported(
+    decode_shard: Callable[[str, bool], DecodeShard],
+    kind: str,
+    mode: str,
+    batch_size: int | None,
+    on_error: str,
+) -> None:
+    shard = decode_shard(kind, False)
+    pipe = _run(atd.Dataset[PipeRec](shard.path), mode, batch_size, on_error=on_error)
+    with pytest.warns(atd.SkippedSamplesWarning) as record:
+        items = _drain(pipe)
+    good = [i for i in range(N_DECODE) if i != BAD_INDEX]
+    labels = _labels(items)
+    assert Counter(labels) == Counter(good)
+    if mode == "ordered":
+        assert labels == good
+    report = pipe.last_report
+    assert isinstance(report, atd.SkipReport)
+    assert report
+    assert report.samples == 1
+    assert report.shards == []
+    assert len(report.errors) == 1
+    assert f"key={BAD_KEY}" in report.errors[0]
+    assert BAD_PAYLOADS[kind][3] in report.errors[0]
+    msgs = _skip_warnings(record)
+    summaries = [m for m in msgs if m.startswith("atdata_torch epoch 0:")]
+    assert len(summaries) == 1
+    assert "skipped 1 undecodable sample(s)" in summaries[0]
+    assert f"key={BAD_KEY}" in summaries[0]
+    if on_error == "skip":
+        assert len(msgs) == 1
+    else:  # "warn" also warns at each skipped sample
+        assert len(msgs) == 2
+        per_sample = [m for m in msgs if m not in summaries]
+        assert f"key={BAD_KEY}" in per_sample[0]
+
+
+def test_skip_report_is_fresh_each_epoch(decode_shard: Callable[[str, bool], DecodeShard]) -> None:
+    shard = decode_shard("not-msgpack", False)
+    pipe = atd.Dataset[PipeRec](shard.path).shuffled(on_error="skip")
+    for epoch in range(2):
+        with pytest.warns(atd.SkippedSamplesWarning, match=f"epoch {epoch}:"):
+            assert len(_drain(pipe)) == N_DECODE - 1
+        assert pipe.last_report.samples == 1
+
+
+def test_clean_epoch_reports_nothing_and_does_not_warn(
+    write_dataset: Callable[..., atd.Dataset[PipeRec]],
+) -> None:
+    ds = write_dataset([_rec(i) for i in range(6)])
+    for mode in MODES:
+        pipe = _run(ds, mode, 4, on_error="warn")
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            assert _labels(_drain(pipe)) != []
+        assert not pipe.last_report
+        assert pipe.last_report.samples == 0
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "missing-field",
+        "not-a-map",
+        "not-msgpack",
+        pytest.param(
+            "wrong-dtype",
+            marks=pytest.mark.xfail(
+                reason=(
+                    "BUG: _pipeline.py Pipeline._columnar, fallback branch: when a batch holds a "
+                    "sample that only fails in the columnar step, the surviving samples are yielded "
+                    "as a short batch in the middle of the epoch (even with drop_last=True); they "
+                    "should be carried over into the next batch"
+                ),
+                strict=True,
+            ),
+        ),
+        pytest.param(
+            "wrong-type",
+            marks=pytest.mark.xfail(reason="BUG: same as wrong-dtype (Pipeline._columnar)", strict=True),
+        ),
+        pytest.param(
+            "corrupt-array",
+            marks=pytest.mark.xfail(reason="BUG: same as wrong-dtype (Pipeline._columnar)", strict=True),
+        ),
+    ],
+)
+@pytest.mark.parametrize("drop_last", [False, True])
+def test_skipping_keeps_batches_full(
+    decode_shard: Callable[[str, bool], DecodeShard], kind: str, drop_last: bool
+) -> None:
+    """Skipped samples do not shorten batches: all batches but the last are full."""
+    shard = decode_shard(kind, False)
+    pipe = atd.Dataset[PipeRec](shard.path).ordered(4, on_error="skip", drop_last=drop_last)
+    with pytest.warns(atd.SkippedSamplesWarning):
+        batches = _drain(pipe)
+    sizes = [len(b) for b in batches]
+    assert sizes == ([4, 4] if drop_last else [4, 4, 1])
+    assert _labels(batches) == [i for i in range(N_DECODE) if i != BAD_INDEX][: sum(sizes)]
+
+
+# ------------------------------------------------------------------------------------------------
+# structural damage: two shards of four samples; the second is damaged at its third sample
+
+
+N_STRUCT = 8
+DAMAGED_OFFSET = 2 * 1024  # the header of sample 6, third in shard 1 (each sample takes 1024 bytes)
+PAYLOAD_SIZE = len(_rec(6).packed)
+
+DAMAGE: dict[str, Callable[[bytes], bytes]] = {
+    "cut-in-header": lambda d: d[: DAMAGED_OFFSET + 100],
+    "cut-in-payload": lambda d: d[: DAMAGED_OFFSET + 512 + PAYLOAD_SIZE // 2],
+    "cut-at-member-boundary": lambda d: d[:DAMAGED_OFFSET],
+    "bad-header-checksum": lambda d: (
+        d[: DAMAGED_OFFSET + 10] + bytes([d[DAMAGED_OFFSET + 10] ^ 0xFF]) + d[DAMAGED_OFFSET + 11 :]
+    ),
+}
+DAMAGE_MESSAGES = {
+    "cut-in-header": "is cut off",
+    "cut-in-payload": "truncated",
+    "cut-at-member-boundary": "truncated",
+    "bad-header-checksum": "checksum mismatch",
+}
+
+
+class Damaged:
+    def __init__(self, shards: list[str]) -> None:
+        self.shards = shards
+        self.bad = shards[1]
+
+
+@pytest.fixture
+def damaged(write_dataset: Callable[..., atd.Dataset[PipeRec]]) -> Callable[[str, bool], Damaged]:
+    """``damaged(kind, sidecar)``: the shards, the second damaged as ``kind`` says."""
+
+    def make(kind: str, sidecar: bool) -> Damaged:
+        ds = write_dataset([_rec(i) for i in range(N_STRUCT)], maxcount=4)
+        bad = Path(ds.list_shards()[1])
+        data = bad.read_bytes()
+        assert len(data) > DAMAGED_OFFSET + 512 + PAYLOAD_SIZE
+        bad.write_bytes(DAMAGE[kind](data))
+        if not sidecar:
+            os.remove(str(bad) + ".idx.json")
+        return Damaged(ds.list_shards())
+
+    return make
+
+
+SIDECAR = pytest.mark.parametrize("sidecar", [False, True], ids=["no-sidecar", "sidecar"])
+DAMAGE_KINDS = pytest.mark.parametrize("kind", sorted(DAMAGE))
+
+
+@SIDECAR
+@pytest.mark.parametrize("batch_size", BATCH_SIZES)
+@pytest.mark.parametrize("mode", MODES)
+@DAMAGE_KINDS
+def test_damaged_shard_raises_shard_format_error(
+    damaged: Callable[[str, bool], Damaged],
+    kind: str,
+    mode: str,
+    batch_size: int | None,
+    sidecar: bool,
+) -> None:
+    d = damaged(kind, sidecar)
+    pipe = _run(atd.Dataset[PipeRec](d.shards), mode, batch_size)
+    with pytest.raises(atd.ShardFormatError) as info:
+        _drain(pipe)
+    err = info.value
+    assert isinstance(err, ValueError)
+    assert err.shard == d.bad
+    assert err.offset == DAMAGED_OFFSET
+    msg = str(err)
+    assert DAMAGE_MESSAGES[kind] in msg
+    assert f"shard={d.bad}" in msg
+    assert f"offset={DAMAGED_OFFSET}" in msg
+
+
+@pytest.mark.xfail(
+    reason=(
+        "BUG: _tar.py iter_members (and read_member_stream): the 'tar member at byte N declares M "
+        "bytes but the shard ends after K' error has the member's (intact) header in hand but names "
+        "neither the member nor its key; pass key=/the name into the ShardFormatError"
+    ),
+    strict=True,
+)
+def test_truncated_payload_names_the_sample(damaged: Callable[[str, bool], Damaged]) -> None:
+    d = damaged("cut-in-payload", False)
+    with pytest.raises(atd.ShardFormatError) as info:
+        _drain(atd.Dataset[PipeRec](d.shards))
+    assert "00000006" in str(info.value)
+
+
+@SIDECAR
+@pytest.mark.parametrize("on_error", ON_SKIP)
+@pytest.mark.parametrize("batch_size", BATCH_SIZES)
+@DAMAGE_KINDS
+def test_damaged_shard_ordered_skip(
+    damaged: Callable[[str, bool], Damaged],
+    kind: str,
+    batch_size: int | None,
+    on_error: str,
+    sidecar: bool,
+) -> None:
+    d = damaged(kind, sidecar)
+    pipe = atd.Dataset[PipeRec](d.shards).ordered(batch_size, on_error=on_error)
+    with pytest.warns(atd.SkippedSamplesWarning) as record:
+        items = _drain(pipe)
+    labels = _labels(items)
+    assert labels[:4] == [0, 1, 2, 3]  # the intact shard comes through whole, in order
+    assert len(set(labels)) == len(labels)
+    assert set(labels) <= set(range(N_STRUCT))
+    assert 6 not in labels  # the damaged sample
+    report = pipe.last_report
+    assert report
+    assert report.samples + len(report.shards) >= 1
+    assert any(d.bad in e for e in report.errors)
+    summaries = [m for m in _skip_warnings(record) if m.startswith("atdata_torch epoch 0:")]
+    assert len(summaries) == 1
+    assert d.bad in summaries[0]
+
+
+_PENDING_BUG = (
+    "BUG: the last intact sample before the damage is dropped. _reader.py _group holds each record "
+    "until the next key starts; when the member iterator raises ShardFormatError the pending record "
+    "is discarded (fix: catch ShardFormatError around the loop in _group, yield the pending record, "
+    "then re-raise). With a sidecar, Dataset.shard_index's verify_headers rejects the whole shard "
+    "for one bad header, so ordered(on_error='skip') loses even more."
+)
+
+
+@pytest.mark.xfail(reason=_PENDING_BUG, strict=True)
+@SIDECAR
+@DAMAGE_KINDS
+def test_damaged_shard_ordered_skip_keeps_every_sample_before_the_damage(
+    damaged: Callable[[str, bool], Damaged], kind: str, sidecar: bool
+) -> None:
+    d = damaged(kind, sidecar)
+    pipe = atd.Dataset[PipeRec](d.shards).ordered(on_error="skip")
+    with pytest.warns(atd.SkippedSamplesWarning):
+        labels = _labels(_drain(pipe))
+    assert labels[:6] == [0, 1, 2, 3, 4, 5]
+
+
+_SHUFFLED_SKIP_BUG = (
+    "BUG: shuffled(on_error='skip') raises on a damaged shard. _pipeline.py Pipeline._chunks calls "
+    "ds.shard_indexes() outside any on_error handling; Dataset.shard_index scans the shard (no or "
+    "stale sidecar) or verify_headers() rejects it (sidecar), raising ShardFormatError. Fix: build "
+    "each shard's index under the on_error policy (note the shard in the SkipReport and use the "
+    "records scanned before the damage, or count 0)."
+)
+
+
+@pytest.mark.xfail(reason=_SHUFFLED_SKIP_BUG, strict=True)
+@SIDECAR
+@pytest.mark.parametrize("batch_size", BATCH_SIZES)
+@DAMAGE_KINDS
+def test_damaged_shard_shuffled_skip(
+    damaged: Callable[[str, bool], Damaged], kind: str, batch_size: int | None, sidecar: bool
+) -> None:
+    d = damaged(kind, sidecar)
+    pipe = atd.Dataset[PipeRec](d.shards).shuffled(batch_size, seed=0, on_error="skip")
+    with pytest.warns(atd.SkippedSamplesWarning):
+        labels = _labels(_drain(pipe))
+    assert {0, 1, 2, 3} <= set(labels)
+    assert 6 not in labels
+    assert len(set(labels)) == len(labels)
+    assert pipe.last_report
+
+
+@pytest.mark.xfail(
+    reason=(
+        "BUG: list(pipeline) calls Pipeline.__len__ (_pipeline.py), which scans shards that have "
+        "no sidecar (Dataset._count -> shard_index) and lets ShardFormatError escape even under "
+        "on_error='skip'. Fix: in Pipeline.__len__, when on_error != 'raise', turn a "
+        "ShardFormatError into TypeError('len() is unknown ...') so that list() ignores it."
+    ),
+    strict=True,
+)
+@pytest.mark.parametrize("kind", ["cut-in-payload", "bad-header-checksum"])
+def test_list_of_a_skipping_pipeline(damaged: Callable[[str, bool], Damaged], kind: str) -> None:
+    d = damaged(kind, False)
+    pipe = atd.Dataset[PipeRec](d.shards).ordered(on_error="skip")
+    with pytest.warns(atd.SkippedSamplesWarning):
+        items = list(pipe)
+    assert _labels(items)[:4] == [0, 1, 2, 3]
+
+
+def test_stale_sidecar_count_is_a_shard_format_error(
+    write_dataset: Callable[..., atd.Dataset[PipeRec]],
+    tar_bytes: Callable[[list[tuple[str, bytes]]], bytes],
+) -> None:
+    """A shard replaced by one with fewer samples (same size) next to its old sidecar."""
+    ds = write_dataset([_rec(i) for i in range(4)])
+    path = ds.list_shards()[0]
+    old = Path(path).read_bytes()
+    new = tar_bytes([(f"{i:08d}.msgpack", _rec(i).packed) for i in range(3)])
+    assert len(new) == len(old)  # both padded to one 10240-byte record
+    Path(path).write_bytes(new)
+    fresh = atd.Dataset[PipeRec](path)
+    with pytest.raises(atd.ShardFormatError) as info:
+        _drain(fresh.ordered())
+    assert info.value.shard == path
+
+
+# ------------------------------------------------------------------------------------------------
+# missing shards
+
+
+@pytest.mark.parametrize("use", ["len", "ordered", "shuffled", "batched", "get", "skip"])
+def test_missing_shard_raises_shard_not_found(
+    write_dataset: Callable[..., atd.Dataset[PipeRec]], tmp_path: Path, use: str
+) -> None:
+    ds = write_dataset([_rec(i) for i in range(3)])
+    missing = str(tmp_path / "missing.tar")
+    both = atd.Dataset[PipeRec]([*ds.list_shards(), missing])
+    actions: dict[str, Callable[[], object]] = {
+        "len": lambda: len(both),
+        "ordered": lambda: _drain(both.ordered()),
+        "shuffled": lambda: _drain(both.shuffled()),
+        "batched": lambda: _drain(both.ordered(2)),
+        "get": lambda: both.get("nope"),
+        "skip": lambda: _drain(both.ordered(on_error="skip")),  # missing data is never skipped
+    }
+    with pytest.raises(atd.ShardNotFoundError) as info:
+        actions[use]()
+    err = info.value
+    assert isinstance(err, FileNotFoundError)
+    assert isinstance(err, atd.SourceError)
+    assert isinstance(err, OSError)
+    assert err.shard == missing
+    assert missing in str(err)
+
+
+# ------------------------------------------------------------------------------------------------
+# DataLoader workers: errors cross the process boundary instead of hanging
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("batch_size", BATCH_SIZES)
+def test_dataloader_workers_raise_on_a_damaged_shard(
+    damaged: Callable[[str, bool], Damaged], mode: str, batch_size: int | None
+) -> None:
+    d = damaged("cut-in-payload", False)
+    pipe = _run(atd.Dataset[PipeRec](d.shards), mode, batch_size)
+    loader = DataLoader(pipe, batch_size=None, num_workers=2, timeout=60)
+    with pytest.raises(atd.ShardFormatError) as info:
+        for _ in loader:
+            pass
+    assert d.bad in str(info.value)
+    assert "truncated" in str(info.value)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_dataloader_workers_raise_on_an_undecodable_sample(
+    decode_shard: Callable[[str, bool], DecodeShard], mode: str
+) -> None:
+    shard = decode_shard("wrong-dtype", False)
+    loader = DataLoader(
+        _run(atd.Dataset[PipeRec](shard.path), mode, 4), batch_size=None, num_workers=2, timeout=60
+    )
+    with pytest.raises(atd.DecodeError) as info:
+        for _ in loader:
+            pass
+    msg = str(info.value)
+    assert f"key={BAD_KEY}" in msg
+    assert "field=x" in msg
+
+
+def test_dataloader_workers_raise_on_a_missing_shard(
+    write_dataset: Callable[..., atd.Dataset[PipeRec]], tmp_path: Path
+) -> None:
+    ds = write_dataset([_rec(i) for i in range(3)])
+    missing = str(tmp_path / "missing.tar")
+    pipe = atd.Dataset[PipeRec]([*ds.list_shards(), missing]).ordered()
+    with pytest.raises(atd.ShardNotFoundError) as info:
+        for _ in DataLoader(pipe, batch_size=None, num_workers=2, timeout=60):
+            pass
+    assert missing in str(info.value)
