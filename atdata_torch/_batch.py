@@ -37,10 +37,9 @@ def stack_encoded(values: Sequence[Any]) -> Any:
     prefix = bytes(first[:off])
     n = len(first)
     for v in values:
-        if len(v) != n or v[:off] != prefix:
-            # Different header (or a corrupt one): parse it to tell ragged from broken (raises DecodeError).
-            if parse_array_header(v)[:2] != (dtype, shape):
-                return None
+        # A different header (or a corrupt one) is parsed, to tell ragged from broken (raises DecodeError).
+        if (len(v) != n or v[:off] != prefix) and parse_array_header(v)[:2] != (dtype, shape):
+            return None
     rows = len(values)
     if dtype.itemsize == 0 or n == off:
         return np.empty((rows, *shape), dtype)
@@ -124,9 +123,7 @@ class SampleBatch(Generic[T]):
         try:
             return columns[name]
         except KeyError:
-            raise AttributeError(
-                f"SampleBatch has no field {name!r}; fields are {list(columns)}"
-            ) from None
+            raise AttributeError(f"SampleBatch has no field {name!r}; fields are {list(columns)}") from None
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Batches cross DataLoader worker boundaries.
@@ -148,10 +145,7 @@ class SampleBatch(Generic[T]):
         out: list[Any] = []
         for i in range(self._size):
             # ``c[i, ...]`` keeps 0-d arrays as arrays (``c[i]`` would give a numpy scalar).
-            row = {
-                n: c[i, ...] if isinstance(c, np.ndarray) else c[i]
-                for n, c in self._columns.items()
-            }
+            row = {n: c[i, ...] if isinstance(c, np.ndarray) else c[i] for n, c in self._columns.items()}
             if isinstance(self.sample_type, type) and issubclass(self.sample_type, PackableSample):
                 obj = object.__new__(self.sample_type)
                 obj.__dict__.update(row)

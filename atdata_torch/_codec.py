@@ -317,7 +317,7 @@ def pack_mapping(data: Mapping[str, Any]) -> bytes:
 
 def _packb(d: dict[str, Any], cls_name: str) -> bytes:
     try:
-        return msgpack.packb(d, default=_packer_default)  # type: ignore[no-any-return]
+        return msgpack.packb(d, default=_packer_default)
     except (SchemaError, TypeError, ValueError, OverflowError) as exc:
         # Find the field to name it.
         for name, value in d.items():
@@ -378,8 +378,7 @@ def convert_field(spec: FieldSpec, value: Any) -> Any:
                 raise DecodeError(exc.message, field=spec.name) from exc
         else:
             raise DecodeError(
-                f"field {spec.name!r} expects an NDArray (ndarray-bytes) but the payload holds "
-                f"{type(value).__name__}",
+                f"field {spec.name!r} expects an NDArray (ndarray-bytes) but the payload holds {type(value).__name__}",
                 field=spec.name,
             )
         if spec.dtype is not None and arr.dtype.newbyteorder("=") != spec.dtype.newbyteorder("="):
@@ -398,9 +397,9 @@ def convert_field(spec: FieldSpec, value: Any) -> Any:
             field=spec.name,
         )
     if kind == "float":
-        return float(value)
+        return float(value)  # type: ignore[arg-type]
     if kind == "bytes" and not isinstance(value, bytes):
-        return bytes(value)
+        return bytes(value)  # type: ignore[call-overload]
     return value
 
 
@@ -424,7 +423,7 @@ def build_sample(cls: type, data: Mapping[str, Any]) -> Any:
                 field=name,
             )
     if cls.__atdata_fast_init__:  # type: ignore[attr-defined]
-        obj = object.__new__(cls)
+        obj: Any = object.__new__(cls)
         obj.__dict__.update(values)
         return obj
     return cls(**values)

@@ -50,7 +50,7 @@ def iter_epoch_order(
         return
     nblocks = (counts_arr + block_size - 1) // block_size
     block_shard = np.repeat(np.arange(len(counts_arr), dtype=np.int64), nblocks)
-    block_first = (np.arange(int(nblocks.sum()), dtype=np.int64) - np.repeat(np.cumsum(nblocks) - nblocks, nblocks))
+    block_first = np.arange(int(nblocks.sum()), dtype=np.int64) - np.repeat(np.cumsum(nblocks) - nblocks, nblocks)
     block_first *= block_size
     block_len = np.minimum(block_size, counts_arr[block_shard] - block_first)
     rng = epoch_rng(seed, epoch, 0)

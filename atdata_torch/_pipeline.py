@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
+import msgpack
 import numpy as np
 from torch.utils.data import IterableDataset, get_worker_info
 
@@ -183,7 +184,7 @@ class Pipeline(IterableDataset[T], Generic[T]):
             for s in [s for s in views if s not in needed]:
                 del views[s]
             chunk: list[Record] = []
-            for s, i in zip(shard_idx[mine].tolist(), sample_idx[mine].tolist()):
+            for s, i in zip(shard_idx[mine].tolist(), sample_idx[mine].tolist(), strict=True):
                 view = views.get(s)
                 if view is None:
                     view = views[s] = memoryview(ds._buffer(shards[s]))
@@ -234,14 +235,14 @@ class Pipeline(IterableDataset[T], Generic[T]):
         if chunk:
             yield chunk
         if expected is not None and expected != n:
-            exc = ShardFormatError(
+            stale = ShardFormatError(
                 f"the index sidecar says the shard holds {expected} samples but it holds {n}; the sidecar is "
                 "stale or the shard was replaced: rebuild it with atd.build_index()",
                 shard=shard,
             )
             if self.on_error == "raise":
-                raise exc
-            self._note(report, exc, shard=shard)
+                raise stale
+            self._note(report, stale, shard=shard)
 
     def _note(self, report: SkipReport, exc: BaseException, *, shard: str | None = None) -> None:
         report.add(exc, shard=shard)
@@ -322,7 +323,7 @@ class Pipeline(IterableDataset[T], Generic[T]):
         t: type = self.dataset._decode_type
         specs = t.__atdata_fields__  # type: ignore[attr-defined]
         names = [s.name for s in specs]
-        unpackb = _codec.msgpack.unpackb
+        unpackb = msgpack.unpackb
         skim, threshold = _codec.skim_map, _codec.SKIM_THRESHOLD
         required = frozenset(s.name for s in specs if not (s.optional or s.has_default))
         raise_errors = self.on_error == "raise"
@@ -376,8 +377,7 @@ class Pipeline(IterableDataset[T], Generic[T]):
                     if all(v.__class__ is bytes or v.__class__ is memoryview for v in col):
                         arr = stack_encoded(col)
                         if arr is None or (
-                            spec.dtype is not None
-                            and arr.dtype.newbyteorder("=") != spec.dtype.newbyteorder("=")
+                            spec.dtype is not None and arr.dtype.newbyteorder("=") != spec.dtype.newbyteorder("=")
                         ):
                             raise _Fallback
                         columns[name] = arr

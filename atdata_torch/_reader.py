@@ -102,10 +102,7 @@ def read_record(buf: Buffer, shard: str, offset: int, length: int) -> Record:
 def iter_records_stream(fileobj: IO[bytes], shard: str) -> Iterator[Record]:
     """Group the members of a sequential tar stream into records."""
     return _group(
-        (
-            (m.name, m.header_offset, m.data_offset, data)
-            for m, data in read_member_stream(fileobj, shard)
-        ),
+        ((m.name, m.header_offset, m.data_offset, data) for m, data in read_member_stream(fileobj, shard)),
         shard,
     )
 
@@ -124,6 +121,13 @@ def indexed_records(view: memoryview, shard: str, index: ShardIndex, positions: 
     if poffs is None or psizes is None or ext is None:
         raise ValueError("indexed_records() needs an index with payload offsets")
     return [
-        Record(shard, keys[i], offsets[i], lengths[i], {ext: view[poffs[i] : poffs[i] + psizes[i]]}, poffs[i])
+        Record(
+            shard,
+            keys[i],
+            offsets[i],
+            lengths[i],
+            {ext: view[poffs[i] : poffs[i] + psizes[i]]},
+            poffs[i],
+        )
         for i in positions
     ]

@@ -87,7 +87,8 @@ class ShardIndex:
             and not (idx.count == len(idx.payload_offsets or ()) == len(idx.payload_sizes or ()))
         ):
             raise ShardFormatError(
-                "the index sidecar's lists disagree with its count; rebuild it with atd.build_index()", shard=shard
+                "the index sidecar's lists disagree with its count; rebuild it with atd.build_index()",
+                shard=shard,
             )
         return idx
 

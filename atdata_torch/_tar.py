@@ -162,9 +162,7 @@ def iter_members(buf: bytes | memoryview, shard: str, start: int = 0, end: int |
         pos = next_pos
 
 
-def read_member_stream(
-    fileobj: IO[bytes], shard: str
-) -> Iterator[tuple[Member, bytes]]:
+def read_member_stream(fileobj: IO[bytes], shard: str) -> Iterator[tuple[Member, bytes]]:
     """Yield ``(member, data)`` from a sequential stream (HTTP body, pipe), reading each member once."""
     pos = 0
     pax: dict[str, str] = {}
@@ -314,7 +312,10 @@ def verify_headers(buf: bytes | memoryview, header_offsets: list[int], sizes: li
         o = offs[lo : lo + step]
         if len(o) > 1 and np.all(np.diff(o) == o[1] - o[0]) and o[1] > o[0]:
             rows = np.lib.stride_tricks.as_strided(
-                arr[int(o[0]) :], shape=(len(o), BLOCK), strides=(int(o[1] - o[0]), 1), writeable=False
+                arr[int(o[0]) :],
+                shape=(len(o), BLOCK),
+                strides=(int(o[1] - o[0]), 1),
+                writeable=False,
             )
         else:
             rows = arr[o[:, None] + np.arange(BLOCK)]

@@ -26,11 +26,11 @@ from typing import Any, Generic, TypeVar, overload
 
 from torch.utils.data import IterableDataset
 
-from . import _sidecar
 from ._batch import SampleBatch
 from ._order import DEFAULT_BLOCK_SIZE, DEFAULT_WINDOW
 from ._pipeline import OnError, Pipeline, decode_record
 from ._reader import Buffer, read_record
+from ._sidecar import ShardIndex, scan
 from ._tar import BLOCK, verify_headers
 from .lens import Lens, registry
 from .schema import DictSample, PackableSample, schema_id
@@ -48,8 +48,8 @@ class _Shared:
     """State shared by a dataset and the datasets derived from it (same shards): cached shard indexes."""
 
     def __init__(self) -> None:
-        self.indexes: dict[str, _sidecar.ShardIndex] = {}
-        self.sidecars: dict[str, _sidecar.ShardIndex | None] = {}
+        self.indexes: dict[str, ShardIndex] = {}
+        self.sidecars: dict[str, ShardIndex | None] = {}
 
 
 class _TypedDataset:
@@ -77,7 +77,7 @@ class Dataset(IterableDataset[T], Generic[T]):
     Iterating a dataset directly yields samples in shard order (``ordered()``).
     """
 
-    def __class_getitem__(cls, item: Any) -> Any:  # type: ignore[override]
+    def __class_getitem__(cls, item: Any) -> Any:
         return _TypedDataset(cls, item)
 
     def __init__(
@@ -92,7 +92,7 @@ class Dataset(IterableDataset[T], Generic[T]):
             raise TypeError(
                 f"Dataset[{getattr(st, '__name__', st)}]: the sample type must be a @packable class or DictSample"
             )
-        self.sample_type: type[T] = st
+        self.sample_type: type[T] = st  # type: ignore[assignment]
         self._decode_type: type = st
         self._stages: tuple[tuple[str, Any], ...] = ()
         self._shared = _Shared()
@@ -121,7 +121,7 @@ class Dataset(IterableDataset[T], Generic[T]):
 
     def _buffer_or_none(self, shard: str) -> Buffer | None:
         get = getattr(self.source, "buffer", None)
-        return get(shard) if get is not None else None  # type: ignore[no-any-return]
+        return get(shard) if get is not None else None
 
     def _buffer(self, shard: str) -> Buffer:
         buf = self._buffer_or_none(shard)
@@ -130,12 +130,12 @@ class Dataset(IterableDataset[T], Generic[T]):
                 buf = f.read()
         return buf
 
-    def _sidecar(self, shard: str) -> _sidecar.ShardIndex | None:
+    def _sidecar(self, shard: str) -> ShardIndex | None:
         cache = self._shared.sidecars
         if shard not in cache:
             read = getattr(self.source, "read_sidecar", None)
             raw = read(shard) if read is not None else None
-            cache[shard] = _sidecar.ShardIndex.from_json(raw, shard) if raw is not None else None
+            cache[shard] = ShardIndex.from_json(raw, shard) if raw is not None else None
         return cache[shard]
 
     def _sidecar_count(self, shard: str, buf: Buffer | None) -> int | None:
@@ -154,7 +154,7 @@ class Dataset(IterableDataset[T], Generic[T]):
             return None
         return idx.count
 
-    def shard_index(self, shard: str, buf: Buffer | None = None) -> _sidecar.ShardIndex:
+    def shard_index(self, shard: str, buf: Buffer | None = None) -> ShardIndex:
         """The index of one shard: from its sidecar when present and current, else built by one scan (cached).
 
         A sidecar is checked against the shard once per process (size, and every header it points at, in one
@@ -178,11 +178,11 @@ class Dataset(IterableDataset[T], Generic[T]):
                     idx.size,
                     len(buf),
                 )
-            idx = _sidecar.scan(buf, shard)
+            idx = scan(buf, shard)
         self._shared.indexes[shard] = idx
         return idx
 
-    def _fast_index(self, shard: str, buf: Buffer) -> _sidecar.ShardIndex | None:
+    def _fast_index(self, shard: str, buf: Buffer) -> ShardIndex | None:
         """The shard's index if it can be read without parsing headers per sample (known, one payload each)."""
         idx = self._shared.indexes.get(shard)
         if idx is None:
@@ -192,7 +192,7 @@ class Dataset(IterableDataset[T], Generic[T]):
             idx = self.shard_index(shard, buf)
         return idx if idx.payload_ext is not None else None
 
-    def shard_indexes(self) -> list[_sidecar.ShardIndex]:
+    def shard_indexes(self) -> list[ShardIndex]:
         """The index of every shard (see :meth:`shard_index`)."""
         return [self.shard_index(s) for s in self.list_shards()]
 
@@ -368,4 +368,3 @@ class Dataset(IterableDataset[T], Generic[T]):
         st = getattr(self.sample_type, "__name__", str(self.sample_type))
         stages = "".join(f".{k}(...)" for k, _ in self._stages)
         return f"Dataset[{st}]({self.source!r}){stages}"
-

@@ -85,8 +85,8 @@ class Lens(Generic[S, V]):
                         f"lens {self.name!r}: annotate the getter's return type with the view type, or pass view="
                     )
                 view = hints["return"]
-        self.source_type: type[S] = source  # type: ignore[assignment]
-        self.view_type: type[V] = view  # type: ignore[assignment]
+        self.source_type: type[S] = source
+        self.view_type: type[V] = view
 
     def get(self, source: S) -> V:
         """Apply the getter."""
@@ -129,7 +129,13 @@ class Lens(Generic[S, V]):
             def put(w: W, s: S) -> S:
                 return first.put(second.put(w, first.get(s)), s)
 
-        return Lens(get, put, source=first.source_type, view=second.view_type, name=f"{first.name}|{second.name}")
+        return Lens(
+            get,
+            put,
+            source=first.source_type,
+            view=second.view_type,
+            name=f"{first.name}|{second.name}",
+        )
 
     def __repr__(self) -> str:
         arrow = "<->" if self.has_putter else "->"
@@ -189,7 +195,8 @@ class LensRegistry:
             LensNotFoundError: listing the types that are reachable from ``source``.
         """
         if source is view:
-            return Lens(lambda s: s, lambda v, s: v, source=source, view=view, name="identity")
+            ident: Lens[Any, Any] = Lens(lambda s: s, lambda v, s: v, source=source, view=view, name="identity")
+            return ident
         prev: dict[type, tuple[type, Lens[Any, Any]]] = {}
         queue = deque([source])
         while queue:

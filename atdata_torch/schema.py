@@ -32,7 +32,7 @@ from typing import Any, ClassVar, TypeVar, Union
 import numpy as np
 
 from . import _codec
-from .errors import DecodeError, SchemaError
+from .errors import SchemaError
 
 __all__ = [
     "DictSample",
@@ -44,7 +44,13 @@ __all__ = [
 
 T = TypeVar("T")
 
-_PRIMITIVES: dict[type, str] = {str: "str", int: "int", float: "float", bool: "bool", bytes: "bytes"}
+_PRIMITIVES: dict[type, str] = {
+    str: "str",
+    int: "int",
+    float: "float",
+    bool: "bool",
+    bytes: "bytes",
+}
 
 
 @dataclass(frozen=True)
@@ -99,7 +105,7 @@ def _ndarray_dtype(tp: Any) -> np.dtype[Any] | None:
     # np.generic / np.number etc. are abstract: they do not pin a dtype.
     if isinstance(scalar, type) and scalar in (np.generic, np.number, np.integer, np.floating):
         return None
-    return dt
+    return dt  # type: ignore[no-any-return]
 
 
 def _spec_for(cls_name: str, name: str, tp: Any, *, has_default: bool, in_list: bool = False) -> FieldSpec:
@@ -140,16 +146,16 @@ def _spec_for(cls_name: str, name: str, tp: Any, *, has_default: bool, in_list: 
     if tp is type(None):
         return FieldSpec(name, "any", True, has_default=has_default)
     if tp in (list, tuple) or origin in (list, tuple, typing.Sequence):
-        args = [a for a in typing.get_args(tp) if a is not Ellipsis]
+        item_args = [a for a in typing.get_args(tp) if a is not Ellipsis]
         item: FieldSpec | None = None
-        if args:
-            item_tp = args[0] if len(set(args)) == 1 else Any
+        if item_args:
+            item_tp = item_args[0] if len(set(item_args)) == 1 else Any
             item = _spec_for(cls_name, name, item_tp, has_default=False, in_list=True)
         return FieldSpec(name, "list", optional, items=item, has_default=has_default)
     if tp is dict or origin is dict:
-        args = typing.get_args(tp)
-        if args:
-            _spec_for(cls_name, name, args[1], has_default=False, in_list=True)
+        dict_args = typing.get_args(tp)
+        if dict_args:
+            _spec_for(cls_name, name, dict_args[1], has_default=False, in_list=True)
         return FieldSpec(name, "dict", optional, has_default=has_default)
     raise SchemaError(
         f"{where} has the unsupported annotation {tp!r}; supported are NDArray / np.ndarray, str, int, "
@@ -203,7 +209,7 @@ class PackableSample:
         Extra keys are ignored; a missing optional key becomes ``None``; a missing required key raises
         :class:`DecodeError` naming the field.
         """
-        return _codec.build_sample(cls, data)  # type: ignore[arg-type, return-value]
+        return _codec.build_sample(cls, data)  # type: ignore[no-any-return]
 
     @classmethod
     def from_bytes(cls: type[T], payload: bytes) -> T:
@@ -217,7 +223,7 @@ class PackableSample:
             >>> Label.from_bytes(Label(name="cat").packed)
             Label(name='cat')
         """
-        return _codec.build_sample(cls, _codec.unpack_map(payload))  # type: ignore[arg-type, return-value]
+        return _codec.build_sample(cls, _codec.unpack_map(payload))  # type: ignore[no-any-return]
 
     @property
     def packed(self) -> bytes:
@@ -231,9 +237,7 @@ class PackableSample:
     def __eq__(self, other: object) -> bool:
         if other.__class__ is not self.__class__:
             return NotImplemented
-        return all(
-            _values_equal(getattr(self, f.name), getattr(other, f.name)) for f in self.__atdata_fields__
-        )
+        return all(_values_equal(getattr(self, f.name), getattr(other, f.name)) for f in self.__atdata_fields__)
 
     __hash__ = None  # type: ignore[assignment]
 
@@ -249,7 +253,7 @@ def _values_equal(a: Any, b: Any) -> bool:
         except TypeError:
             return bool(np.array_equal(a, b))
     if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
-        return len(a) == len(b) and all(_values_equal(x, y) for x, y in zip(a, b))
+        return len(a) == len(b) and all(_values_equal(x, y) for x, y in zip(a, b, strict=True))
     if isinstance(a, dict) and isinstance(b, dict):
         return a.keys() == b.keys() and all(_values_equal(a[k], b[k]) for k in a)
     return bool(a == b)
@@ -304,7 +308,7 @@ def packable(cls: type[T]) -> type[T]:
         # One new class with the same namespace and PackableSample as an extra base (so that the class the
         # user named is the dataclass itself, with no intermediate).
         ns = {k: v for k, v in vars(cls).items() if k not in ("__dict__", "__weakref__")}
-        bases = tuple(b for b in cls.__bases__ if b is not object) + (PackableSample,)
+        bases = (*(b for b in cls.__bases__ if b is not object), PackableSample)
         new_cls = dataclass(type(cls.__name__, bases, ns), eq=False)
     hints = _resolve_hints(new_cls, localns)
     specs = []
@@ -317,7 +321,7 @@ def packable(cls: type[T]) -> type[T]:
         k for c in new_cls.__mro__ if c not in (object, PackableSample) for k in vars(c)
     }
     _register_dict_lens(new_cls)
-    return new_cls  # type: ignore[return-value]
+    return new_cls
 
 
 def _register_dict_lens(cls: type) -> None:
@@ -341,6 +345,7 @@ class DictSample:
     """
 
     __slots__ = ("_data",)
+    _data: dict[str, Any]
 
     def __init__(self, _data: dict[str, Any] | None = None, /, **kwargs: Any) -> None:
         data = dict(_data or {})
@@ -368,9 +373,7 @@ class DictSample:
         try:
             return self._data[name]
         except KeyError:
-            raise AttributeError(
-                f"DictSample has no field {name!r}; fields are {sorted(self._data)}"
-            ) from None
+            raise AttributeError(f"DictSample has no field {name!r}; fields are {sorted(self._data)}") from None
 
     def __setattr__(self, name: str, value: Any) -> None:
         self._data[name] = value

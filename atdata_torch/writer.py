@@ -8,6 +8,7 @@ the same way.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import tempfile
@@ -22,7 +23,7 @@ from ._shards import shard_name
 from ._sidecar import SIDECAR_SUFFIX, ShardIndex
 from ._tar import BLOCK, RECORD, end_of_archive, ustar_header
 from .errors import SchemaError
-from .schema import DictSample, PackableSample, schema_id
+from .schema import DictSample, PackableSample
 
 __all__ = ["ShardWriter", "build_index", "write_samples"]
 
@@ -62,10 +63,8 @@ def _atomic_write(path: str, data: bytes) -> None:
 
 
 def _unlink(path: str) -> None:
-    try:
+    with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
-    except FileNotFoundError:
-        pass
 
 
 class ShardWriter:
@@ -121,7 +120,7 @@ class ShardWriter:
         self._fsync = fsync
         self.shards: list[str] = []
         self.count = 0
-        self._schema: str | None | bool = False  # False: no sample yet
+        self._schema: str | bool | None = False  # False: no sample yet
         self._file: IO[bytes] | None = None
         self._tmp: str | None = None
         self._hash: Any = None
@@ -245,7 +244,10 @@ class ShardWriter:
         return self
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         if exc_type is None:
             self.close()
@@ -298,8 +300,14 @@ def write_samples(
     total = len(samples) if hasattr(samples, "__len__") else None  # type: ignore[arg-type]
     first_type: type | None = None
     with ShardWriter(path, maxcount=maxcount, maxsize=maxsize, key=key, sidecar=sidecar) as w:
-        bar = tqdm(samples, total=total, desc=f"writing {os.path.basename(os.fspath(path))}", unit="sample",
-                   disable=None if progress is None else not progress, leave=False)
+        bar = tqdm(
+            samples,
+            total=total,
+            desc=f"writing {os.path.basename(os.fspath(path))}",
+            unit="sample",
+            disable=None if progress is None else not progress,
+            leave=False,
+        )
         for s in bar:
             if first_type is None:
                 first_type = type(s)
@@ -331,8 +339,13 @@ def build_index(
     if not isinstance(source, LocalSource):
         raise TypeError("build_index() writes sidecars next to local shards; pass local paths")
     out = []
-    for shard in tqdm(source.list_shards(), desc="indexing", unit="shard", disable=None if progress is None
-                      else not progress, leave=False):
+    for shard in tqdm(
+        source.list_shards(),
+        desc="indexing",
+        unit="shard",
+        disable=None if progress is None else not progress,
+        leave=False,
+    ):
         idx = scan(source.buffer(shard), shard, with_sha256=True)
         if write:
             _atomic_write(shard + SIDECAR_SUFFIX, idx.to_json())

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import io
 import os
 import shutil
 import struct
@@ -66,17 +65,28 @@ class Shape:
 
 SHAPES = {
     "small": Shape(
-        "small", Small, 100_000, 10_000,
-        lambda r, i: Small(x=r.standard_normal(16, dtype=np.float32), label=i % 10, text=f"item-{i}"), 64,
+        "small",
+        Small,
+        100_000,
+        10_000,
+        lambda r, i: Small(x=r.standard_normal(16, dtype=np.float32), label=i % 10, text=f"item-{i}"),
+        64,
     ),
     "image": Shape(
-        "image", Image, 2_000, 500,
+        "image",
+        Image,
+        2_000,
+        500,
         lambda r, i: Image(image=r.integers(0, 255, (224, 224, 3), dtype=np.uint8), label=i % 1000),
         224 * 224 * 3,
     ),
     "large": Shape(
-        "large", Large, 96, 24,
-        lambda r, i: Large(data=r.standard_normal((1024, 1024), dtype=np.float32)), 1024 * 1024 * 4,
+        "large",
+        Large,
+        96,
+        24,
+        lambda r, i: Large(data=r.standard_normal((1024, 1024), dtype=np.float32)),
+        1024 * 1024 * 4,
     ),
 }
 
@@ -156,8 +166,7 @@ def timed(make_iter: Callable[[], Iterable[Any]], repeat: int) -> tuple[float, i
 def run_shape(shape: Shape, root: str, repeat: int) -> dict[str, Any]:
     rng = np.random.default_rng(0)
     samples = [shape.make(rng, i) for i in range(shape.count)]
-    ours = atd.write_samples(samples, os.path.join(root, f"{shape.name}.tar"), maxcount=shape.maxcount,
-                             progress=False)
+    ours = atd.write_samples(samples, os.path.join(root, f"{shape.name}.tar"), maxcount=shape.maxcount, progress=False)
     n_shards = len(ours.list_shards())
     url = os.path.join(root, f"{shape.name}-{{000000..{n_shards - 1:06d}}}.tar")
     conv_url = write_conventional(shape, samples, root)
@@ -167,7 +176,8 @@ def run_shape(shape: Shape, root: str, repeat: int) -> dict[str, Any]:
     ds = atd.Dataset[shape.cls](url)  # type: ignore[index]
     t_a, n_a = timed(lambda: ds.ordered(batch_size=64), repeat)
     t_b, n_b = timed(
-        lambda: wds.WebDataset(url, shardshuffle=False).map(original_decode(arrays)).batched(64), repeat
+        lambda: wds.WebDataset(url, shardshuffle=False).map(original_decode(arrays)).batched(64),
+        repeat,
     )
     t_c, n_c = timed(lambda: wds.WebDataset(conv_url, shardshuffle=False).decode().batched(64), repeat)
     assert n_a == n_b == n_c == shape.count, (n_a, n_b, n_c)
@@ -238,7 +248,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"conventional {r['disk_conv']:,.0f} B"
             )
         if "small" in args.shapes:
-            print(f"disk per sample small  original layout (PAX, webdataset.TarWriter) {original_layout_disk(root):,.0f} B")
+            orig = original_layout_disk(root)
+            print(f"disk per sample small  original layout (PAX, webdataset.TarWriter) {orig:,.0f} B")
     finally:
         if args.dir is None:
             shutil.rmtree(root, ignore_errors=True)

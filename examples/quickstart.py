@@ -63,9 +63,7 @@ def main(argv: list[str] | None = None) -> float:
     print(f"train: {len(train)} samples in {len(train.list_shards())} shards; test: {len(test)} samples")
     print(train.describe()["fields"])
 
-    model = torch.nn.Sequential(
-        torch.nn.Flatten(), torch.nn.Linear(64, 128), torch.nn.ReLU(), torch.nn.Linear(128, 10)
-    )
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 128), torch.nn.ReLU(), torch.nn.Linear(128, 10))
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     loss_fn = torch.nn.CrossEntropyLoss()
 

@@ -31,8 +31,9 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(atd.Dataset(args.url).describe(), indent=2))
         return 0
     if args.command == "head":
-        for s in atd.Dataset(args.url).head(args.n):
-            print(repr(s))
+        sample: object
+        for sample in atd.Dataset(args.url).head(args.n):
+            print(repr(sample))
         return 0
     if args.command == "index":
         for idx in atd.build_index(args.url):

@@ -125,6 +125,4 @@ def resolve_source(spec: str | list[str] | DataSource) -> DataSource:
         return source_for_urls(urls)
     if isinstance(spec, DataSource):
         return spec
-    raise TypeError(
-        f"a Dataset needs a URL string, a list of URLs, or a DataSource; got {type(spec).__name__}"
-    )
+    raise TypeError(f"a Dataset needs a URL string, a list of URLs, or a DataSource; got {type(spec).__name__}")

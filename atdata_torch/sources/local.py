@@ -51,10 +51,6 @@ class LocalSource(ShardSource):
             if size == 0:
                 return b""
             mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-        try:
-            mm.madvise(mmap.MADV_SEQUENTIAL)
-        except (AttributeError, OSError):
-            pass
         return memoryview(mm)
 
     def read_sidecar(self, shard: str) -> bytes | None:

@@ -37,7 +37,8 @@ class MemorySource(ShardSource):
             return self._data[shard]
         except KeyError:
             raise ShardNotFoundError(
-                f"shard {shard!r} is not in this MemorySource (it has {self._names[:5]})", shard=shard
+                f"shard {shard!r} is not in this MemorySource (it has {self._names[:5]})",
+                shard=shard,
             ) from None
 
     def open_shard(self, shard: str) -> IO[bytes]:
