@@ -108,7 +108,9 @@ def _ndarray_dtype(tp: Any) -> np.dtype[Any] | None:
     return dt  # type: ignore[no-any-return]
 
 
-def _spec_for(cls_name: str, name: str, tp: Any, *, has_default: bool, in_list: bool = False) -> FieldSpec:
+def _spec_for(
+    cls_name: str, name: str, tp: Any, *, has_default: bool, nested_in: str | None = None
+) -> FieldSpec:
     """Translate one annotation into a :class:`FieldSpec`, or raise :class:`SchemaError`."""
     where = f"field {name!r} of {cls_name}"
     origin = typing.get_origin(tp)
@@ -126,9 +128,9 @@ def _spec_for(cls_name: str, name: str, tp: Any, *, has_default: bool, in_list: 
         origin = typing.get_origin(tp)
 
     if _is_ndarray_annotation(tp):
-        if in_list:
+        if nested_in is not None:
             raise SchemaError(
-                f"{where} nests an NDArray inside a list: only top-level NDArray fields are encoded as "
+                f"{where} nests an NDArray inside a {nested_in}: only top-level NDArray fields are encoded as "
                 "arrays; stack the arrays into one NDArray field with a leading dimension instead",
                 field=name,
             )
@@ -150,12 +152,12 @@ def _spec_for(cls_name: str, name: str, tp: Any, *, has_default: bool, in_list: 
         item: FieldSpec | None = None
         if item_args:
             item_tp = item_args[0] if len(set(item_args)) == 1 else Any
-            item = _spec_for(cls_name, name, item_tp, has_default=False, in_list=True)
+            item = _spec_for(cls_name, name, item_tp, has_default=False, nested_in="list")
         return FieldSpec(name, "list", optional, items=item, has_default=has_default)
     if tp is dict or origin is dict:
         dict_args = typing.get_args(tp)
         if dict_args:
-            _spec_for(cls_name, name, dict_args[1], has_default=False, in_list=True)
+            _spec_for(cls_name, name, dict_args[1], has_default=False, nested_in="dict")
         return FieldSpec(name, "dict", optional, has_default=has_default)
     raise SchemaError(
         f"{where} has the unsupported annotation {tp!r}; supported are NDArray / np.ndarray, str, int, "

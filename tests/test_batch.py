@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import pickle
+import warnings
 
 import numpy as np
 import pytest
@@ -28,9 +29,7 @@ class BatchRec:
 
 
 def _recs(n: int) -> list[BatchRec]:
-    return [
-        BatchRec(x=np.arange(3, dtype=np.float32) + i, label=i, name=f"r{i}") for i in range(n)
-    ]
+    return [BatchRec(x=np.arange(3, dtype=np.float32) + i, label=i, name=f"r{i}") for i in range(n)]
 
 
 def test_from_typed_samples_stacks_arrays_and_lists_the_rest() -> None:
@@ -65,21 +64,10 @@ def test_stacked_column_is_a_writable_copy() -> None:
     assert b.x.flags.c_contiguous
     b.x[0, 0] = 100.0
     assert recs[0].x[0] == 0.0  # the sample's array is not shared
-    with warnings_as_errors():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # e.g. "The given NumPy array is not writable"
         t = torch.from_numpy(b.x)
     assert t.shape == (3, 3)
-
-
-class warnings_as_errors:  # noqa: N801 - used like a function
-    def __enter__(self) -> None:
-        import warnings
-
-        self._ctx = warnings.catch_warnings()
-        self._ctx.__enter__()
-        warnings.simplefilter("error")
-
-    def __exit__(self, *exc: object) -> None:
-        self._ctx.__exit__(*exc)
 
 
 @pytest.mark.parametrize(
@@ -107,9 +95,7 @@ def test_stack_column_of_empty_and_scalars() -> None:
 
 
 def test_from_dict_samples() -> None:
-    samples = [
-        atd.DictSample(x=np.full((2, 2), i, np.uint8), y=f"s{i}", n=i) for i in range(3)
-    ]
+    samples = [atd.DictSample(x=np.full((2, 2), i, np.uint8), y=f"s{i}", n=i) for i in range(3)]
     b = atd.SampleBatch.from_samples(samples)
     assert b.sample_type is atd.DictSample
     assert b.fields == ["x", "y", "n"]
@@ -173,8 +159,7 @@ def test_samples_rebuild_typed_instances() -> None:
 def test_repr() -> None:
     b = atd.SampleBatch.from_samples(_recs(2))
     assert repr(b) == (
-        "SampleBatch[BatchRec](size=2; x: ndarray(2, 3) float32, label: list[2], name: list[2], "
-        "extra: list[2])"
+        "SampleBatch[BatchRec](size=2; x: ndarray(2, 3) float32, label: list[2], name: list[2], extra: list[2])"
     )
 
 
@@ -228,17 +213,13 @@ def test_stack_encoded_mismatch_is_none_and_corrupt_is_an_error() -> None:
 @given(
     arrays=st.integers(min_value=1, max_value=6).flatmap(
         lambda n: hnp.array_shapes(min_dims=0, max_dims=3, max_side=4).flatmap(
-            lambda shape: st.lists(
-                hnp.arrays(np.int32, shape), min_size=n, max_size=n
-            )
+            lambda shape: st.lists(hnp.arrays(np.int32, shape), min_size=n, max_size=n)
         )
     ),
     names=st.lists(st.text(max_size=5), min_size=6, max_size=6),
 )
 def test_round_trip_through_columns(arrays: list[np.ndarray], names: list[str]) -> None:
-    recs = [
-        BatchRec(x=a.astype(np.float32), label=i, name=names[i]) for i, a in enumerate(arrays)
-    ]
+    recs = [BatchRec(x=a.astype(np.float32), label=i, name=names[i]) for i, a in enumerate(arrays)]
     b = atd.SampleBatch.from_samples(recs)
     assert isinstance(b.x, np.ndarray)
     assert b.x.shape == (len(recs), *arrays[0].shape)

@@ -355,7 +355,9 @@ fixed_samples = st.builds(
     opt=st.none() | any_arrays,
     tags=st.lists(st.integers(-(2**63), 2**63 - 1), max_size=5),
     meta=st.none()
-    | st.dictionaries(st.text(max_size=5), st.integers() | st.text(max_size=5), max_size=3),
+    | st.dictionaries(
+        st.text(max_size=5), st.integers(-(2**63), 2**64 - 1) | st.text(max_size=5), max_size=3
+    ),
 )
 
 

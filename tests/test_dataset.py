@@ -16,7 +16,6 @@ from numpy.typing import NDArray
 from torch.utils.data import DataLoader
 
 import atdata_torch as atd
-from atdata_torch import _sidecar
 
 N = 10
 MAXCOUNT = 4  # -> shards of 4, 4 and 2 samples
@@ -136,40 +135,47 @@ def test_bad_source_type() -> None:
 # len
 
 
-def test_len_from_sidecars_does_not_scan(
-    ds: atd.Dataset[DsRec], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    def no_scan(*args: object, **kwargs: object) -> None:
-        raise AssertionError("len() scanned a shard although every shard has a sidecar")
+def _garble(paths: list[str]) -> None:
+    """Replace each shard by junk of the same size (a new file: live mmaps keep the old bytes)."""
+    for path in paths:
+        size = os.path.getsize(path)
+        Path(path + ".junk").write_bytes(b"\xff" * size)
+        os.replace(path + ".junk", path)
 
-    monkeypatch.setattr(_sidecar, "scan", no_scan)
+
+def test_len_from_sidecars_does_not_read_the_shards(ds: atd.Dataset[DsRec]) -> None:
     fresh = atd.Dataset[DsRec](ds.list_shards())
+    _garble(fresh.list_shards())  # a scan would now fail with ShardFormatError
     assert len(fresh) == N
     assert len(fresh.ordered()) == N
     assert len(fresh.ordered(batch_size=4)) == 3
     assert len(fresh.ordered(batch_size=4, drop_last=True)) == 2
     assert len(fresh.shuffled(batch_size=5)) == 2
+    with pytest.raises(atd.ShardFormatError):
+        for _ in fresh:
+            pass
 
 
-def test_len_without_sidecars_scans_each_shard_once(
-    ds: atd.Dataset[DsRec], monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_len_without_sidecars_scans_the_shards(ds: atd.Dataset[DsRec]) -> None:
     _drop_sidecars(ds)
-    calls: list[str] = []
-    real_scan = _sidecar.scan
-
-    def spy(buf: object, shard: str, **kw: object) -> object:
-        calls.append(shard)
-        return real_scan(buf, shard, **kw)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(_sidecar, "scan", spy)
     fresh = atd.Dataset[DsRec](ds.list_shards())
     assert len(fresh) == N
-    assert sorted(calls) == sorted(ds.list_shards())
-    assert len(fresh) == N
-    assert len(fresh.map(lambda s: s)) == N  # derived datasets share the cache
-    assert len(calls) == 3
     assert list(fresh) == _recs()
+    garbled = atd.Dataset[DsRec](ds.list_shards())
+    _garble(garbled.list_shards())
+    with pytest.raises(atd.ShardFormatError):
+        len(garbled)
+
+
+def test_len_without_sidecars_is_cached(ds: atd.Dataset[DsRec]) -> None:
+    _drop_sidecars(ds)
+    fresh = atd.Dataset[DsRec](ds.list_shards())
+    assert len(fresh) == N
+    _garble(fresh.list_shards())
+    # Scanned once: neither the dataset nor the datasets derived from it scan again.
+    assert len(fresh) == N
+    assert len(fresh.map(lambda s: s)) == N
+    assert len(fresh.shuffled(batch_size=3)) == 4
 
 
 def test_len_after_filter_is_a_type_error(ds: atd.Dataset[DsRec]) -> None:
@@ -201,7 +207,7 @@ def test_ordered_is_shard_order_then_tar_order(ds: atd.Dataset[DsRec]) -> None:
 def test_ordered_batches_stack_arrays_and_list_the_rest(ds: atd.Dataset[DsRec]) -> None:
     batches = list(ds.ordered(batch_size=4))
     assert [len(b) for b in batches] == [4, 4, 2]
-    for b, start in zip(batches, (0, 4, 8)):
+    for b, start in zip(batches, (0, 4, 8), strict=True):
         n = len(b)
         assert isinstance(b, atd.SampleBatch)
         assert b.sample_type is DsRec
@@ -275,9 +281,7 @@ SHUFFLE_SETTINGS = [
 
 @pytest.mark.parametrize("kw", SHUFFLE_SETTINGS)
 @pytest.mark.parametrize("batch_size", [None, 7])
-def test_shuffled_same_seed_same_order(
-    big: atd.Dataset[DsRec], kw: dict[str, int], batch_size: int | None
-) -> None:
+def test_shuffled_same_seed_same_order(big: atd.Dataset[DsRec], kw: dict[str, int], batch_size: int | None) -> None:
     a = _labels(big.shuffled(batch_size, seed=11, **kw))
     b = _labels(big.shuffled(batch_size, seed=11, **kw))
     fresh = atd.Dataset[DsRec](big.list_shards())

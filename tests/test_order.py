@@ -24,7 +24,7 @@ def _pairs(counts: list[int], **kw: object) -> list[tuple[int, int]]:
         assert shard_idx.dtype == np.int64
         assert sample_idx.dtype == np.int64
         assert shard_idx.shape == sample_idx.shape
-        out.extend(zip(shard_idx.tolist(), sample_idx.tolist()))
+        out.extend(zip(shard_idx.tolist(), sample_idx.tolist(), strict=True))
     return out
 
 
@@ -44,22 +44,18 @@ def test_shuffled_order_is_a_permutation(
 
 @HYP
 @given(counts=counts_st, seed=seeds, epoch=epochs)
-def test_unshuffled_order_is_shard_then_sample_order(
-    counts: list[int], seed: int, epoch: int
-) -> None:
+def test_unshuffled_order_is_shard_then_sample_order(counts: list[int], seed: int, epoch: int) -> None:
     assert _pairs(counts, seed=seed, epoch=epoch, shuffle=False) == _all_pairs(counts)
 
 
 @HYP
 @given(counts=counts_st, seed=seeds, epoch=epochs, block_size=block_sizes, window=windows)
-def test_order_is_deterministic(
-    counts: list[int], seed: int, epoch: int, block_size: int, window: int
-) -> None:
+def test_order_is_deterministic(counts: list[int], seed: int, epoch: int, block_size: int, window: int) -> None:
     kw = {"seed": seed, "epoch": epoch, "block_size": block_size, "window": window}
     first = list(iter_epoch_order(counts, **kw))  # type: ignore[arg-type]
     second = list(iter_epoch_order(counts, **kw))  # type: ignore[arg-type]
     assert len(first) == len(second)
-    for (s1, i1), (s2, i2) in zip(first, second):
+    for (s1, i1), (s2, i2) in zip(first, second, strict=True):
         np.testing.assert_array_equal(s1, s2)
         np.testing.assert_array_equal(i1, i2)
 
@@ -70,17 +66,16 @@ def test_each_chunk_reads_at_most_window_blocks(
     counts: list[int], seed: int, epoch: int, block_size: int, window: int
 ) -> None:
     """Reads stay local: a chunk covers at most ``window`` blocks of consecutive samples."""
-    for shard_idx, sample_idx in iter_epoch_order(
-        counts, seed=seed, epoch=epoch, block_size=block_size, window=window
-    ):
-        blocks = set(zip(shard_idx.tolist(), (sample_idx // block_size).tolist()))
+    for shard_idx, sample_idx in iter_epoch_order(counts, seed=seed, epoch=epoch, block_size=block_size, window=window):
+        blocks = set(zip(shard_idx.tolist(), (sample_idx // block_size).tolist(), strict=True))
         assert len(blocks) <= window
         assert len(shard_idx) <= window * block_size
         # Every block in the chunk is complete.
         for shard, block in blocks:
             start = block * block_size
             expected = set(range(start, min(start + block_size, counts[shard])))
-            got = {i for s, i in zip(shard_idx.tolist(), sample_idx.tolist()) if s == shard}
+            pairs = zip(shard_idx.tolist(), sample_idx.tolist(), strict=True)
+            got = {i for s, i in pairs if s == shard}
             assert expected <= got
 
 

@@ -1,0 +1,544 @@
+"""Iteration: the epoch's global order -> this reader's slice -> records -> decode -> stages -> batches.
+
+:class:`Pipeline` is what ``Dataset.ordered()`` and ``Dataset.shuffled()`` return: a
+``torch.utils.data.IterableDataset`` that yields samples or :class:`SampleBatch` es.
+
+The order of an epoch is a pure function of (seed, epoch, dataset) (see ``_order``). A global step takes the next
+``batch_size * world_size`` positions of that sequence; rank ``r`` reads the ``r``-th block of ``batch_size`` of
+them, and DataLoader worker ``w`` of ``n`` produces the rank's batches ``w, w + n, ...``, which the DataLoader
+yields round-robin. So the concatenated stream of all ranks in global step order is the same sequence for every
+topology with the same global batch size, and a resume only needs the global position.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
+
+import msgpack
+import numpy as np
+import torch
+from torch.utils.data import IterableDataset
+
+from . import _codec
+from ._batch import SampleBatch, stack_column, stack_encoded
+from ._order import DEFAULT_BLOCK_SIZE, DEFAULT_WINDOW, iter_epoch_order
+from ._reader import Record, read_record
+from ._topology import Topology, resolve_rank_world, worker_slot
+from .errors import AtdataError, DecodeError, ShardFormatError, SkippedSamplesWarning
+from .schema import DictSample, PackableSample
+
+if TYPE_CHECKING:
+    from .dataset import Dataset
+
+__all__ = ["LastBatch", "OnError", "Pipeline", "SkipReport"]
+
+log = logging.getLogger("atdata_torch")
+
+T = TypeVar("T")
+OnError = Literal["raise", "skip", "warn"]
+LastBatch = Literal["exact", "drop", "pad"]
+
+
+@dataclass
+class SkipReport:
+    """What an epoch skipped under ``on_error="skip"`` / ``"warn"``.
+
+    Attributes:
+        samples: Number of samples skipped.
+        shards: Shards that could not be read at all.
+        errors: The first errors seen (at most 20), as strings naming shard, key and offset.
+    """
+
+    samples: int = 0
+    shards: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    def add(self, exc: BaseException, *, shard: str | None = None) -> None:
+        """Count one skipped sample (or, with ``shard``, one unreadable shard)."""
+        if shard is None:
+            self.samples += 1
+        else:
+            self.shards.append(shard)
+        if len(self.errors) < 20:
+            self.errors.append(str(exc))
+
+    def __bool__(self) -> bool:
+        return bool(self.samples or self.shards)
+
+    def summary(self) -> str:
+        """One line for logs and warnings."""
+        msg = f"skipped {self.samples} undecodable sample(s)"
+        if self.shards:
+            msg += f" and {len(self.shards)} unreadable shard(s) {self.shards[:5]}"
+        if self.errors:
+            msg += f"; first error: {self.errors[0]}"
+        return msg
+
+
+def _with_context(exc: AtdataError, rec: Record) -> AtdataError:
+    if exc.shard is not None and exc.key is not None:
+        return exc
+    return type(exc)(
+        exc.message,
+        shard=exc.shard or rec.shard,
+        key=exc.key or rec.key,
+        offset=exc.offset if exc.offset is not None else rec.offset,
+        field=exc.field,
+    )
+
+
+def decode_record(rec: Record, decode_type: type) -> Any:
+    """One record -> one sample of ``decode_type`` (DictSample or a packable class). Errors name shard and key."""
+    try:
+        data = _codec.members_to_map(rec.members)
+        if decode_type is DictSample:
+            return DictSample(_codec.decode_untyped_map(data))
+        return _codec.build_sample(decode_type, data)
+    except AtdataError as exc:
+        raise _with_context(exc, rec) from exc
+
+
+# ---------------------------------------------------------------------------------------------------- control
+_SLOTS = 64
+
+
+class _Control:
+    """Epoch and resume control in shared memory, so that it reaches DataLoader workers (persistent ones too).
+
+    Layout: ``[base_epoch, resume_epoch, resume_position, counter(main), counter(worker 0), ...]``. Each reader
+    counts its own passes: pass ``k`` of a reader runs epoch ``base_epoch + k``.
+    """
+
+    def __init__(self) -> None:
+        self.t = torch.zeros(3 + _SLOTS, dtype=torch.int64)
+        self.t[1] = -1
+        self.t.share_memory_()
+
+    def set_epoch(self, epoch: int) -> None:
+        self.t[3:] = 0
+        self.t[1] = -1
+        self.t[0] = epoch
+
+    def resume(self, epoch: int, position: int) -> None:
+        self.t[3:] = 0
+        self.t[0] = epoch
+        self.t[2] = position
+        self.t[1] = epoch
+
+    def next_epoch(self) -> int:
+        """The epoch the main process would run next."""
+        return int(self.t[0] + self.t[3])
+
+    def begin(self, slot: int) -> tuple[int, int]:
+        i = 3 + slot
+        epoch = int(self.t[0] + self.t[i])
+        self.t[i] += 1
+        start = int(self.t[2]) if int(self.t[1]) == epoch else 0
+        return epoch, start
+
+
+# ---------------------------------------------------------------------------------------------------- pipeline
+class Pipeline(IterableDataset[T], Generic[T]):
+    """An iterable over a dataset in a given order, optionally batched, sliced for this rank and worker.
+
+    Each ``iter()`` runs one epoch and then advances the epoch, so a shuffled pipeline gives a new (reproducible)
+    permutation per pass; :meth:`set_epoch` picks the epoch explicitly, and reaches DataLoader workers (persistent
+    ones included) through shared memory.
+
+    Args:
+        dataset: The dataset.
+        batch_size: Samples per batch on this rank (``None``: yield samples).
+        shuffle: Shuffle (two-level block/window permutation) or keep shard order.
+        seed: Seed of the permutation.
+        drop_last: ``True`` drops the last partial global batch; ``False`` keeps every sample (``"exact"`` on one
+            rank, ``"pad"`` on several, so that every rank runs the same number of steps).
+        last_batch: ``"exact"`` (every sample once; on several ranks the last step may give some ranks one batch
+            fewer: for evaluation), ``"drop"`` or ``"pad"`` (wrap around to fill the last global batch). Overrides
+            ``drop_last``.
+        on_error: ``"raise"``, or ``"skip"`` / ``"warn"`` undecodable samples, reported at the end of the epoch.
+        rank: This process's rank; ``None`` detects it (torch.distributed, then ``RANK``).
+        world_size: Number of ranks; ``None`` detects it.
+    """
+
+    def __init__(
+        self,
+        dataset: Dataset[Any],
+        *,
+        batch_size: int | None = None,
+        shuffle: bool = False,
+        seed: int = 0,
+        drop_last: bool | None = None,
+        last_batch: LastBatch | None = None,
+        on_error: OnError = "raise",
+        block_size: int = DEFAULT_BLOCK_SIZE,
+        window: int = DEFAULT_WINDOW,
+        rank: int | None = None,
+        world_size: int | None = None,
+    ) -> None:
+        if batch_size is not None and batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1 or None, got {batch_size}")
+        if on_error not in ("raise", "skip", "warn"):
+            raise ValueError(f"on_error must be 'raise', 'skip' or 'warn', got {on_error!r}")
+        if last_batch is not None and last_batch not in ("exact", "drop", "pad"):
+            raise ValueError(f"last_batch must be 'exact', 'drop' or 'pad', got {last_batch!r}")
+        self.dataset = dataset
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.seed = int(seed)
+        self.on_error = on_error
+        self.block_size = block_size
+        self.window = window
+        self._drop_last = drop_last
+        self._last_batch = last_batch
+        self.rank, self.world_size = resolve_rank_world(rank, world_size)
+        self._control = _Control()
+        self._order_cache: tuple[int, np.ndarray, np.ndarray] | None = None
+        self.last_report = SkipReport()
+
+    # ------------------------------------------------------------------------------------------------ settings
+    @property
+    def last_batch(self) -> LastBatch:
+        """The effective last-batch policy."""
+        if self._last_batch is not None:
+            return self._last_batch
+        if self._drop_last:
+            return "drop"
+        return "exact" if self.world_size == 1 else "pad"
+
+    @property
+    def drop_last(self) -> bool:
+        """Whether the last partial batch is dropped."""
+        return self.last_batch == "drop"
+
+    @property
+    def global_batch_size(self) -> int:
+        """Samples per global step (``batch_size * world_size``; ``world_size`` when unbatched)."""
+        return (self.batch_size or 1) * self.world_size
+
+    def set_topology(self, rank: int | None = None, world_size: int | None = None) -> None:
+        """Set (or re-detect, with ``None``) this process's rank and world size. Call before iterating."""
+        self.rank, self.world_size = resolve_rank_world(rank, world_size)
+
+    @property
+    def epoch(self) -> int:
+        """The epoch the next ``iter()`` in this process will run."""
+        return self._control.next_epoch()
+
+    def set_epoch(self, epoch: int) -> None:
+        """Choose the epoch of the next ``iter()`` (in this process and in DataLoader workers)."""
+        self._control.set_epoch(int(epoch))
+
+    def resume(self, epoch: int, position: int) -> None:
+        """Make the next pass run ``epoch`` starting at global ``position`` (samples already consumed)."""
+        if position < 0:
+            raise ValueError("position must be >= 0")
+        self._control.resume(int(epoch), int(position))
+
+    def fingerprint(self) -> str:
+        """Identifies what the order depends on: shard names and sample counts, shuffle settings."""
+        ds = self.dataset
+        desc = {
+            "shards": [os.path.basename(s.rstrip("/")) for s in ds.list_shards()],
+            "counts": [ix.count for ix in ds.shard_indexes()],
+            "shuffle": self.shuffle,
+            "block_size": self.block_size,
+            "window": self.window,
+        }
+        return hashlib.sha256(json.dumps(desc, sort_keys=True).encode()).hexdigest()[:16]
+
+    # ------------------------------------------------------------------------------------------------ sizes
+    def _total(self) -> int:
+        return self.dataset._count()
+
+    def count_for_rank(self, n: int, start: int = 0, rank: int | None = None) -> int:
+        """Items (batches, or samples when unbatched) that ``rank`` yields for an epoch of ``n`` samples."""
+        r = self.rank if rank is None else rank
+        rem = max(n - start, 0)
+        if rem == 0:
+            return 0
+        b = self.batch_size or 1
+        g = b * self.world_size
+        policy = self.last_batch
+        if policy == "drop":
+            return rem // g
+        if policy == "pad":
+            return -(-rem // g)
+        full, tail = divmod(rem, g)
+        return full + (1 if tail > r * b else 0)
+
+    def __len__(self) -> int:
+        """Batches (or samples) this rank yields per epoch, exactly (unknown after ``filter()``)."""
+        if self.dataset._known_len() is None:
+            raise TypeError("len() is unknown for this pipeline (a filter() stage drops an unknown number)")
+        return self.count_for_rank(self._total())
+
+    # ------------------------------------------------------------------------------------------------ iteration
+    def __iter__(self) -> Iterator[T]:
+        worker, nworkers = worker_slot()
+        slot = 0 if nworkers == 1 and worker == 0 and not _in_worker() else 1 + worker % (_SLOTS - 1)
+        epoch, start = self._control.begin(slot)
+        return self._run(epoch, start, Topology(self.rank, self.world_size, worker, nworkers))
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_order_cache"] = None
+        return state
+
+    def epoch_order(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
+        """The global sequence of an epoch: ``(shard_index, sample_index)`` arrays, one entry per position."""
+        cached = self._order_cache
+        if cached is not None and cached[0] == epoch:
+            return cached[1], cached[2]
+        counts = [ix.count for ix in self.dataset.shard_indexes()]
+        chunks = list(
+            iter_epoch_order(
+                counts,
+                seed=self.seed,
+                epoch=epoch,
+                shuffle=self.shuffle,
+                block_size=self.block_size,
+                window=self.window,
+            )
+        )
+        shards = np.concatenate([c[0] for c in chunks]) if chunks else np.zeros(0, np.int64)
+        idx = np.concatenate([c[1] for c in chunks]) if chunks else np.zeros(0, np.int64)
+        self._order_cache = (epoch, shards, idx)
+        return shards, idx
+
+    def _groups(self, n: int, start: int, topo: Topology) -> Iterator[np.ndarray]:
+        """Positions this reader produces, one array per batch (or per chunk of samples when unbatched)."""
+        rem = max(n - start, 0)
+        if rem == 0:
+            return
+        policy = self.last_batch
+        w, nw, r, world = topo.worker, topo.num_workers, topo.rank, topo.world_size
+        if self.batch_size is None:
+            count = self.count_for_rank(n, start, r)
+            mine = np.arange(w, count, nw, dtype=np.int64)  # this worker's items among the rank's
+            positions = start + r + world * mine
+            if policy == "pad":
+                positions %= n
+            for lo in range(0, len(positions), 512):
+                yield positions[lo : lo + 512]
+            return
+        b = self.batch_size
+        g = b * world
+        steps = self.count_for_rank(n, start, r)
+        for j in range(w, steps, nw):
+            lo = start + j * g + r * b
+            hi = lo + b
+            if policy == "exact":
+                hi = min(hi, n)
+            pos = np.arange(lo, hi, dtype=np.int64)
+            if policy == "pad":
+                pos %= n
+            yield pos
+
+    def _run(self, epoch: int, start: int, topo: Topology) -> Iterator[Any]:
+        report = SkipReport()
+        self.last_report = report
+        ds = self.dataset
+        shard_of, index_of = self.epoch_order(epoch)
+        n = len(shard_of)
+        shards = ds.list_shards()
+        indexes = ds.shard_indexes()
+        views: dict[int, memoryview] = {}
+        batched = self.batch_size is not None
+        fast = batched and self._fast_batches_possible()
+        for positions in self._groups(n, start, topo):
+            recs = self._read(shard_of[positions], index_of[positions], shards, indexes, views, report)
+            if not batched:
+                for _key, sample in self._samples(recs, report):
+                    yield sample
+                continue
+            batch = self._fast_batch(recs, report) if fast else self._slow_batch(recs, report)
+            if batch is not None:
+                yield batch
+        if report:
+            msg = f"atdata_torch epoch {epoch}: {report.summary()}"
+            log.warning(msg)
+            warnings.warn(msg, SkippedSamplesWarning, stacklevel=2)
+
+    # ------------------------------------------------------------------------------------------------ records
+    def _read(
+        self,
+        shard_of: np.ndarray,
+        index_of: np.ndarray,
+        shards: list[str],
+        indexes: list[Any],
+        views: dict[int, memoryview],
+        report: SkipReport,
+    ) -> list[Record]:
+        out: list[Record] = []
+        ds = self.dataset
+        for s, i in zip(shard_of.tolist(), index_of.tolist(), strict=True):
+            view = views.get(s)
+            if view is None:
+                if len(views) >= 64:
+                    del views[next(iter(views))]
+                view = views[s] = memoryview(ds._buffer(shards[s]))
+            ix = indexes[s]
+            ext = ix.payload_ext
+            if ext is not None:
+                p = ix.payload_offsets[i]
+                out.append(
+                    Record(shards[s], ix.keys[i], ix.offsets[i], ix.lengths[i], {ext: view[p : p + ix.payload_sizes[i]]}, p)
+                )
+                continue
+            try:
+                out.append(read_record(view, shards[s], ix.offsets[i], ix.lengths[i]))
+            except ShardFormatError as exc:
+                if self.on_error == "raise":
+                    raise
+                self._note(report, exc)
+        return out
+
+    def _note(self, report: SkipReport, exc: BaseException, *, shard: str | None = None) -> None:
+        report.add(exc, shard=shard)
+        if self.on_error == "warn":
+            warnings.warn(f"atdata_torch skipped: {exc}", SkippedSamplesWarning, stacklevel=3)
+
+    # ------------------------------------------------------------------------------------------------ samples
+    def _samples(self, recs: list[Record], report: SkipReport) -> Iterator[tuple[str, Any]]:
+        decode_type = self.dataset._decode_type
+        stages = self.dataset._stages
+        raise_errors = self.on_error == "raise"
+        for rec in recs:
+            try:
+                sample = decode_record(rec, decode_type)
+            except (DecodeError, ShardFormatError) as exc:
+                if raise_errors:
+                    raise
+                self._note(report, exc)
+                continue
+            keep = True
+            for kind, fn in stages:
+                if kind == "filter":
+                    if not fn(sample):
+                        keep = False
+                        break
+                else:
+                    sample = fn(sample)
+            if keep:
+                yield rec.key, sample
+
+    # ------------------------------------------------------------------------------------------------ batches
+    def _slow_batch(self, recs: list[Record], report: SkipReport) -> SampleBatch[Any] | None:
+        pairs = list(self._samples(recs, report))
+        if not pairs:
+            return None
+        out_type = self.dataset.sample_type
+        return SampleBatch.from_samples(
+            [s for _, s in pairs], out_type if out_type is not Any else None, [k for k, _ in pairs]
+        )
+
+    def _fast_batches_possible(self) -> bool:
+        t = self.dataset._decode_type
+        return not self.dataset._stages and isinstance(t, type) and issubclass(t, PackableSample)
+
+    def _fast_batch(self, recs: list[Record], report: SkipReport) -> SampleBatch[Any] | None:
+        """Columnar decoding: unpack each payload once, then build one array per NDArray field.
+
+        Records that are not plain one-member msgpack samples, or that are broken, go through the per-record
+        decoder, which names the record in its error (and applies ``on_error``).
+        """
+        t: type = self.dataset._decode_type
+        specs = t.__atdata_fields__  # type: ignore[attr-defined]
+        unpackb = msgpack.unpackb
+        skim, threshold = _codec.skim_map, _codec.SKIM_THRESHOLD
+        required = _required(t)
+        raise_errors = self.on_error == "raise"
+        maps: list[Any] = []
+        good: list[Record] = []
+        for rec in recs:
+            members = rec.members
+            d: Any = None
+            if len(members) == 1:
+                payload = members.get("msgpack")
+                if payload is None:
+                    payload = members.get("mp")
+                if payload is not None:
+                    try:
+                        d = unpackb(payload) if len(payload) < threshold else skim(payload)
+                    except Exception:
+                        d = None
+            if d.__class__ is not dict or not required.issubset(d):
+                try:
+                    d = decode_record(rec, t).__dict__
+                except (DecodeError, ShardFormatError) as exc:
+                    if raise_errors:
+                        raise
+                    self._note(report, exc)
+                    continue
+            good.append(rec)
+            maps.append(d)
+        if not good:
+            return None
+        columns: dict[str, Any] = {}
+        try:
+            for spec in specs:
+                name = spec.name
+                col = [m[name] for m in maps]  # KeyError -> per-record path
+                kind = spec.kind
+                if kind == "ndarray":
+                    if all(v.__class__ is bytes or v.__class__ is memoryview for v in col):
+                        arr = stack_encoded(col)
+                        if arr is None or (
+                            spec.dtype is not None and arr.dtype.newbyteorder("=") != spec.dtype.newbyteorder("=")
+                        ):
+                            raise _Fallback
+                        columns[name] = arr
+                    else:
+                        columns[name] = stack_column([_codec.convert_field(spec, v) for v in col])
+                elif (exact := _EXACT.get(kind)) is not None and all(v.__class__ is exact for v in col):
+                    columns[name] = col
+                else:
+                    convert = _codec.convert_field
+                    columns[name] = [convert(spec, v) for v in col]
+        except (_Fallback, KeyError, TypeError, AtdataError):
+            samples: list[tuple[str, Any]] = []
+            for rec in good:
+                try:
+                    samples.append((rec.key, decode_record(rec, t)))
+                except (DecodeError, ShardFormatError) as exc:
+                    if raise_errors:
+                        raise
+                    self._note(report, exc)
+            if not samples:
+                return None
+            return SampleBatch.from_samples([s for _, s in samples], t, [k for k, _ in samples])
+        return SampleBatch(columns, len(good), t, [r.key for r in good])
+
+
+class _Fallback(Exception):
+    pass
+
+
+# Field kinds whose decoded values need no conversion when they have exactly this class.
+_EXACT: dict[str, type] = {"str": str, "int": int, "float": float, "bool": bool, "bytes": bytes}
+
+_REQUIRED: dict[type, frozenset[str]] = {}
+
+
+def _required(t: type) -> frozenset[str]:
+    req = _REQUIRED.get(t)
+    if req is None:
+        req = _REQUIRED[t] = frozenset(
+            s.name
+            for s in t.__atdata_fields__  # type: ignore[attr-defined]
+            if not (s.optional or s.has_default)
+        )
+    return req
+
+
+def _in_worker() -> bool:
+    from torch.utils.data import get_worker_info
+
+    return get_worker_info() is not None

@@ -1,0 +1,180 @@
+"""The ready-made loader: a torchdata ``StatefulDataLoader`` with an elastic, topology-free resume state.
+
+``Dataset.loader(...)`` builds one. Its ``state_dict()`` is small and global: the seed, the epoch, the number of
+samples consumed in the epoch's global order, the global batch size and a fingerprint of the dataset. Any topology
+(another number of ranks or workers) turns it back into per-rank, per-worker starting points, so a run saved on
+1 rank x 4 workers resumes on 2 ranks x 2 workers with no sample repeated or skipped. (torchdata's own per-worker
+snapshots only restore under the same worker count, so they are not used.)
+
+Example:
+    >>> # loader = ds.loader(batch_size=64, shuffle=True, seed=0, num_workers=2)
+    >>> # for batch in loader: ...           # TensorBatch: batch.image is a torch.Tensor
+    >>> # torch.save(loader.state_dict(), "loader.pt")
+    >>> # loader.load_state_dict(torch.load("loader.pt")); for batch in loader: ...   # continues exactly
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from torchdata.stateful_dataloader import StatefulDataLoader
+
+from ._pipeline import Pipeline
+from .collate import collate
+from .errors import AtdataError
+
+__all__ = ["Loader", "LoaderStateError"]
+
+STATE_VERSION = 1
+
+
+class LoaderStateError(AtdataError, ValueError):
+    """A loader state does not fit this loader (another dataset, another seed, a newer format)."""
+
+
+def _identity(x: Any) -> Any:
+    return x
+
+
+class Loader(StatefulDataLoader):  # type: ignore[misc]
+    """A ``StatefulDataLoader`` over a :class:`~atdata_torch.Pipeline` that yields tensor batches.
+
+    Args:
+        pipeline: What ``ds.ordered()`` / ``ds.shuffled()`` return (batched in the dataset).
+        num_workers: DataLoader worker processes.
+        pin_memory: Pin batches (``TensorBatch.pin_memory()``) for faster host-to-device copies.
+        persistent_workers: Keep workers between epochs (the epoch still advances: it is shared memory).
+        collate_fn: Turns each batch into what the loop gets; defaults to :func:`~atdata_torch.collate`
+            (``TensorBatch``). Pass ``None`` to get ``SampleBatch`` es.
+        **kwargs: Passed to ``StatefulDataLoader`` (``prefetch_factor``, ``multiprocessing_context``,
+            ``timeout``, ...).
+    """
+
+    def __init__(
+        self,
+        pipeline: Pipeline[Any],
+        *,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        persistent_workers: bool = False,
+        collate_fn: Callable[[Any], Any] | None = collate,
+        **kwargs: Any,
+    ) -> None:
+        if not isinstance(pipeline, Pipeline):
+            raise TypeError(f"Loader needs a Pipeline (ds.ordered() / ds.shuffled()), got {type(pipeline).__name__}")
+        # Indexes are resolved here, in the main process, so that workers inherit them instead of rescanning.
+        pipeline.dataset.shard_indexes()
+        super().__init__(
+            pipeline,
+            batch_size=None,
+            num_workers=num_workers,
+            pin_memory=pin_memory,
+            persistent_workers=persistent_workers and num_workers > 0,
+            collate_fn=collate_fn if collate_fn is not None else _identity,
+            **kwargs,
+        )
+        self.pipeline = pipeline
+        self._next_epoch = pipeline.epoch
+        self._pending: tuple[int, int] | None = None
+        self._epoch = self._next_epoch
+        self._start = 0
+        self._yielded = 0
+
+    # ------------------------------------------------------------------------------------------------ epochs
+    @property
+    def epoch(self) -> int:
+        """The epoch of the current (or, before iterating, the next) pass."""
+        return self._epoch
+
+    def set_epoch(self, epoch: int) -> None:
+        """Run ``epoch`` on the next pass (then advance by one per pass)."""
+        self._next_epoch = int(epoch)
+        self._epoch = int(epoch)
+        self._pending = None
+
+    def __iter__(self) -> Iterator[Any]:
+        if self._pending is not None:
+            epoch, start = self._pending
+            self._pending = None
+            self.pipeline.resume(epoch, start)
+        else:
+            epoch, start = self._next_epoch, 0
+            self.pipeline.set_epoch(epoch)
+        self._epoch, self._start, self._yielded = epoch, start, 0
+        self._next_epoch = epoch + 1
+        return self._count(super().__iter__())
+
+    def _count(self, it: Iterator[Any]) -> Iterator[Any]:
+        for batch in it:
+            self._yielded += 1
+            yield batch
+
+    def __len__(self) -> int:
+        return len(self.pipeline)
+
+    # ------------------------------------------------------------------------------------------------ state
+    def position(self) -> int:
+        """Samples of the current epoch consumed in global order (by all ranks together)."""
+        p = self.pipeline
+        n = p._total()
+        consumed = self._start + self._yielded * p.global_batch_size
+        return min(consumed, n) if p.last_batch != "pad" else consumed
+
+    def state_dict(self) -> dict[str, Any]:
+        """The global resume state (the same on every rank): small, and valid for any topology."""
+        p = self.pipeline
+        n = p._total()
+        pos = self.position()
+        epoch = self._epoch
+        if self._pending is not None:
+            epoch, pos = self._pending
+        elif pos >= n or p.count_for_rank(n, self._start) == self._yielded:
+            epoch, pos = epoch + 1, 0  # the pass is complete: resume at the next epoch's start
+        return {
+            "version": STATE_VERSION,
+            "seed": p.seed,
+            "shuffle": p.shuffle,
+            "epoch": epoch,
+            "position": pos,
+            "global_batch_size": p.global_batch_size,
+            "fingerprint": p.fingerprint(),
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Continue from a state saved by any loader over the same dataset and seed (any ranks, any workers).
+
+        Raises:
+            LoaderStateError: when the state belongs to another dataset or seed, or is not a loader state.
+        """
+        if not isinstance(state_dict, dict) or "fingerprint" not in state_dict or "position" not in state_dict:
+            raise LoaderStateError(
+                "this is not an atdata_torch loader state (expected keys 'fingerprint', 'epoch', 'position'); "
+                "was it saved by another kind of DataLoader?"
+            )
+        if int(state_dict.get("version", 0)) > STATE_VERSION:
+            raise LoaderStateError(f"loader state version {state_dict['version']} is newer than this atdata_torch")
+        p = self.pipeline
+        mine = p.fingerprint()
+        if state_dict["fingerprint"] != mine:
+            raise LoaderStateError(
+                f"the loader state was saved for another dataset (fingerprint {state_dict['fingerprint']}, this "
+                f"dataset's is {mine}): the shards, their sample counts or the shuffle settings differ. Resume "
+                "with the same shards, or start a fresh epoch."
+            )
+        if int(state_dict.get("seed", p.seed)) != p.seed or bool(state_dict.get("shuffle", p.shuffle)) != p.shuffle:
+            raise LoaderStateError(
+                f"the loader state was saved with seed={state_dict.get('seed')} shuffle={state_dict.get('shuffle')}"
+                f", this loader has seed={p.seed} shuffle={p.shuffle}; use the same settings to resume"
+            )
+        epoch, pos = int(state_dict["epoch"]), int(state_dict["position"])
+        self._pending = (epoch, pos)
+        self._epoch, self._start, self._yielded = epoch, pos, 0
+        self._next_epoch = epoch
+
+    def __repr__(self) -> str:
+        p = self.pipeline
+        return (
+            f"Loader({p.dataset!r}, batch_size={p.batch_size}, shuffle={p.shuffle}, seed={p.seed}, "
+            f"rank={p.rank}/{p.world_size}, num_workers={self.num_workers}, last_batch={p.last_batch!r})"
+        )
