@@ -19,6 +19,7 @@ from ._batch import SampleBatch
 from ._codec import array_to_bytes, bytes_to_array
 from ._pipeline import Pipeline, SkipReport
 from ._sidecar import ShardIndex
+from .collate import TensorBatch, collate, to_tensor
 from .dataset import Dataset
 from .errors import (
     AtdataError,
@@ -36,6 +37,7 @@ from .errors import (
 )
 from .lens import Lens, LensRegistry, lens
 from .lens import registry as lens_registry
+from .loader import Loader, LoaderStateError
 from .schema import DictSample, FieldSpec, PackableSample, packable, schema_id
 from .sources import DataSource, LocalSource, MemorySource, register_source
 from .writer import ShardWriter, build_index, write_samples
@@ -53,6 +55,8 @@ __all__ = [
     "Lens",
     "LensNotFoundError",
     "LensRegistry",
+    "Loader",
+    "LoaderStateError",
     "LocalSource",
     "MemorySource",
     "MissingDependencyError",
@@ -70,14 +74,17 @@ __all__ = [
     "SkippedSamplesWarning",
     "SourceError",
     "SplitError",
+    "TensorBatch",
     "__version__",
     "array_to_bytes",
     "build_index",
     "bytes_to_array",
+    "collate",
     "lens",
     "lens_registry",
     "packable",
     "register_source",
     "schema_id",
+    "to_tensor",
     "write_samples",
 ]

@@ -1,38 +1,49 @@
-"""Iteration: records -> decode -> stages (lens, map, filter) -> batches, with error accounting.
+"""Iteration: the epoch's global order -> this reader's slice -> records -> decode -> stages -> batches.
 
 :class:`Pipeline` is what ``Dataset.ordered()`` and ``Dataset.shuffled()`` return: a
 ``torch.utils.data.IterableDataset`` that yields samples or :class:`SampleBatch` es.
+
+The order of an epoch is a pure function of (seed, epoch, dataset) (see ``_order``). A global step takes the next
+``batch_size * world_size`` positions of that sequence; rank ``r`` reads the ``r``-th block of ``batch_size`` of
+them, and DataLoader worker ``w`` of ``n`` produces the rank's batches ``w, w + n, ...``, which the DataLoader
+yields round-robin. So the concatenated stream of all ranks in global step order is the same sequence for every
+topology with the same global batch size, and a resume only needs the global position.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import os
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
 import msgpack
 import numpy as np
-from torch.utils.data import IterableDataset, get_worker_info
+import torch
+from torch.utils.data import IterableDataset
 
 from . import _codec
 from ._batch import SampleBatch, stack_column, stack_encoded
 from ._order import DEFAULT_BLOCK_SIZE, DEFAULT_WINDOW, iter_epoch_order
-from ._reader import Record, indexed_records, iter_records, iter_records_stream, read_record
-from .errors import AtdataError, DecodeError, ShardFormatError, SkippedSamplesWarning, SourceError
+from ._reader import Record, read_record
+from ._topology import Topology, resolve_rank_world, worker_slot
+from .errors import AtdataError, DecodeError, ShardFormatError, SkippedSamplesWarning
 from .schema import DictSample, PackableSample
 
 if TYPE_CHECKING:
     from .dataset import Dataset
 
-__all__ = ["OnError", "Pipeline", "SkipReport"]
+__all__ = ["LastBatch", "OnError", "Pipeline", "SkipReport"]
 
 log = logging.getLogger("atdata_torch")
 
 T = TypeVar("T")
 OnError = Literal["raise", "skip", "warn"]
-Stage = tuple[str, Any]
+LastBatch = Literal["exact", "drop", "pad"]
 
 
 @dataclass
@@ -41,7 +52,7 @@ class SkipReport:
 
     Attributes:
         samples: Number of samples skipped.
-        shards: Shards whose remainder could not be read (truncated / corrupt tar structure).
+        shards: Shards that could not be read at all.
         errors: The first errors seen (at most 20), as strings naming shard, key and offset.
     """
 
@@ -50,6 +61,7 @@ class SkipReport:
     errors: list[str] = field(default_factory=list)
 
     def add(self, exc: BaseException, *, shard: str | None = None) -> None:
+        """Count one skipped sample (or, with ``shard``, one unreadable shard)."""
         if shard is None:
             self.samples += 1
         else:
@@ -61,9 +73,10 @@ class SkipReport:
         return bool(self.samples or self.shards)
 
     def summary(self) -> str:
+        """One line for logs and warnings."""
         msg = f"skipped {self.samples} undecodable sample(s)"
         if self.shards:
-            msg += f" and the unreadable remainder of {len(self.shards)} shard(s) {self.shards[:5]}"
+            msg += f" and {len(self.shards)} unreadable shard(s) {self.shards[:5]}"
         if self.errors:
             msg += f"; first error: {self.errors[0]}"
         return msg
@@ -92,14 +105,66 @@ def decode_record(rec: Record, decode_type: type) -> Any:
         raise _with_context(exc, rec) from exc
 
 
+# ---------------------------------------------------------------------------------------------------- control
+_SLOTS = 64
+
+
+class _Control:
+    """Epoch and resume control in shared memory, so that it reaches DataLoader workers (persistent ones too).
+
+    Layout: ``[base_epoch, resume_epoch, resume_position, counter(main), counter(worker 0), ...]``. Each reader
+    counts its own passes: pass ``k`` of a reader runs epoch ``base_epoch + k``.
+    """
+
+    def __init__(self) -> None:
+        self.t = torch.zeros(3 + _SLOTS, dtype=torch.int64)
+        self.t[1] = -1
+        self.t.share_memory_()  # type: ignore[no-untyped-call]
+
+    def set_epoch(self, epoch: int) -> None:
+        self.t[3:] = 0
+        self.t[1] = -1
+        self.t[0] = epoch
+
+    def resume(self, epoch: int, position: int) -> None:
+        self.t[3:] = 0
+        self.t[0] = epoch
+        self.t[2] = position
+        self.t[1] = epoch
+
+    def next_epoch(self) -> int:
+        """The epoch the main process would run next."""
+        return int(self.t[0] + self.t[3])
+
+    def begin(self, slot: int) -> tuple[int, int]:
+        i = 3 + slot
+        epoch = int(self.t[0] + self.t[i])
+        self.t[i] += 1
+        start = int(self.t[2]) if int(self.t[1]) == epoch else 0
+        return epoch, start
+
+
+# ---------------------------------------------------------------------------------------------------- pipeline
 class Pipeline(IterableDataset[T], Generic[T]):
-    """An iterable over a dataset in a given order, optionally batched.
+    """An iterable over a dataset in a given order, optionally batched, sliced for this rank and worker.
 
     Each ``iter()`` runs one epoch and then advances the epoch, so a shuffled pipeline gives a new (reproducible)
-    permutation per pass; :meth:`set_epoch` picks the epoch explicitly.
+    permutation per pass; :meth:`set_epoch` picks the epoch explicitly, and reaches DataLoader workers (persistent
+    ones included) through shared memory.
 
-    Example:
-        >>> # for batch in ds.shuffled(batch_size=64, seed=0): ...
+    Args:
+        dataset: The dataset.
+        batch_size: Samples per batch on this rank (``None``: yield samples).
+        shuffle: Shuffle (two-level block/window permutation) or keep shard order.
+        seed: Seed of the permutation.
+        drop_last: ``True`` drops the last partial global batch; ``False`` keeps every sample (``"exact"`` on one
+            rank, ``"pad"`` on several, so that every rank runs the same number of steps).
+        last_batch: ``"exact"`` (every sample once; on several ranks the last step may give some ranks one batch
+            fewer: for evaluation), ``"drop"`` or ``"pad"`` (wrap around to fill the last global batch). Overrides
+            ``drop_last``.
+        on_error: ``"raise"``, or ``"skip"`` / ``"warn"`` undecodable samples, reported at the end of the epoch.
+        rank: This process's rank; ``None`` detects it (torch.distributed, then ``RANK``).
+        world_size: Number of ranks; ``None`` detects it.
     """
 
     def __init__(
@@ -109,140 +174,248 @@ class Pipeline(IterableDataset[T], Generic[T]):
         batch_size: int | None = None,
         shuffle: bool = False,
         seed: int = 0,
-        drop_last: bool = False,
+        drop_last: bool | None = None,
+        last_batch: LastBatch | None = None,
         on_error: OnError = "raise",
         block_size: int = DEFAULT_BLOCK_SIZE,
         window: int = DEFAULT_WINDOW,
+        rank: int | None = None,
+        world_size: int | None = None,
     ) -> None:
         if batch_size is not None and batch_size < 1:
             raise ValueError(f"batch_size must be >= 1 or None, got {batch_size}")
         if on_error not in ("raise", "skip", "warn"):
             raise ValueError(f"on_error must be 'raise', 'skip' or 'warn', got {on_error!r}")
+        if last_batch is not None and last_batch not in ("exact", "drop", "pad"):
+            raise ValueError(f"last_batch must be 'exact', 'drop' or 'pad', got {last_batch!r}")
         self.dataset = dataset
         self.batch_size = batch_size
         self.shuffle = shuffle
-        self.seed = seed
-        self.drop_last = drop_last
+        self.seed = int(seed)
         self.on_error = on_error
         self.block_size = block_size
         self.window = window
-        self._epoch = 0
+        self._drop_last = drop_last
+        self._last_batch = last_batch
+        self.rank, self.world_size = resolve_rank_world(rank, world_size)
+        self._control = _Control()
+        self._order_cache: tuple[int, np.ndarray, np.ndarray] | None = None
         self.last_report = SkipReport()
 
-    # ------------------------------------------------------------------------------------------------ epochs
+    # ------------------------------------------------------------------------------------------------ settings
+    @property
+    def last_batch(self) -> LastBatch:
+        """The effective last-batch policy."""
+        if self._last_batch is not None:
+            return self._last_batch
+        if self._drop_last:
+            return "drop"
+        return "exact" if self.world_size == 1 else "pad"
+
+    @property
+    def drop_last(self) -> bool:
+        """Whether the last partial batch is dropped."""
+        return self.last_batch == "drop"
+
+    @property
+    def global_batch_size(self) -> int:
+        """Samples per global step (``batch_size * world_size``; ``world_size`` when unbatched)."""
+        return (self.batch_size or 1) * self.world_size
+
+    def set_topology(self, rank: int | None = None, world_size: int | None = None) -> None:
+        """Set (or re-detect, with ``None``) this process's rank and world size. Call before iterating."""
+        self.rank, self.world_size = resolve_rank_world(rank, world_size)
+
     @property
     def epoch(self) -> int:
-        """The epoch the next ``iter()`` will run."""
-        return self._epoch
+        """The epoch the next ``iter()`` in this process will run."""
+        return self._control.next_epoch()
 
     def set_epoch(self, epoch: int) -> None:
-        """Choose the epoch of the next ``iter()`` (it then advances by itself)."""
-        self._epoch = int(epoch)
+        """Choose the epoch of the next ``iter()`` (in this process and in DataLoader workers)."""
+        self._control.set_epoch(int(epoch))
+
+    def resume(self, epoch: int, position: int) -> None:
+        """Make the next pass run ``epoch`` starting at global ``position`` (samples already consumed)."""
+        if position < 0:
+            raise ValueError("position must be >= 0")
+        self._control.resume(int(epoch), int(position))
+
+    def _indexes(self, report: SkipReport | None = None) -> list[Any]:
+        """Every shard's index; under ``on_error="skip"/"warn"`` a damaged shard contributes its intact samples."""
+        ds = self.dataset
+        if self.on_error == "raise":
+            return ds.shard_indexes()
+        out = []
+        for shard in ds.list_shards():
+            idx, err = ds.salvage_index(shard)
+            if err is not None and report is not None:
+                self._note(report, err, shard=shard)
+            out.append(idx)
+        return out
+
+    def fingerprint(self) -> str:
+        """Identifies what the order depends on: shard names and sample counts, shuffle settings."""
+        ds = self.dataset
+        desc = {
+            "shards": [os.path.basename(s.rstrip("/")) for s in ds.list_shards()],
+            "counts": [ix.count for ix in self._indexes()],
+            "shuffle": self.shuffle,
+            "block_size": self.block_size,
+            "window": self.window,
+        }
+        return hashlib.sha256(json.dumps(desc, sort_keys=True).encode()).hexdigest()[:16]
+
+    # ------------------------------------------------------------------------------------------------ sizes
+    def _total(self) -> int:
+        if self.on_error == "raise":
+            return self.dataset._count()
+        return sum(ix.count for ix in self._indexes())
+
+    def count_for_rank(self, n: int, start: int = 0, rank: int | None = None) -> int:
+        """Items (batches, or samples when unbatched) that ``rank`` yields for an epoch of ``n`` samples."""
+        r = self.rank if rank is None else rank
+        rem = max(n - start, 0)
+        if rem == 0:
+            return 0
+        b = self.batch_size or 1
+        g = b * self.world_size
+        policy = self.last_batch
+        if policy == "drop":
+            return rem // g
+        if policy == "pad":
+            return -(-rem // g)
+        full, tail = divmod(rem, g)
+        return full + (1 if tail > r * b else 0)
 
     def __len__(self) -> int:
-        n = self.dataset._known_len()
-        if n is None:
+        """Batches (or samples) this rank yields per epoch, exactly (unknown after ``filter()``)."""
+        if any(kind == "filter" for kind, _ in self.dataset._stages):
             raise TypeError("len() is unknown for this pipeline (a filter() stage drops an unknown number)")
-        if self.batch_size is None:
-            return n
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+        return self.count_for_rank(self._total())
 
+    # ------------------------------------------------------------------------------------------------ iteration
     def __iter__(self) -> Iterator[T]:
-        epoch = self._epoch
-        self._epoch += 1
-        return self._run(epoch)
+        worker, nworkers = worker_slot()
+        slot = 1 + worker % (_SLOTS - 1) if _in_worker() else 0
+        epoch, start = self._control.begin(slot)
+        return self._run(epoch, start, Topology(self.rank, self.world_size, worker, nworkers))
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_order_cache"] = None
+        return state
+
+    def epoch_order(self, epoch: int, indexes: list[Any] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The global sequence of an epoch: ``(shard_index, sample_index)`` arrays, one entry per position."""
+        cached = self._order_cache
+        if cached is not None and cached[0] == epoch:
+            return cached[1], cached[2]
+        counts = [ix.count for ix in (indexes if indexes is not None else self._indexes())]
+        chunks = list(
+            iter_epoch_order(
+                counts,
+                seed=self.seed,
+                epoch=epoch,
+                shuffle=self.shuffle,
+                block_size=self.block_size,
+                window=self.window,
+            )
+        )
+        shards = np.concatenate([c[0] for c in chunks]) if chunks else np.zeros(0, np.int64)
+        idx = np.concatenate([c[1] for c in chunks]) if chunks else np.zeros(0, np.int64)
+        self._order_cache = (epoch, shards, idx)
+        return shards, idx
+
+    def _groups(self, n: int, start: int, topo: Topology) -> Iterator[np.ndarray]:
+        """Positions this reader produces, one array per batch (or per chunk of samples when unbatched)."""
+        rem = max(n - start, 0)
+        if rem == 0:
+            return
+        policy = self.last_batch
+        w, nw, r, world = topo.worker, topo.num_workers, topo.rank, topo.world_size
+        if self.batch_size is None:
+            count = self.count_for_rank(n, start, r)
+            mine = np.arange(w, count, nw, dtype=np.int64)  # this worker's items among the rank's
+            positions = start + r + world * mine
+            if policy == "pad":
+                positions %= n
+            for lo in range(0, len(positions), 512):
+                yield positions[lo : lo + 512]
+            return
+        b = self.batch_size
+        g = b * world
+        steps = self.count_for_rank(n, start, r)
+        for j in range(w, steps, nw):
+            lo = start + j * g + r * b
+            hi = lo + b
+            if policy == "exact":
+                hi = min(hi, n)
+            pos = np.arange(lo, hi, dtype=np.int64)
+            if policy == "pad":
+                pos %= n
+            yield pos
+
+    def _run(self, epoch: int, start: int, topo: Topology) -> Iterator[Any]:
+        report = SkipReport()
+        self.last_report = report
+        ds = self.dataset
+        indexes = self._indexes(report)
+        shard_of, index_of = self.epoch_order(epoch, indexes)
+        n = len(shard_of)
+        shards = ds.list_shards()
+        views: dict[int, memoryview] = {}
+        batched = self.batch_size is not None
+        fast = batched and self._fast_batches_possible()
+        for positions in self._groups(n, start, topo):
+            recs = self._read(shard_of[positions], index_of[positions], shards, indexes, views, report)
+            if not batched:
+                for _key, sample in self._samples(recs, report):
+                    yield sample
+                continue
+            batch = self._fast_batch(recs, report) if fast else self._slow_batch(recs, report)
+            if batch is not None:
+                yield batch
+        if report:
+            msg = f"atdata_torch epoch {epoch}: {report.summary()}"
+            log.warning(msg)
+            warnings.warn(msg, SkippedSamplesWarning, stacklevel=2)
 
     # ------------------------------------------------------------------------------------------------ records
-    def _worker_slice(self) -> tuple[int, int]:
-        info = get_worker_info()
-        return (info.id, info.num_workers) if info is not None else (0, 1)
-
-    def _chunks(self, epoch: int, report: SkipReport) -> Iterator[list[Record]]:
-        """This worker's records of the epoch, in order, in chunks (fewer generator hops per sample)."""
+    def _read(
+        self,
+        shard_of: np.ndarray,
+        index_of: np.ndarray,
+        shards: list[str],
+        indexes: list[Any],
+        views: dict[int, memoryview],
+        report: SkipReport,
+    ) -> list[Record]:
+        out: list[Record] = []
         ds = self.dataset
-        shards = ds.list_shards()
-        worker, nworkers = self._worker_slice()
-        if not self.shuffle:
-            for i, shard in enumerate(shards):
-                if i % nworkers == worker:
-                    yield from self._shard_chunks(shard, report)
-            return
-        indexes = ds.shard_indexes()
-        views: dict[int, memoryview] = {}
-        pos = 0
-        for shard_idx, sample_idx in iter_epoch_order(
-            [ix.count for ix in indexes],
-            seed=self.seed,
-            epoch=epoch,
-            block_size=self.block_size,
-            window=self.window,
-        ):
-            n = len(shard_idx)
-            mine = np.arange(pos, pos + n) % nworkers == worker
-            pos += n
-            needed = set(np.unique(shard_idx[mine]).tolist())
-            for s in [s for s in views if s not in needed]:
-                del views[s]
-            chunk: list[Record] = []
-            for s, i in zip(shard_idx[mine].tolist(), sample_idx[mine].tolist(), strict=True):
-                view = views.get(s)
-                if view is None:
-                    view = views[s] = memoryview(ds._buffer(shards[s]))
-                ix = indexes[s]
-                if ix.payload_ext is not None:
-                    chunk.extend(indexed_records(view, shards[s], ix, (i,)))
-                    continue
-                try:
-                    chunk.append(read_record(view, shards[s], ix.offsets[i], ix.lengths[i]))
-                except ShardFormatError as exc:
-                    if self.on_error == "raise":
-                        raise
-                    self._note(report, exc)
-            yield chunk
-
-    def _shard_chunks(self, shard: str, report: SkipReport, chunk_size: int = 1024) -> Iterator[list[Record]]:
-        ds = self.dataset
-        buf = ds._buffer_or_none(shard)
-        n = 0
-        expected: int | None = None
-        chunk: list[Record] = []
-        try:
-            if buf is not None:
-                fast = ds._fast_index(shard, buf)
-                if fast is not None:
-                    view = memoryview(buf)
-                    for lo in range(0, fast.count, chunk_size):
-                        yield indexed_records(view, shard, fast, range(lo, min(lo + chunk_size, fast.count)))
-                    return
-                expected = ds._sidecar_count(shard, buf)
-                recs = iter_records(buf, shard)
-            else:
-                expected = ds._sidecar_count(shard, None)
-                recs = iter_records_stream(ds.source.open_shard(shard), shard)
-            for rec in recs:
-                n += 1
-                chunk.append(rec)
-                if len(chunk) == chunk_size:
-                    yield chunk
-                    chunk = []
-        except ShardFormatError as exc:
-            if chunk:
-                yield chunk
-            if self.on_error == "raise":
-                raise
-            self._note(report, exc, shard=shard)
-            return
-        if chunk:
-            yield chunk
-        if expected is not None and expected != n:
-            stale = ShardFormatError(
-                f"the index sidecar says the shard holds {expected} samples but it holds {n}; the sidecar is "
-                "stale or the shard was replaced: rebuild it with atd.build_index()",
-                shard=shard,
-            )
-            if self.on_error == "raise":
-                raise stale
-            self._note(report, stale, shard=shard)
+        for s, i in zip(shard_of.tolist(), index_of.tolist(), strict=True):
+            view = views.get(s)
+            if view is None:
+                if len(views) >= 64:
+                    del views[next(iter(views))]
+                view = views[s] = memoryview(ds._buffer(shards[s]))
+            ix = indexes[s]
+            ext = ix.payload_ext
+            if ext is not None:
+                p = ix.payload_offsets[i]
+                out.append(
+                    Record(
+                        shards[s], ix.keys[i], ix.offsets[i], ix.lengths[i], {ext: view[p : p + ix.payload_sizes[i]]}, p
+                    )
+                )
+                continue
+            try:
+                out.append(read_record(view, shards[s], ix.offsets[i], ix.lengths[i]))
+            except ShardFormatError as exc:
+                if self.on_error == "raise":
+                    raise
+                self._note(report, exc)
+        return out
 
     def _note(self, report: SkipReport, exc: BaseException, *, shard: str | None = None) -> None:
         report.add(exc, shard=shard)
@@ -250,11 +423,11 @@ class Pipeline(IterableDataset[T], Generic[T]):
             warnings.warn(f"atdata_torch skipped: {exc}", SkippedSamplesWarning, stacklevel=3)
 
     # ------------------------------------------------------------------------------------------------ samples
-    def _samples(self, chunks: Iterator[list[Record]], report: SkipReport) -> Iterator[tuple[str, Any]]:
+    def _samples(self, recs: list[Record], report: SkipReport) -> Iterator[tuple[str, Any]]:
         decode_type = self.dataset._decode_type
         stages = self.dataset._stages
         raise_errors = self.on_error == "raise"
-        for rec in (rec for chunk in chunks for rec in chunk):
+        for rec in recs:
             try:
                 sample = decode_record(rec, decode_type)
             except (DecodeError, ShardFormatError) as exc:
@@ -273,63 +446,35 @@ class Pipeline(IterableDataset[T], Generic[T]):
             if keep:
                 yield rec.key, sample
 
-    def _run(self, epoch: int) -> Iterator[Any]:
-        report = SkipReport()
-        self.last_report = report
-        records = self._chunks(epoch, report)
-        try:
-            if self.batch_size is None:
-                for _key, sample in self._samples(records, report):
-                    yield sample
-            elif self._fast_batches_possible():
-                yield from self._fast_batches(records, report)
-            else:
-                yield from self._slow_batches(self._samples(records, report))
-        except SourceError:
-            raise
-        if report:
-            msg = f"atdata_torch epoch {epoch}: {report.summary()}"
-            log.warning(msg)
-            warnings.warn(msg, SkippedSamplesWarning, stacklevel=2)
-
     # ------------------------------------------------------------------------------------------------ batches
-    def _slow_batches(self, samples: Iterator[tuple[str, Any]]) -> Iterator[SampleBatch[Any]]:
-        bs = self.batch_size
-        assert bs is not None
+    def _slow_batch(self, recs: list[Record], report: SkipReport) -> SampleBatch[Any] | None:
+        pairs = list(self._samples(recs, report))
+        if not pairs:
+            return None
         out_type = self.dataset.sample_type
-        keys: list[str] = []
-        buf: list[Any] = []
-        for key, sample in samples:
-            keys.append(key)
-            buf.append(sample)
-            if len(buf) == bs:
-                yield SampleBatch.from_samples(buf, out_type if out_type is not Any else None, keys)
-                keys, buf = [], []
-        if buf and not self.drop_last:
-            yield SampleBatch.from_samples(buf, out_type if out_type is not Any else None, keys)
+        return SampleBatch.from_samples(
+            [s for _, s in pairs], out_type if out_type is not Any else None, [k for k, _ in pairs]
+        )
 
     def _fast_batches_possible(self) -> bool:
         t = self.dataset._decode_type
         return not self.dataset._stages and isinstance(t, type) and issubclass(t, PackableSample)
 
-    def _fast_batches(self, chunks: Iterator[list[Record]], report: SkipReport) -> Iterator[SampleBatch[Any]]:
+    def _fast_batch(self, recs: list[Record], report: SkipReport) -> SampleBatch[Any] | None:
         """Columnar decoding: unpack each payload once, then build one array per NDArray field.
 
-        Optimistic: any batch with a problem is decoded again record by record, which attributes the error to its
-        record (and applies ``on_error``).
+        Records that are not plain one-member msgpack samples, or that are broken, go through the per-record
+        decoder, which names the record in its error (and applies ``on_error``).
         """
-        bs = self.batch_size
-        assert bs is not None
         t: type = self.dataset._decode_type
         specs = t.__atdata_fields__  # type: ignore[attr-defined]
-        names = [s.name for s in specs]
         unpackb = msgpack.unpackb
         skim, threshold = _codec.skim_map, _codec.SKIM_THRESHOLD
-        required = frozenset(s.name for s in specs if not (s.optional or s.has_default))
+        required = _required(t)
         raise_errors = self.on_error == "raise"
         maps: list[Any] = []
-        recs: list[Record] = []
-        for rec in (rec for chunk in chunks for rec in chunk):
+        good: list[Record] = []
+        for rec in recs:
             members = rec.members
             d: Any = None
             if len(members) == 1:
@@ -342,7 +487,6 @@ class Pipeline(IterableDataset[T], Generic[T]):
                     except Exception:
                         d = None
             if d.__class__ is not dict or not required.issubset(d):
-                # Not the plain atdata layout, or broken: decode this record alone (precise errors).
                 try:
                     d = decode_record(rec, t).__dict__
                 except (DecodeError, ShardFormatError) as exc:
@@ -350,28 +494,15 @@ class Pipeline(IterableDataset[T], Generic[T]):
                         raise
                     self._note(report, exc)
                     continue
-            recs.append(rec)
+            good.append(rec)
             maps.append(d)
-            if len(recs) == bs:
-                yield from self._columnar(recs, maps, specs, names, t, report)
-                maps, recs = [], []
-        if recs and not self.drop_last:
-            yield from self._columnar(recs, maps, specs, names, t, report)
-
-    def _columnar(
-        self,
-        recs: list[Record],
-        maps: list[Any],
-        specs: tuple[Any, ...],
-        names: list[str],
-        t: type,
-        report: SkipReport,
-    ) -> Iterator[SampleBatch[Any]]:
+        if not good:
+            return None
         columns: dict[str, Any] = {}
         try:
             for spec in specs:
                 name = spec.name
-                col = [m[name] for m in maps]  # KeyError/TypeError -> slow path
+                col = [m[name] for m in maps]  # KeyError -> per-record path
                 kind = spec.kind
                 if kind == "ndarray":
                     if all(v.__class__ is bytes or v.__class__ is memoryview for v in col):
@@ -390,18 +521,17 @@ class Pipeline(IterableDataset[T], Generic[T]):
                     columns[name] = [convert(spec, v) for v in col]
         except (_Fallback, KeyError, TypeError, AtdataError):
             samples: list[tuple[str, Any]] = []
-            for rec in recs:
+            for rec in good:
                 try:
                     samples.append((rec.key, decode_record(rec, t)))
                 except (DecodeError, ShardFormatError) as exc:
-                    if self.on_error == "raise":
+                    if raise_errors:
                         raise
                     self._note(report, exc)
-            if samples:
-                # Partial batches can only come from skipped samples: regroup them through the slow batcher.
-                yield SampleBatch.from_samples([s for _, s in samples], t, [k for k, _ in samples])
-            return
-        yield SampleBatch(columns, len(recs), t, [r.key for r in recs])
+            if not samples:
+                return None
+            return SampleBatch.from_samples([s for _, s in samples], t, [k for k, _ in samples])
+        return SampleBatch(columns, len(good), t, [r.key for r in good])
 
 
 class _Fallback(Exception):
@@ -411,7 +541,21 @@ class _Fallback(Exception):
 # Field kinds whose decoded values need no conversion when they have exactly this class.
 _EXACT: dict[str, type] = {"str": str, "int": int, "float": float, "bool": bool, "bytes": bytes}
 
+_REQUIRED: dict[type, frozenset[str]] = {}
 
-def apply_stage(kind: str, fn: Callable[[Any], Any]) -> Stage:
-    """A (kind, fn) stage tuple."""
-    return (kind, fn)
+
+def _required(t: type) -> frozenset[str]:
+    req = _REQUIRED.get(t)
+    if req is None:
+        req = _REQUIRED[t] = frozenset(
+            s.name
+            for s in t.__atdata_fields__  # type: ignore[attr-defined]
+            if not (s.optional or s.has_default)
+        )
+    return req
+
+
+def _in_worker() -> bool:
+    from torch.utils.data import get_worker_info
+
+    return get_worker_info() is not None

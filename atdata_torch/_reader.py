@@ -47,26 +47,33 @@ def _group(members: Iterator[tuple[str, int, int, Buffer]], shard: str) -> Itera
     key: str | None = None
     offset = end = data_at = 0
     group: dict[str, Buffer] = {}
-    for name, header_offset, data_offset, data in members:
-        parts = split_name(name)
-        if parts is None:
-            continue  # webdataset semantics: members without an extension belong to no sample
-        k, ext = parts
-        if k != key:
-            if key is not None:
-                yield Record(shard, key, offset, end - offset, group, data_at)
-            key, offset, group = k, header_offset, {}
-        elif ext in group:
-            raise ShardFormatError(
-                f"sample {k!r} has two members with extension .{ext}; keys must be unique per member "
-                "(rewrite the shard with distinct keys)",
-                shard=shard,
-                key=k,
-                offset=header_offset,
-            )
-        group[ext] = data
-        data_at = data_offset
-        end = data_offset + _padded(len(data))
+    try:
+        for item in members:
+            name, header_offset, data_offset, data = item
+            parts = split_name(name)
+            if parts is None:
+                continue  # webdataset semantics: members without an extension belong to no sample
+            k, ext = parts
+            if k != key:
+                if key is not None:
+                    yield Record(shard, key, offset, end - offset, group, data_at)
+                key, offset, group = k, header_offset, {}
+            elif ext in group:
+                raise ShardFormatError(
+                    f"sample {k!r} has two members with extension .{ext}; keys must be unique per member "
+                    "(rewrite the shard with distinct keys)",
+                    shard=shard,
+                    key=k,
+                    offset=header_offset,
+                )
+            group[ext] = data
+            data_at = data_offset
+            end = data_offset + _padded(len(data))
+    except ShardFormatError:
+        # The samples before the damage are intact: hand over the pending one before the error.
+        if key is not None and group:
+            yield Record(shard, key, offset, end - offset, group, data_at)
+        raise
     if key is not None:
         yield Record(shard, key, offset, end - offset, group, data_at)
 

@@ -93,8 +93,19 @@ class ShardIndex:
         return idx
 
 
-def scan(buf: Buffer, shard: str, *, with_sha256: bool = False, schema_id: str | None = None) -> ShardIndex:
-    """Build the index of a shard by one pass over its headers (and its bytes, for the sha256)."""
+def scan(
+    buf: Buffer,
+    shard: str,
+    *,
+    with_sha256: bool = False,
+    schema_id: str | None = None,
+    salvage: list[ShardFormatError] | None = None,
+) -> ShardIndex:
+    """Build the index of a shard by one pass over its headers (and its bytes, for the sha256).
+
+    With ``salvage`` (a list), a damaged shard gives the index of its intact samples before the damage, and the
+    error is appended to the list instead of raised.
+    """
     keys: list[str] = []
     offsets: list[int] = []
     lengths: list[int] = []
@@ -102,7 +113,17 @@ def scan(buf: Buffer, shard: str, *, with_sha256: bool = False, schema_id: str |
     psizes: list[int] = []
     exts: set[str] = set()
     single = True
-    for rec in iter_records(buf, shard):
+    records = iter_records(buf, shard)
+    while True:
+        try:
+            rec = next(records)
+        except StopIteration:
+            break
+        except ShardFormatError as exc:
+            if salvage is None:
+                raise
+            salvage.append(exc)
+            break
         keys.append(rec.key)
         offsets.append(rec.offset)
         lengths.append(rec.length)

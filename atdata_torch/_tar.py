@@ -92,6 +92,12 @@ def _name_of(hdr: bytes) -> str:
     return name.decode("utf-8", "surrogateescape")
 
 
+def _key_of(name: str) -> str:
+    head, _, base = name.rpartition("/")
+    key = base.split(".", 1)[0]
+    return f"{head}/{key}" if head else key
+
+
 def iter_members(buf: bytes | memoryview, shard: str, start: int = 0, end: int | None = None) -> Iterator[Member]:
     """Yield the regular-file members of a tar held in a buffer (bytes or mmap), in archive order.
 
@@ -140,10 +146,12 @@ def iter_members(buf: bytes | memoryview, shard: str, start: int = 0, end: int |
                 raise ShardFormatError("PAX header has an invalid size", shard=shard, offset=pos) from None
         next_pos = data_offset + ((size + BLOCK - 1) // BLOCK) * BLOCK
         if data_offset + size > total:
+            name = pax.get("path") or long_name or _name_of(hdr)
             raise ShardFormatError(
-                f"tar member at byte {pos} declares {size} bytes but the shard ends after "
+                f"tar member {name!r} at byte {pos} declares {size} bytes but the shard ends after "
                 f"{total - data_offset}: the shard is truncated (re-write or re-download it)",
                 shard=shard,
+                key=_key_of(name),
                 offset=pos,
             )
         if typeflag in (b"x", b"g", b"L", b"K"):
@@ -191,10 +199,12 @@ def read_member_stream(fileobj: IO[bytes], shard: str) -> Iterator[tuple[Member,
         padded = ((size + BLOCK - 1) // BLOCK) * BLOCK
         data = _read_exact(fileobj, padded)
         if len(data) < size:
+            name = pax.get("path") or long_name or _name_of(hdr)
             raise ShardFormatError(
-                f"tar member at byte {pos} declares {size} bytes but the stream ended after {len(data)}: "
+                f"tar member {name!r} at byte {pos} declares {size} bytes but the stream ended after {len(data)}: "
                 "the shard is truncated",
                 shard=shard,
+                key=_key_of(name),
                 offset=pos,
             )
         typeflag = hdr[156:157]

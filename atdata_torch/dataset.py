@@ -22,19 +22,23 @@ import itertools
 import logging
 import os
 from collections.abc import Callable, Iterator
-from typing import Any, Generic, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
 from torch.utils.data import IterableDataset
 
 from ._batch import SampleBatch
 from ._order import DEFAULT_BLOCK_SIZE, DEFAULT_WINDOW
-from ._pipeline import OnError, Pipeline, decode_record
+from ._pipeline import LastBatch, OnError, Pipeline, decode_record
 from ._reader import Buffer, read_record
 from ._sidecar import ShardIndex, scan
 from ._tar import BLOCK, verify_headers
+from .errors import AtdataError, ShardFormatError
 from .lens import Lens, registry
 from .schema import DictSample, PackableSample, schema_id
 from .sources import DataSource, resolve_source
+
+if TYPE_CHECKING:
+    from .loader import Loader
 
 __all__ = ["Dataset"]
 
@@ -182,6 +186,21 @@ class Dataset(IterableDataset[T], Generic[T]):
         self._shared.indexes[shard] = idx
         return idx
 
+    def salvage_index(self, shard: str) -> tuple[ShardIndex, AtdataError | None]:
+        """The index of a shard's intact samples, and the error that stopped a full read (``None`` if none).
+
+        Used by ``on_error="skip"`` / ``"warn"``: a truncated or damaged shard still gives the samples before the
+        damage. A missing or unreachable shard raises: it is a configuration problem, not bad data.
+        """
+        try:
+            return self.shard_index(shard), None
+        except ShardFormatError as exc:
+            first: AtdataError = exc
+        buf = self._buffer(shard)  # a missing or unreachable shard is never skipped: it raises
+        errors: list[ShardFormatError] = []
+        idx = scan(buf, shard, salvage=errors)
+        return idx, errors[0] if errors else first
+
     def _fast_index(self, shard: str, buf: Buffer) -> ShardIndex | None:
         """The shard's index if it can be read without parsing headers per sample (known, one payload each)."""
         idx = self._shared.indexes.get(shard)
@@ -222,26 +241,60 @@ class Dataset(IterableDataset[T], Generic[T]):
     # ------------------------------------------------------------------------------------------------ iteration
     @overload
     def ordered(
-        self, batch_size: None = None, *, drop_last: bool = False, on_error: OnError = "raise"
+        self,
+        batch_size: None = None,
+        *,
+        drop_last: bool | None = None,
+        last_batch: LastBatch | None = None,
+        on_error: OnError = "raise",
+        rank: int | None = None,
+        world_size: int | None = None,
     ) -> Pipeline[T]: ...
 
     @overload
     def ordered(
-        self, batch_size: int, *, drop_last: bool = False, on_error: OnError = "raise"
+        self,
+        batch_size: int,
+        *,
+        drop_last: bool | None = None,
+        last_batch: LastBatch | None = None,
+        on_error: OnError = "raise",
+        rank: int | None = None,
+        world_size: int | None = None,
     ) -> Pipeline[SampleBatch[T]]: ...
 
     def ordered(
-        self, batch_size: int | None = None, *, drop_last: bool = False, on_error: OnError = "raise"
+        self,
+        batch_size: int | None = None,
+        *,
+        drop_last: bool | None = None,
+        last_batch: LastBatch | None = None,
+        on_error: OnError = "raise",
+        rank: int | None = None,
+        world_size: int | None = None,
     ) -> Pipeline[Any]:
-        """Iterate in shard order, then tar order.
+        """Iterate in shard order, then tar order (on several ranks: each rank its slice of every global step).
 
         Args:
-            batch_size: ``None`` yields samples; an int yields :class:`SampleBatch` es of that size.
-            drop_last: Drop the last partial batch (kept by default).
+            batch_size: ``None`` yields samples; an int yields :class:`SampleBatch` es of that size (per rank).
+            drop_last: Drop the last partial batch (kept by default; on several ranks it is padded instead, so
+                that every rank runs the same number of steps).
+            last_batch: ``"exact"``, ``"drop"`` or ``"pad"``; overrides ``drop_last`` (see :class:`Pipeline`).
             on_error: ``"raise"`` (default), or ``"skip"`` / ``"warn"`` to skip undecodable samples and report
                 how many at the end of the epoch.
+            rank: This process's rank (``None``: torch.distributed, then the ``RANK`` environment, else 0).
+            world_size: Number of ranks (``None``: detected likewise, else 1).
         """
-        return Pipeline(self, batch_size=batch_size, shuffle=False, drop_last=drop_last, on_error=on_error)
+        return Pipeline(
+            self,
+            batch_size=batch_size,
+            shuffle=False,
+            drop_last=drop_last,
+            last_batch=last_batch,
+            on_error=on_error,
+            rank=rank,
+            world_size=world_size,
+        )
 
     @overload
     def shuffled(
@@ -249,10 +302,13 @@ class Dataset(IterableDataset[T], Generic[T]):
         batch_size: None = None,
         *,
         seed: int = 0,
-        drop_last: bool = False,
+        drop_last: bool | None = None,
+        last_batch: LastBatch | None = None,
         on_error: OnError = "raise",
         block_size: int = DEFAULT_BLOCK_SIZE,
         window: int = DEFAULT_WINDOW,
+        rank: int | None = None,
+        world_size: int | None = None,
     ) -> Pipeline[T]: ...
 
     @overload
@@ -261,10 +317,13 @@ class Dataset(IterableDataset[T], Generic[T]):
         batch_size: int,
         *,
         seed: int = 0,
-        drop_last: bool = False,
+        drop_last: bool | None = None,
+        last_batch: LastBatch | None = None,
         on_error: OnError = "raise",
         block_size: int = DEFAULT_BLOCK_SIZE,
         window: int = DEFAULT_WINDOW,
+        rank: int | None = None,
+        world_size: int | None = None,
     ) -> Pipeline[SampleBatch[T]]: ...
 
     def shuffled(
@@ -272,16 +331,20 @@ class Dataset(IterableDataset[T], Generic[T]):
         batch_size: int | None = None,
         *,
         seed: int = 0,
-        drop_last: bool = False,
+        drop_last: bool | None = None,
+        last_batch: LastBatch | None = None,
         on_error: OnError = "raise",
         block_size: int = DEFAULT_BLOCK_SIZE,
         window: int = DEFAULT_WINDOW,
+        rank: int | None = None,
+        world_size: int | None = None,
     ) -> Pipeline[Any]:
         """Iterate in a shuffled order that is a pure function of ``(seed, epoch)``.
 
         Blocks of ``block_size`` consecutive samples are permuted across the dataset, then samples are permuted
         inside windows of ``window`` blocks. Each pass over the returned pipeline advances the epoch (a new
-        permutation); ``set_epoch(e)`` picks one.
+        permutation); ``set_epoch(e)`` picks one. Ranks and workers only choose their slice of that order.
+        Other arguments as in :meth:`ordered`.
         """
         return Pipeline(
             self,
@@ -289,9 +352,60 @@ class Dataset(IterableDataset[T], Generic[T]):
             shuffle=True,
             seed=seed,
             drop_last=drop_last,
+            last_batch=last_batch,
             on_error=on_error,
             block_size=block_size,
             window=window,
+            rank=rank,
+            world_size=world_size,
+        )
+
+    def loader(
+        self,
+        batch_size: int = 64,
+        *,
+        shuffle: bool = True,
+        seed: int = 0,
+        num_workers: int = 0,
+        drop_last: bool | None = None,
+        last_batch: LastBatch | None = None,
+        pin_memory: bool = False,
+        persistent_workers: bool = False,
+        rank: int | None = None,
+        world_size: int | None = None,
+        on_error: OnError = "raise",
+        block_size: int = DEFAULT_BLOCK_SIZE,
+        window: int = DEFAULT_WINDOW,
+        **kwargs: Any,
+    ) -> Loader:
+        """A ready ``StatefulDataLoader`` yielding :class:`~atdata_torch.TensorBatch` es of ``batch_size`` per rank.
+
+        Every rank yields the same number of batches (``len(loader)``, exact) unless ``last_batch="exact"``; the
+        order is a pure function of (seed, epoch); ``state_dict()`` / ``load_state_dict()`` resume mid-epoch on
+        any number of ranks and workers. ``rank`` / ``world_size`` override detection (one process can play any
+        rank). Other keyword arguments go to ``StatefulDataLoader`` (``prefetch_factor``,
+        ``multiprocessing_context``, ``timeout``, ``collate_fn``...).
+
+        Example:
+            >>> # for batch in ds.loader(batch_size=64, num_workers=2): loss = model(batch.image) ...
+        """
+        from .loader import Loader
+
+        pipe: Pipeline[Any] = Pipeline(
+            self,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            seed=seed,
+            drop_last=drop_last,
+            last_batch=last_batch,
+            on_error=on_error,
+            block_size=block_size,
+            window=window,
+            rank=rank,
+            world_size=world_size,
+        )
+        return Loader(
+            pipe, num_workers=num_workers, pin_memory=pin_memory, persistent_workers=persistent_workers, **kwargs
         )
 
     def __iter__(self) -> Iterator[T]:

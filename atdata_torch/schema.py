@@ -108,9 +108,7 @@ def _ndarray_dtype(tp: Any) -> np.dtype[Any] | None:
     return dt  # type: ignore[no-any-return]
 
 
-def _spec_for(
-    cls_name: str, name: str, tp: Any, *, has_default: bool, nested_in: str | None = None
-) -> FieldSpec:
+def _spec_for(cls_name: str, name: str, tp: Any, *, has_default: bool, nested_in: str | None = None) -> FieldSpec:
     """Translate one annotation into a :class:`FieldSpec`, or raise :class:`SchemaError`."""
     where = f"field {name!r} of {cls_name}"
     origin = typing.get_origin(tp)

@@ -51,9 +51,7 @@ def tar_factory(tmp_path: Path) -> Callable[..., Path]:
     Writes a tar with :mod:`tarfile` under ``tmp_path`` (``members``: a list of ``(name, bytes)``).
     """
 
-    def make(
-        name: str, members: Sequence[TarMember], fmt: int = tarfile.USTAR_FORMAT, **kw: object
-    ) -> Path:
+    def make(name: str, members: Sequence[TarMember], fmt: int = tarfile.USTAR_FORMAT, **kw: object) -> Path:
         return _write_tar(tmp_path / name, members, fmt, **kw)  # type: ignore[arg-type]
 
     return make
@@ -97,9 +95,7 @@ def write_dataset(tmp_path: Path) -> Callable[..., object]:
         maxcount: int | None = None,
         sidecar: bool = True,
     ) -> object:
-        return atd.write_samples(
-            list(samples), tmp_path / name, maxcount=maxcount, sidecar=sidecar, progress=False
-        )
+        return atd.write_samples(list(samples), tmp_path / name, maxcount=maxcount, sidecar=sidecar, progress=False)
 
     return make
 

@@ -74,9 +74,7 @@ def ref_value(v: Any) -> Any:
 
 def ref_packb(sample: Any) -> bytes:
     """``msgpack.packb({field: value})`` in dataclass field order, as the original builds it."""
-    return msgpack.packb(
-        {f.name: ref_value(getattr(sample, f.name)) for f in dataclasses.fields(sample)}
-    )
+    return msgpack.packb({f.name: ref_value(getattr(sample, f.name)) for f in dataclasses.fields(sample)})
 
 
 def same(a: Any, b: Any) -> bool:
@@ -94,11 +92,7 @@ def same(a: Any, b: Any) -> bool:
     if isinstance(a, np.generic):
         return same(a.item(), b)
     if isinstance(a, (list, tuple)):
-        return (
-            isinstance(b, list)
-            and len(a) == len(b)
-            and all(same(x, y) for x, y in zip(a, b, strict=True))
-        )
+        return isinstance(b, list) and len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
     if isinstance(a, dict):
         return isinstance(b, dict) and list(a) == list(b) and all(same(a[k], b[k]) for k in a)
     return type(a) is type(b) and a == b
@@ -162,11 +156,7 @@ def test_empty_arrays(shape: tuple[int, ...], dt: str) -> None:
 
 @st.composite
 def non_contiguous(draw: st.DrawFn) -> np.ndarray:
-    base = draw(
-        hnp.arrays(
-            dtype=dtypes, shape=hnp.array_shapes(min_dims=1, max_dims=3, min_side=1, max_side=6)
-        )
-    )
+    base = draw(hnp.arrays(dtype=dtypes, shape=hnp.array_shapes(min_dims=1, max_dims=3, min_side=1, max_side=6)))
     how = draw(st.sampled_from(["step", "transpose", "fortran", "reverse", "step_all"]))
     if how == "step":
         step = draw(st.integers(2, 3))
@@ -231,9 +221,7 @@ def test_packed_sample_matches_format_example() -> None:
         flag: bool
 
     emb = np.linspace(0.3, 1.0, 8, dtype=np.float32)
-    s = MixedSample(
-        name="item-00", embedding=emb, label=3, score=0.5, tags=["a"], raw=b"x", flag=True
-    )
+    s = MixedSample(name="item-00", embedding=emb, label=3, score=0.5, tags=["a"], raw=b"x", flag=True)
     p = s.packed
     expected_prefix = (
         bytes.fromhex("87")
@@ -355,9 +343,7 @@ fixed_samples = st.builds(
     opt=st.none() | any_arrays,
     tags=st.lists(st.integers(-(2**63), 2**63 - 1), max_size=5),
     meta=st.none()
-    | st.dictionaries(
-        st.text(max_size=5), st.integers(-(2**63), 2**64 - 1) | st.text(max_size=5), max_size=3
-    ),
+    | st.dictionaries(st.text(max_size=5), st.integers(-(2**63), 2**64 - 1) | st.text(max_size=5), max_size=3),
 )
 
 
@@ -391,9 +377,7 @@ def test_numpy_scalars_written_via_item() -> None:
         opt=None,
         tags=[],
     )
-    b = Fixed(
-        zeta="z", arr=np.zeros(1), alpha=7, mid=float(np.float32(0.1)), blob=b"", opt=None, tags=[]
-    )
+    b = Fixed(zeta="z", arr=np.zeros(1), alpha=7, mid=float(np.float32(0.1)), blob=b"", opt=None, tags=[])
     assert a.packed == b.packed == ref_packb(a)
     d = msgpack.unpackb(a.packed)
     assert type(d["alpha"]) is int and d["alpha"] == 7
@@ -443,9 +427,7 @@ nested = st.recursive(
     lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=5), c, max_size=3),
     max_leaves=8,
 )
-small_arrays = hnp.arrays(
-    dtype=dtypes, shape=hnp.array_shapes(min_dims=0, max_dims=3, min_side=0, max_side=4)
-)
+small_arrays = hnp.arrays(dtype=dtypes, shape=hnp.array_shapes(min_dims=0, max_dims=3, min_side=0, max_side=4))
 i64 = st.integers(-(2**63), 2**64 - 1)
 
 
@@ -502,10 +484,7 @@ def generated_schema(draw: st.DrawFn) -> tuple[type, list[str], list[dict[str, A
     cls_name = draw(st.from_regex(r"\A[A-Z][A-Za-z0-9]{0,10}\Z"))
     cls = atd.packable(type(cls_name, (), {"__annotations__": annotations}))
     n_samples = draw(st.integers(1, 6))
-    rows = [
-        {n: draw(FIELD_KINDS[k][1]) for n, k in zip(names, kinds, strict=True)}
-        for _ in range(n_samples)
-    ]
+    rows = [{n: draw(FIELD_KINDS[k][1]) for n, k in zip(names, kinds, strict=True)} for _ in range(n_samples)]
     return cls, kinds, rows
 
 
@@ -531,9 +510,7 @@ def test_generated_schema_bytes_roundtrip(
 
 @HYP
 @given(generated_schema(), st.integers(1, 4))
-def test_generated_schema_shard_roundtrip(
-    schema: tuple[type, list[str], list[dict[str, Any]]], maxcount: int
-) -> None:
+def test_generated_schema_shard_roundtrip(schema: tuple[type, list[str], list[dict[str, Any]]], maxcount: int) -> None:
     cls, _kinds, rows = schema
     samples = [cls(**row) for row in rows]
     with tempfile.TemporaryDirectory() as d:

@@ -48,7 +48,7 @@ def test_readme_python_blocks_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     module = types.ModuleType("readme_blocks")
     monkeypatch.setitem(sys.modules, module.__name__, module)
     for block in blocks:
-        exec(compile(block, "README.md", "exec"), module.__dict__)  # noqa: S102 - our own documentation
+        exec(compile(block, "README.md", "exec"), module.__dict__)
 
 
 def _modules() -> list[str]:

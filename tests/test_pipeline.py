@@ -293,38 +293,25 @@ def test_clean_epoch_reports_nothing_and_does_not_warn(
         assert pipe.last_report.samples == 0
 
 
-# BUG (_pipeline.py, Pipeline._columnar, the `except (_Fallback, ...)` branch): when a batch holds
-# a sample that only fails in the columnar step (dtype / type / array checks), the survivors are
-# yielded as a short batch in the middle of the epoch, even with drop_last=True. They should be
-# carried over into the next batch (e.g. push them back into `recs` / `maps` in _fast_batches).
-_SHORT_BATCH = pytest.mark.xfail(
-    reason="BUG: Pipeline._columnar yields a short batch mid-epoch after skipping", strict=True
-)
-
-
 @pytest.mark.parametrize(
-    "kind",
-    [
-        "missing-field",
-        "not-a-map",
-        "not-msgpack",
-        pytest.param("wrong-dtype", marks=_SHORT_BATCH),
-        pytest.param("wrong-type", marks=_SHORT_BATCH),
-        pytest.param("corrupt-array", marks=_SHORT_BATCH),
-    ],
+    "kind", ["missing-field", "not-a-map", "not-msgpack", "wrong-dtype", "wrong-type", "corrupt-array"]
 )
 @pytest.mark.parametrize("drop_last", [False, True])
-def test_skipping_keeps_batches_full(
+def test_skipping_shrinks_only_the_batch_of_the_bad_sample(
     decode_shard: Callable[[str, bool], DecodeShard], kind: str, drop_last: bool
 ) -> None:
-    """Skipped samples do not shorten batches: all batches but the last are full."""
+    """A batch is what survives of its slice of the global order: a skipped sample shortens its own batch
+    and no other, so batch boundaries (and resume positions, and rank splits) do not depend on the data."""
     shard = decode_shard(kind, False)
     pipe = atd.Dataset[PipeRec](shard.path).ordered(4, on_error="skip", drop_last=drop_last)
     with pytest.warns(atd.SkippedSamplesWarning):
         batches = _drain(pipe)
-    sizes = [len(b) for b in batches]
-    assert sizes == ([4, 4] if drop_last else [4, 4, 1])
-    assert _labels(batches) == [i for i in range(N_DECODE) if i != BAD_INDEX][: sum(sizes)]
+    full = [4] * (N_DECODE // 4) + ([] if drop_last or N_DECODE % 4 == 0 else [N_DECODE % 4])
+    expected = list(full)
+    expected[BAD_INDEX // 4] -= 1
+    assert [len(b) for b in batches] == expected
+    kept = [i for i in range(sum(full)) if i != BAD_INDEX]
+    assert _labels(batches) == kept
 
 
 # ------------------------------------------------------------------------------------------------
@@ -406,7 +393,6 @@ def test_damaged_shard_raises_shard_format_error(
 # BUG (_tar.py iter_members and read_member_stream): the "tar member at byte N declares M bytes
 # but the shard ends after K" error has the member's intact header (its name) in hand but names
 # neither the member nor its key; put the name in the message (or key= on the error).
-@pytest.mark.xfail(reason="BUG: a truncated payload's error does not name its sample", strict=True)
 def test_truncated_payload_names_the_sample(damaged: Callable[[str, bool], Damaged]) -> None:
     d = damaged("cut-in-payload", False)
     with pytest.raises(atd.ShardFormatError) as info:
@@ -448,7 +434,6 @@ def test_damaged_shard_ordered_skip(
 # around the loop in _group, yield the pending record, then re-raise. With a sidecar,
 # Dataset.shard_index's verify_headers() rejects the whole shard for one bad header, so
 # ordered(on_error="skip") loses every sample of the shard.
-@pytest.mark.xfail(reason="BUG: ordered skip drops the intact sample(s) before the damage", strict=True)
 @SIDECAR
 @DAMAGE_KINDS
 def test_damaged_shard_ordered_skip_keeps_every_sample_before_the_damage(
@@ -466,7 +451,6 @@ def test_damaged_shard_ordered_skip_keeps_every_sample_before_the_damage(
 # matches) or verify_headers() rejects it (sidecar), and the ShardFormatError escapes. Fix: build
 # each shard's index under the on_error policy (note the shard in the SkipReport and use the
 # records scanned before the damage, or a count of 0).
-@pytest.mark.xfail(reason="BUG: shuffled(on_error='skip') raises on a damaged shard", strict=True)
 @SIDECAR
 @pytest.mark.parametrize("batch_size", BATCH_SIZES)
 @DAMAGE_KINDS
@@ -487,7 +471,6 @@ def test_damaged_shard_shuffled_skip(
 # have no sidecar (Dataset._count -> shard_index); the ShardFormatError escapes even under
 # on_error="skip". Fix: when on_error != "raise", turn it into TypeError("len() is unknown ...")
 # (list() ignores a TypeError from __len__).
-@pytest.mark.xfail(reason="BUG: list() of a skipping pipeline raises from __len__", strict=True)
 @pytest.mark.parametrize("kind", ["cut-in-payload", "bad-header-checksum"])
 def test_list_of_a_skipping_pipeline(damaged: Callable[[str, bool], Damaged], kind: str) -> None:
     d = damaged(kind, False)

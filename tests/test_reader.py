@@ -45,10 +45,7 @@ def npy(x: np.ndarray) -> bytes:
 
 def _orig(n: int) -> list[OrigSample]:
     rng = np.random.default_rng(0)
-    return [
-        OrigSample(name=f"item-{i:02d}", embedding=rng.random(8, dtype=np.float32), label=i)
-        for i in range(n)
-    ]
+    return [OrigSample(name=f"item-{i:02d}", embedding=rng.random(8, dtype=np.float32), label=i) for i in range(n)]
 
 
 def members_of(rec: _reader.Record) -> dict[str, bytes]:
@@ -131,15 +128,11 @@ def test_records_of_original_pax_shard(wds_tar_factory: Callable[..., Path]) -> 
     assert [r.key for r in recs] == keys
     assert [members_of(r) for r in recs] == [{"msgpack": s.packed} for s in samples]
     for r in recs:
-        assert (
-            raw[r.offset : r.offset + 14] == b"././@PaxHeader"
-        )  # the sample starts at its PAX header
+        assert raw[r.offset : r.offset + 14] == b"././@PaxHeader"  # the sample starts at its PAX header
         assert _reader.read_record(raw, str(path), r.offset, r.length).key == r.key
     assert sum(r.length for r in recs) == recs[-1].offset + recs[-1].length
     stream = list(_reader.iter_records_stream(io.BytesIO(raw), str(path)))
-    assert [(r.key, r.offset, r.length) for r in stream] == [
-        (r.key, r.offset, r.length) for r in recs
-    ]
+    assert [(r.key, r.offset, r.length) for r in stream] == [(r.key, r.offset, r.length) for r in recs]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -173,9 +166,7 @@ def test_original_shard_with_manifest_sidecars_ignored(
     wds_tar_factory: Callable[..., Path],
 ) -> None:
     samples = _orig(2)
-    path = wds_tar_factory(
-        "train.tar", [{"__key__": f"k{i}", "msgpack": s.packed} for i, s in enumerate(samples)]
-    )
+    path = wds_tar_factory("train.tar", [{"__key__": f"k{i}", "msgpack": s.packed} for i, s in enumerate(samples)])
     (path.parent / "train.manifest.json").write_text(json.dumps({"bogus": True}))
     assert list(atd.Dataset[OrigSample](str(path))) == samples
 
@@ -192,9 +183,7 @@ def test_extra_keys_and_missing_optional_keys(wds_tar_factory: Callable[..., Pat
         }
     )
     older = msgpack.packb({"name": "o", "embedding": atd.array_to_bytes(emb), "label": 2})
-    path = wds_tar_factory(
-        "mixed.tar", [{"__key__": "a", "msgpack": newer}, {"__key__": "b", "msgpack": older}]
-    )
+    path = wds_tar_factory("mixed.tar", [{"__key__": "a", "msgpack": newer}, {"__key__": "b", "msgpack": older}])
     got = list(atd.Dataset[OrigSample](str(path)))
     assert got == [
         OrigSample(name="n", embedding=emb, label=1, note="x"),
@@ -306,9 +295,7 @@ def test_gnu_long_named_samples(tar_factory: Callable[..., Path]) -> None:
     assert list(atd.Dataset[OrigSample](str(path))) == s
 
 
-def test_our_shards_have_same_records_as_webdataset_sees(
-    tmp_path: Path, wds_read: Callable[[str], list[dict]]
-) -> None:
+def test_our_shards_have_same_records_as_webdataset_sees(tmp_path: Path, wds_read: Callable[[str], list[dict]]) -> None:
     samples = _orig(4)
     atd.write_samples(samples, tmp_path / "o.tar", progress=False)
     raw = (tmp_path / "o.tar").read_bytes()

@@ -131,9 +131,7 @@ def test_equality_is_real() -> None:
     assert s != _everything(image=np.arange(12, dtype=np.float32).reshape(4, 3))  # shape differs
     assert s != _everything(maybe=np.zeros(1))
     # arrays holding NaN compare equal (NaN-aware), so decoded float arrays equal their originals
-    assert _everything(image=np.full(2, np.nan, np.float32)) == _everything(
-        image=np.full(2, np.nan, np.float32)
-    )
+    assert _everything(image=np.full(2, np.nan, np.float32)) == _everything(image=np.full(2, np.nan, np.float32))
 
 
 def test_future_annotations_module() -> None:
@@ -315,9 +313,7 @@ def test_object_array_value_at_write_time(tmp_path: Path) -> None:
         arr: NDArray
 
     with pytest.raises(atd.SchemaError) as ei:
-        atd.write_samples(
-            [Holder2(arr=np.array([{}], dtype=object))], tmp_path / "o.tar", progress=False
-        )
+        atd.write_samples([Holder2(arr=np.array([{}], dtype=object))], tmp_path / "o.tar", progress=False)
     assert "Holder2" in str(ei.value) and "arr" in str(ei.value)
     assert not list(tmp_path.iterdir())
 
@@ -421,9 +417,7 @@ def test_dict_sample_api() -> None:
 
 
 def test_dict_sample_repr() -> None:
-    s = atd.DictSample(
-        {"x": np.zeros((2, 3), np.float32), "blob": b"abcd", "label": "cat", "long": "y" * 100}
-    )
+    s = atd.DictSample({"x": np.zeros((2, 3), np.float32), "blob": b"abcd", "label": "cat", "long": "y" * 100})
     r = repr(s)
     assert r.startswith("DictSample(")
     assert "x=ndarray(shape=(2, 3), dtype=float32)" in r
@@ -437,12 +431,8 @@ def test_dict_sample_equality_and_bytes_roundtrip() -> None:
     back = atd.DictSample.from_bytes(s.packed)
     assert back == s
     assert back["x"].dtype.str == ">u2"
-    assert back != atd.DictSample(
-        {"x": np.arange(4, dtype="<u2"), "label": "a", "meta": {"k": [1, 2]}}
-    )
-    assert back != atd.DictSample(
-        {"x": np.arange(4, dtype=">u2"), "label": "b", "meta": {"k": [1, 2]}}
-    )
+    assert back != atd.DictSample({"x": np.arange(4, dtype="<u2"), "label": "a", "meta": {"k": [1, 2]}})
+    assert back != atd.DictSample({"x": np.arange(4, dtype=">u2"), "label": "b", "meta": {"k": [1, 2]}})
 
 
 def test_dict_sample_pickles() -> None:
@@ -453,15 +443,11 @@ def test_dict_sample_pickles() -> None:
 def test_dict_sample_from_typed_payload_decodes_arrays() -> None:
     s = _everything()
     d = atd.DictSample.from_bytes(s.packed)
-    assert (
-        isinstance(d.image, np.ndarray) and d.image.dtype == np.float32 and d.image.shape == (3, 4)
-    )
+    assert isinstance(d.image, np.ndarray) and d.image.dtype == np.float32 and d.image.shape == (3, 4)
     np.testing.assert_array_equal(d.image, s.image)
     assert d.raw.dtype.str == ">i8"
     assert d.maybe is None
-    assert (
-        d.name == "héllo" and d.count == -(2**40) and d.flag is True and d.blob == b"\x00\x01\xff"
-    )
+    assert d.name == "héllo" and d.count == -(2**40) and d.flag is True and d.blob == b"\x00\x01\xff"
     assert d.tags == ["a", "b"]
 
 

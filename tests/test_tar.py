@@ -17,9 +17,7 @@ from numpy.typing import NDArray
 import atdata_torch as atd
 from atdata_torch import _tar
 
-HYP = settings(
-    max_examples=50, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
-)
+HYP = settings(max_examples=50, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 @atd.packable
@@ -30,16 +28,11 @@ class TarSample:
 
 
 def _samples(n: int) -> list[TarSample]:
-    return [
-        TarSample(name=f"item-{i:02d}", embedding=np.arange(8, dtype=np.float32) + i, label=i)
-        for i in range(n)
-    ]
+    return [TarSample(name=f"item-{i:02d}", embedding=np.arange(8, dtype=np.float32) + i, label=i) for i in range(n)]
 
 
 def walk(raw: bytes, shard: str = "t.tar") -> list[tuple[str, bytes]]:
-    return [
-        (m.name, raw[m.data_offset : m.data_offset + m.size]) for m in _tar.iter_members(raw, shard)
-    ]
+    return [(m.name, raw[m.data_offset : m.data_offset + m.size]) for m in _tar.iter_members(raw, shard)]
 
 
 def walk_stream(raw: bytes, shard: str = "t.tar") -> list[tuple[str, bytes]]:
@@ -82,9 +75,7 @@ def test_our_shards_read_by_tarfile(tmp_path: Path) -> None:
     assert len(raw) % 10240 == 0
 
 
-def test_our_shards_read_by_webdataset(
-    tmp_path: Path, wds_read: Callable[[str], list[dict]]
-) -> None:
+def test_our_shards_read_by_webdataset(tmp_path: Path, wds_read: Callable[[str], list[dict]]) -> None:
     samples = _samples(5)
     ds = atd.write_samples(samples, tmp_path / "w.tar", maxcount=2, progress=False)
     assert len(ds.list_shards()) == 3
@@ -96,9 +87,7 @@ def test_our_shards_read_by_webdataset(
         assert TarSample.from_bytes(g["msgpack"]) == s
 
 
-def test_our_shards_read_by_webdataset_brace_url(
-    tmp_path: Path, wds_read: Callable[[str], list[dict]]
-) -> None:
+def test_our_shards_read_by_webdataset_brace_url(tmp_path: Path, wds_read: Callable[[str], list[dict]]) -> None:
     samples = _samples(6)
     atd.write_samples(samples, tmp_path / "b.tar", maxcount=3, progress=False)
     got = [g["msgpack"] for g in wds_read(str(tmp_path / "b-{000000..000001}.tar"))]
@@ -300,9 +289,7 @@ names = st.lists(name_segment, min_size=1, max_size=8).map("/".join)
 
 @HYP
 @given(
-    st.lists(
-        st.tuples(names, st.binary(max_size=1500)), min_size=0, max_size=6, unique_by=lambda t: t[0]
-    ),
+    st.lists(st.tuples(names, st.binary(max_size=1500)), min_size=0, max_size=6, unique_by=lambda t: t[0]),
     st.sampled_from([tarfile.USTAR_FORMAT, tarfile.GNU_FORMAT, tarfile.PAX_FORMAT]),
 )
 def test_walker_agrees_with_tarfile(members: list[tuple[str, bytes]], fmt: int) -> None:

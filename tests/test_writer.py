@@ -118,9 +118,7 @@ def test_maxsize_is_respected_after_record_padding(tmp_path: Path, maxsize: int)
 
 def test_maxsize_with_big_sample_gets_own_shard(tmp_path: Path) -> None:
     big = Small(x=np.zeros(10000, np.float32), label=0, name="big")
-    ds = atd.write_samples(
-        [small(1), big, small(2)], tmp_path / "b.tar", maxsize=20480, progress=False
-    )
+    ds = atd.write_samples([small(1), big, small(2)], tmp_path / "b.tar", maxsize=20480, progress=False)
     counts = [n_members(p) for p in ds.list_shards()]
     assert sum(counts) == 3
     assert read_back(ds.list_shards()) == [small(1), big, small(2)]
@@ -151,9 +149,7 @@ def test_writing_twice_is_byte_identical(tmp_path: Path) -> None:
     assert _snapshot(tmp_path / "b") == first
     assert len(first) == 6  # 3 shards + 3 sidecars, nothing else
     # a different sample changes the bytes
-    atd.write_samples(
-        [*samples[:-1], small(99)], tmp_path / "c" / "t.tar", maxcount=4, progress=False
-    )
+    atd.write_samples([*samples[:-1], small(99)], tmp_path / "c" / "t.tar", maxcount=4, progress=False)
     assert _snapshot(tmp_path / "c") != first
 
 
@@ -218,9 +214,7 @@ def test_sidecar_contents(tmp_path: Path) -> None:
             assert length == 512 + ((m.size + 511) // 512) * 512
             assert m.offset_data == off + 512
         idx = ShardIndex.from_json(Path(shard + SIDECAR_SUFFIX).read_bytes(), shard)
-        assert (
-            idx.count == side["count"] and idx.keys == side["keys"] and idx.sha256 == side["sha256"]
-        )
+        assert idx.count == side["count"] and idx.keys == side["keys"] and idx.sha256 == side["sha256"]
     first = json.loads(Path(ds.list_shards()[0] + SIDECAR_SUFFIX).read_text())
     second = json.loads(Path(ds.list_shards()[1] + SIDECAR_SUFFIX).read_text())
     assert first["keys"] == ["00000000", "00000001", "00000002", "00000003"]
@@ -421,9 +415,7 @@ def test_build_index_plain_tars(tmp_path: Path, tar_factory: Callable[..., Path]
 
 def test_build_index_original_shard(wds_tar_factory: Callable[..., Path]) -> None:
     samples = smalls(3)
-    p = wds_tar_factory(
-        "orig.tar", [{"__key__": f"key{i}", "msgpack": s.packed} for i, s in enumerate(samples)]
-    )
+    p = wds_tar_factory("orig.tar", [{"__key__": f"key{i}", "msgpack": s.packed} for i, s in enumerate(samples)])
     (idx,) = atd.build_index(str(p), progress=False)
     assert idx.keys == ["key0", "key1", "key2"]
     raw = p.read_bytes()
