@@ -17,7 +17,7 @@ from numpy.typing import NDArray
 
 from ._batch import SampleBatch
 from ._codec import array_to_bytes, bytes_to_array
-from ._pipeline import Pipeline, SkipReport
+from ._pipeline import LastBatch, OnError, Pipeline, SkipReport, sample_rng, sample_seed
 from ._sidecar import ShardIndex
 from .collate import TensorBatch, collate, to_tensor
 from .dataset import Dataset
@@ -52,6 +52,7 @@ __all__ = [
     "DictSample",
     "FieldSpec",
     "IndexStoreError",
+    "LastBatch",
     "Lens",
     "LensNotFoundError",
     "LensRegistry",
@@ -61,6 +62,7 @@ __all__ = [
     "MemorySource",
     "MissingDependencyError",
     "NDArray",
+    "OnError",
     "PackableSample",
     "Pipeline",
     "PublishError",
@@ -84,6 +86,8 @@ __all__ = [
     "lens_registry",
     "packable",
     "register_source",
+    "sample_rng",
+    "sample_seed",
     "schema_id",
     "to_tensor",
     "write_samples",

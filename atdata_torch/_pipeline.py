@@ -16,6 +16,7 @@ import hashlib
 import json
 import logging
 import os
+import threading
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -37,7 +38,7 @@ from .schema import DictSample, PackableSample
 if TYPE_CHECKING:
     from .dataset import Dataset
 
-__all__ = ["LastBatch", "OnError", "Pipeline", "SkipReport"]
+__all__ = ["LastBatch", "OnError", "Pipeline", "SkipReport", "sample_rng", "sample_seed"]
 
 log = logging.getLogger("atdata_torch")
 
@@ -368,12 +369,12 @@ class Pipeline(IterableDataset[T], Generic[T]):
         batched = self.batch_size is not None
         fast = batched and self._fast_batches_possible()
         for positions in self._groups(n, start, topo):
-            recs = self._read(shard_of[positions], index_of[positions], shards, indexes, views, report)
+            recs, kept = self._read(positions, shard_of, index_of, shards, indexes, views, report)
             if not batched:
-                for _key, sample in self._samples(recs, report):
+                for _key, sample in self._samples(recs, report, kept, epoch):
                     yield sample
                 continue
-            batch = self._fast_batch(recs, report) if fast else self._slow_batch(recs, report)
+            batch = self._fast_batch(recs, report) if fast else self._slow_batch(recs, report, kept, epoch)
             if batch is not None:
                 yield batch
         if report:
@@ -384,16 +385,20 @@ class Pipeline(IterableDataset[T], Generic[T]):
     # ------------------------------------------------------------------------------------------------ records
     def _read(
         self,
+        positions: np.ndarray,
         shard_of: np.ndarray,
         index_of: np.ndarray,
         shards: list[str],
         indexes: list[Any],
         views: dict[int, memoryview],
         report: SkipReport,
-    ) -> list[Record]:
+    ) -> tuple[list[Record], list[int]]:
+        """The records at these global positions, and the positions that could be read."""
         out: list[Record] = []
+        kept: list[int] = []
         ds = self.dataset
-        for s, i in zip(shard_of.tolist(), index_of.tolist(), strict=True):
+        pos_list = positions.tolist()
+        for k, (s, i) in enumerate(zip(shard_of[positions].tolist(), index_of[positions].tolist(), strict=True)):
             view = views.get(s)
             if view is None:
                 if len(views) >= 64:
@@ -408,14 +413,16 @@ class Pipeline(IterableDataset[T], Generic[T]):
                         shards[s], ix.keys[i], ix.offsets[i], ix.lengths[i], {ext: view[p : p + ix.payload_sizes[i]]}, p
                     )
                 )
+                kept.append(pos_list[k])
                 continue
             try:
                 out.append(read_record(view, shards[s], ix.offsets[i], ix.lengths[i]))
+                kept.append(pos_list[k])
             except ShardFormatError as exc:
                 if self.on_error == "raise":
                     raise
                 self._note(report, exc)
-        return out
+        return out, kept
 
     def _note(self, report: SkipReport, exc: BaseException, *, shard: str | None = None) -> None:
         report.add(exc, shard=shard)
@@ -423,11 +430,15 @@ class Pipeline(IterableDataset[T], Generic[T]):
             warnings.warn(f"atdata_torch skipped: {exc}", SkippedSamplesWarning, stacklevel=3)
 
     # ------------------------------------------------------------------------------------------------ samples
-    def _samples(self, recs: list[Record], report: SkipReport) -> Iterator[tuple[str, Any]]:
+    def _samples(
+        self, recs: list[Record], report: SkipReport, positions: list[int], epoch: int
+    ) -> Iterator[tuple[str, Any]]:
         decode_type = self.dataset._decode_type
         stages = self.dataset._stages
         raise_errors = self.on_error == "raise"
-        for rec in recs:
+        ctx = _SAMPLE_CONTEXT
+        for rec, pos in zip(recs, positions, strict=True):
+            ctx.key = (self.seed, epoch, pos)
             try:
                 sample = decode_record(rec, decode_type)
             except (DecodeError, ShardFormatError) as exc:
@@ -447,8 +458,10 @@ class Pipeline(IterableDataset[T], Generic[T]):
                 yield rec.key, sample
 
     # ------------------------------------------------------------------------------------------------ batches
-    def _slow_batch(self, recs: list[Record], report: SkipReport) -> SampleBatch[Any] | None:
-        pairs = list(self._samples(recs, report))
+    def _slow_batch(
+        self, recs: list[Record], report: SkipReport, positions: list[int], epoch: int
+    ) -> SampleBatch[Any] | None:
+        pairs = list(self._samples(recs, report, positions, epoch))
         if not pairs:
             return None
         out_type = self.dataset.sample_type
@@ -553,6 +566,39 @@ def _required(t: type) -> frozenset[str]:
             if not (s.optional or s.has_default)
         )
     return req
+
+
+class _SampleContext(threading.local):
+    key: tuple[int, int, int] | None = None
+
+
+_SAMPLE_CONTEXT = _SampleContext()
+
+
+def sample_seed() -> int:
+    """A seed for the sample being transformed, from (pipeline seed, epoch, global position).
+
+    Call it inside a ``map()`` / ``filter()`` function or a lens: the value depends only on the sample's place
+    in the epoch, so random augmentations are reproducible for a seed and epoch, differ between samples and
+    epochs, and do not depend on the number of ranks or workers.
+
+    Raises:
+        RuntimeError: outside a transform running in a pipeline.
+    """
+    key = _SAMPLE_CONTEXT.key
+    if key is None:
+        raise RuntimeError("sample_seed() / sample_rng() only work inside map(), filter() or a lens during iteration")
+    ss = np.random.SeedSequence([key[0] & (2**63 - 1), key[1], key[2], 0x5A3D])
+    return int(ss.generate_state(1, np.uint64)[0])
+
+
+def sample_rng() -> np.random.Generator:
+    """A numpy Generator for the sample being transformed (see :func:`sample_seed`).
+
+    Example:
+        >>> # ds.map(lambda s: flip(s) if atd.sample_rng().random() < 0.5 else s)
+    """
+    return np.random.default_rng(sample_seed())
 
 
 def _in_worker() -> bool:
