@@ -13,6 +13,8 @@ Example:
     'cat'
 """
 
+from types import ModuleType as _ModuleType
+
 from numpy.typing import NDArray
 
 from ._batch import SampleBatch
@@ -20,6 +22,7 @@ from ._codec import array_to_bytes, bytes_to_array
 from ._pipeline import LastBatch, OnError, Pipeline, SkipReport, sample_rng, sample_seed
 from ._sidecar import ShardIndex
 from .collate import TensorBatch, collate, to_tensor
+from .cache import ShardCache
 from .dataset import Dataset
 from .errors import (
     AtdataError,
@@ -39,18 +42,24 @@ from .lens import Lens, LensRegistry, lens
 from .lens import registry as lens_registry
 from .loader import Loader, LoaderStateError
 from .schema import DictSample, FieldSpec, PackableSample, packable, schema_id
-from .sources import DataSource, LocalSource, MemorySource, register_source
+from .load import DatasetDict, load_dataset, register_resolver
+from .sources import ConcatSource, DataSource, LocalSource, MemorySource, register_source
+from .sources.http import HTTPSource
+from .sources.s3 import S3Source
 from .writer import ShardWriter, build_index, write_samples
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AtdataError",
+    "ConcatSource",
     "DataSource",
     "Dataset",
+    "DatasetDict",
     "DecodeError",
     "DictSample",
     "FieldSpec",
+    "HTTPSource",
     "IndexStoreError",
     "LastBatch",
     "Lens",
@@ -66,8 +75,10 @@ __all__ = [
     "PackableSample",
     "Pipeline",
     "PublishError",
+    "S3Source",
     "SampleBatch",
     "SchemaError",
+    "ShardCache",
     "ShardFormatError",
     "ShardIndex",
     "ShardNotFoundError",
@@ -84,7 +95,9 @@ __all__ = [
     "collate",
     "lens",
     "lens_registry",
+    "load_dataset",
     "packable",
+    "register_resolver",
     "register_source",
     "sample_rng",
     "sample_seed",
@@ -92,3 +105,12 @@ __all__ = [
     "to_tensor",
     "write_samples",
 ]
+
+
+def __getattr__(name: str) -> _ModuleType:
+    # Submodules loaded on first use: ``atd.nodes`` (imports torchdata.nodes).
+    if name == "nodes":
+        import importlib
+
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -368,7 +368,13 @@ class Pipeline(IterableDataset[T], Generic[T]):
         views: dict[int, memoryview] = {}
         batched = self.batch_size is not None
         fast = batched and self._fast_batches_possible()
-        for positions in self._groups(n, start, topo):
+        groups = list(self._groups(n, start, topo))
+        prefetch = getattr(ds.source, "prefetch", None)
+        if prefetch is not None and groups:
+            order = shard_of[np.concatenate(groups)]
+            _, first = np.unique(order, return_index=True)
+            prefetch([shards[s] for s in order[np.sort(first)].tolist()])
+        for positions in groups:
             recs, kept = self._read(positions, shard_of, index_of, shards, indexes, views, report)
             if not batched:
                 for _key, sample in self._samples(recs, report, kept, epoch):

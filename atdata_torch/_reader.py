@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from typing import IO, TYPE_CHECKING, NamedTuple
 
 from ._tar import iter_members, read_member_stream
 from .errors import ShardFormatError
 
 if TYPE_CHECKING:
-    from ._sidecar import ShardIndex
+    pass
 
 Buffer = bytes | memoryview
 
@@ -116,25 +116,3 @@ def iter_records_stream(fileobj: IO[bytes], shard: str) -> Iterator[Record]:
 
 def _padded(size: int) -> int:
     return (size + 511) & ~511
-
-
-def indexed_records(view: memoryview, shard: str, index: ShardIndex, positions: Iterable[int]) -> list[Record]:
-    """Records of a shard whose index knows each sample's single payload: no header parsing per sample.
-
-    The caller has checked the headers once for the whole shard (:func:`atdata_torch._tar.verify_headers`).
-    """
-    keys, offsets, lengths = index.keys, index.offsets, index.lengths
-    poffs, psizes, ext = index.payload_offsets, index.payload_sizes, index.payload_ext
-    if poffs is None or psizes is None or ext is None:
-        raise ValueError("indexed_records() needs an index with payload offsets")
-    return [
-        Record(
-            shard,
-            keys[i],
-            offsets[i],
-            lengths[i],
-            {ext: view[poffs[i] : poffs[i] + psizes[i]]},
-            poffs[i],
-        )
-        for i in positions
-    ]

@@ -49,6 +49,24 @@ class ShardIndex:
     payload_sizes: list[int] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
+    def slice(self, lo: int, hi: int) -> ShardIndex:
+        """The index of samples ``[lo, hi)`` of this shard (same shard size and digest)."""
+        lo, hi = max(0, lo), min(self.count, hi)
+        hi = max(lo, hi)
+        return ShardIndex(
+            count=hi - lo,
+            keys=self.keys[lo:hi],
+            offsets=self.offsets[lo:hi],
+            lengths=self.lengths[lo:hi],
+            size=self.size,
+            sha256=self.sha256,
+            schema_id=self.schema_id,
+            payload_ext=self.payload_ext,
+            payload_offsets=self.payload_offsets[lo:hi] if self.payload_offsets is not None else None,
+            payload_sizes=self.payload_sizes[lo:hi] if self.payload_sizes is not None else None,
+            extra=self.extra,
+        )
+
     def to_json(self) -> bytes:
         """Serialize (compact JSON)."""
         d = {"format": FORMAT, "version": VERSION, **asdict(self)}

@@ -75,8 +75,11 @@ class Dataset(IterableDataset[T], Generic[T]):
 
     Args:
         source: A URL or path with optional braces (``"data/train-{000000..000009}.tar"``), a list of them, or a
-            :class:`~atdata_torch.sources.DataSource`.
+            :class:`~atdata_torch.sources.DataSource`. ``http(s)://`` and ``s3://`` URLs are streamed in-process.
         sample_type: The sample class; ``Dataset[T](...)`` sets it. Defaults to :class:`DictSample`.
+        **source_options: For remote URLs: ``cache_dir=`` / ``cache_max_bytes=`` (a local shard cache),
+            ``headers=``, ``timeout=``, ``retries=``, ``readahead=``, ``max_concurrency=``; for ``s3://``:
+            ``endpoint=``, ``access_key=``, ``secret_key=``, ``region=``, ``profile=``.
 
     Iterating a dataset directly yields samples in shard order (``ordered()``).
     """
@@ -89,8 +92,9 @@ class Dataset(IterableDataset[T], Generic[T]):
         source: str | os.PathLike[str] | list[str] | DataSource,
         *,
         sample_type: type[T] | None = None,
+        **source_options: Any,
     ) -> None:
-        self.source: DataSource = resolve_source(source)  # type: ignore[arg-type]
+        self.source: DataSource = resolve_source(source, **source_options)
         st: Any = DictSample if sample_type is None else sample_type
         if not (st is DictSample or (isinstance(st, type) and issubclass(st, PackableSample))):
             raise TypeError(
@@ -101,6 +105,7 @@ class Dataset(IterableDataset[T], Generic[T]):
         self._stages: tuple[tuple[str, Any], ...] = ()
         self._shared = _Shared()
         self._shards: list[str] | None = None
+        self._ranges: dict[str, tuple[int, int]] = {}
 
     def _derive(self, sample_type: Any, stages: tuple[tuple[str, Any], ...], decode_type: type | None = None) -> Any:
         new = object.__new__(type(self))
@@ -142,22 +147,6 @@ class Dataset(IterableDataset[T], Generic[T]):
             cache[shard] = ShardIndex.from_json(raw, shard) if raw is not None else None
         return cache[shard]
 
-    def _sidecar_count(self, shard: str, buf: Buffer | None) -> int | None:
-        idx = self._sidecar(shard)
-        if idx is None:
-            return None
-        if buf is not None and len(buf) != idx.size:
-            log.warning(
-                "atdata_torch: ignoring the index sidecar of %s (it describes %d bytes, the shard has %d); "
-                "rebuild it with atd.build_index()",
-                shard,
-                idx.size,
-                len(buf),
-            )
-            self._shared.sidecars[shard] = None
-            return None
-        return idx.count
-
     def shard_index(self, shard: str, buf: Buffer | None = None) -> ShardIndex:
         """The index of one shard: from its sidecar when present and current, else built by one scan (cached).
 
@@ -193,38 +182,83 @@ class Dataset(IterableDataset[T], Generic[T]):
         damage. A missing or unreachable shard raises: it is a configuration problem, not bad data.
         """
         try:
-            return self.shard_index(shard), None
+            return self._ranged(shard, self.shard_index(shard)), None
         except ShardFormatError as exc:
             first: AtdataError = exc
         buf = self._buffer(shard)  # a missing or unreachable shard is never skipped: it raises
         errors: list[ShardFormatError] = []
         idx = scan(buf, shard, salvage=errors)
-        return idx, errors[0] if errors else first
-
-    def _fast_index(self, shard: str, buf: Buffer) -> ShardIndex | None:
-        """The shard's index if it can be read without parsing headers per sample (known, one payload each)."""
-        idx = self._shared.indexes.get(shard)
-        if idx is None:
-            side = self._sidecar(shard)
-            if side is None or side.size != len(buf):
-                return None
-            idx = self.shard_index(shard, buf)
-        return idx if idx.payload_ext is not None else None
+        return self._ranged(shard, idx), errors[0] if errors else first
 
     def shard_indexes(self) -> list[ShardIndex]:
-        """The index of every shard (see :meth:`shard_index`)."""
-        return [self.shard_index(s) for s in self.list_shards()]
+        """The index of every shard this dataset reads (restricted to its sample ranges, see
+        :meth:`select_range`)."""
+        return [self._ranged(s, self.shard_index(s)) for s in self.list_shards()]
+
+    def _ranged(self, shard: str, idx: ShardIndex) -> ShardIndex:
+        r = self._ranges.get(shard)
+        return idx if r is None else idx.slice(*r)
 
     def _count(self) -> int:
         total = 0
         for shard in self.list_shards():
             cached = self._shared.indexes.get(shard)
-            if cached is not None:
-                total += cached.count
-                continue
-            side = self._sidecar(shard)
-            total += side.count if side is not None else self.shard_index(shard).count
+            if cached is None:
+                side = self._sidecar(shard)
+                cached = side if side is not None else self.shard_index(shard)
+            r = self._ranges.get(shard)
+            total += cached.count if r is None else max(0, min(cached.count, r[1]) - r[0])
         return total
+
+    def select_range(self, start: int, stop: int) -> Dataset[T]:
+        """The samples ``[start, stop)`` of the dataset in its shard order (what ``train[:10%]`` selects).
+
+        Example:
+            >>> # first_hundred = ds.select_range(0, 100)
+        """
+        idxs = self.shard_indexes()
+        shards: list[str] = []
+        ranges: dict[str, tuple[int, int]] = {}
+        base = 0
+        for shard, idx in zip(self.list_shards(), idxs, strict=True):
+            lo, hi = max(start - base, 0), min(stop - base, idx.count)
+            if lo < hi:
+                r0 = self._ranges.get(shard, (0, 0))[0]
+                shards.append(shard)
+                ranges[shard] = (r0 + lo, r0 + hi)
+            base += idx.count
+        new = self._derive(self.sample_type, self._stages)
+        new._shards = shards
+        new._ranges = ranges
+        return new  # type: ignore[no-any-return]
+
+    @classmethod
+    def concat(cls, parts: list[Dataset[Any]]) -> Dataset[Any]:
+        """One dataset reading ``parts`` one after the other (same sample type and stages).
+
+        Example:
+            >>> # both = atd.Dataset.concat([train, validation])
+        """
+        if not parts:
+            raise ValueError("concat() needs at least one dataset")
+        first = parts[0]
+        for p in parts[1:]:
+            if p.sample_type is not first.sample_type or p._stages != first._stages:
+                raise TypeError("concat() needs datasets of the same sample type and the same map/filter stages")
+        from .sources import ConcatSource
+
+        new = first._derive(first.sample_type, first._stages)
+        new.source = ConcatSource([p.source for p in parts])
+        new._shards = [s for p in parts for s in p.list_shards()]
+        if len(set(new._shards)) != len(new._shards):
+            raise ValueError("concat() got the same shard twice; select disjoint parts")
+        new._ranges = {k: v for p in parts for k, v in p._ranges.items()}
+        shared = _Shared()
+        for p in parts:
+            shared.indexes.update(p._shared.indexes)
+            shared.sidecars.update(p._shared.sidecars)
+        new._shared = shared
+        return new  # type: ignore[no-any-return]
 
     def _known_len(self) -> int | None:
         if any(kind == "filter" for kind, _ in self._stages):
@@ -443,8 +477,7 @@ class Dataset(IterableDataset[T], Generic[T]):
 
     def get(self, key: str) -> T:
         """The sample with this key (uses the shard indexes; raises ``KeyError`` if absent)."""
-        for shard in self.list_shards():
-            idx = self.shard_index(shard)
+        for shard, idx in zip(self.list_shards(), self.shard_indexes(), strict=True):
             if key in idx.keys:
                 i = idx.keys.index(key)
                 rec = read_record(self._buffer(shard), shard, idx.offsets[i], idx.lengths[i])

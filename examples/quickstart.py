@@ -49,6 +49,7 @@ def main(argv: list[str] | None = None) -> float:
     p.add_argument("--epochs", type=int, default=8)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=2, help="DataLoader worker processes")
     args = p.parse_args(argv)
     torch.manual_seed(args.seed)
 
@@ -67,26 +68,25 @@ def main(argv: list[str] | None = None) -> float:
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     loss_fn = torch.nn.CrossEntropyLoss()
 
-    pipe = train.shuffled(batch_size=args.batch_size, seed=args.seed)  # a new permutation every epoch
-    loader = torch.utils.data.DataLoader(pipe, batch_size=None, num_workers=0)
+    # A StatefulDataLoader with 2 worker processes; a new (reproducible) permutation every epoch.
+    loader = train.loader(batch_size=args.batch_size, shuffle=True, seed=args.seed, num_workers=args.workers)
     for epoch in range(args.epochs):
         model.train()
         total = 0.0
-        for batch in loader:
-            x = torch.from_numpy(batch.image)  # (B, 8, 8) float32, no copy
+        for batch in loader:  # TensorBatch: batch.image is a (B, 8, 8) float32 tensor, batch.label a list
             y = torch.as_tensor(batch.label)
             opt.zero_grad()
-            loss = loss_fn(model(x), y)
+            loss = loss_fn(model(batch.image), y)
             loss.backward()
             opt.step()
             total += loss.item() * len(batch)
-        print(f"epoch {epoch}: train loss {total / len(train):.4f}")
+        print(f"epoch {epoch}: train loss {total / len(train):.4f} ({len(loader)} batches)")
 
     model.eval()
     correct = 0
     with torch.no_grad():
-        for batch in test.ordered(batch_size=256):
-            pred = model(torch.from_numpy(batch.image)).argmax(dim=1)
+        for batch in test.loader(batch_size=256, shuffle=False):
+            pred = model(batch.image).argmax(dim=1)
             correct += int((pred == torch.as_tensor(batch.label)).sum())
     accuracy = correct / len(test)
     print(f"test accuracy: {accuracy:.3f}")

@@ -12,15 +12,33 @@ Example:
 
 from __future__ import annotations
 
-from ._base import DataSource, ShardSource, register_source, resolve_source, source_for_urls
+from ._base import ConcatSource, DataSource, ShardSource, register_source, resolve_source, source_for_urls
 from .local import LocalSource
 from .memory import MemorySource
 from .url import URLSource
 
+# HTTPSource (urllib3) and S3Source (boto3, the "s3" extra) are imported on first use.
+
+
+def __getattr__(name: str) -> object:
+    if name == "HTTPSource":
+        from .http import HTTPSource
+
+        return HTTPSource
+    if name == "S3Source":
+        from .s3 import S3Source
+
+        return S3Source
+    raise AttributeError(name)
+
+
 __all__ = [
+    "ConcatSource",
     "DataSource",
+    "HTTPSource",
     "LocalSource",
     "MemorySource",
+    "S3Source",
     "ShardSource",
     "URLSource",
     "register_source",

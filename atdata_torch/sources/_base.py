@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 import os
-from typing import IO, Protocol, runtime_checkable
+from typing import IO, Any, Protocol, runtime_checkable
 
 from .._shards import expand_urls
 
@@ -63,6 +63,9 @@ class ShardSource:
 
 _REGISTRY: dict[str, str] = {
     "file": "atdata_torch.sources.local:LocalSource",
+    "http": "atdata_torch.sources.http:HTTPSource",
+    "https": "atdata_torch.sources.http:HTTPSource",
+    "s3": "atdata_torch.sources.s3:S3Source",
 }
 
 
@@ -79,7 +82,8 @@ def _load(target: str) -> type:
     obj: object = importlib.import_module(module)
     for part in name.split("."):
         obj = getattr(obj, part)
-    assert isinstance(obj, type)
+    if not isinstance(obj, type):
+        raise TypeError(f"source registry entry {target!r} is not a class")
     return obj
 
 
@@ -93,36 +97,89 @@ def _scheme(url: str) -> str:
     return "file"
 
 
-def source_for_urls(urls: list[str]) -> DataSource:
-    """The source serving a list of shard URLs (all must share one scheme)."""
+def _options_for(scheme: str, options: dict[str, Any]) -> dict[str, Any]:
+    opts = dict(options)
+    cache_dir = opts.pop("cache_dir", None)
+    cache_max = opts.pop("cache_max_bytes", None)
+    if scheme == "file":
+        if opts:
+            raise TypeError(f"options {sorted(opts)} do not apply to local files")
+        return {}
+    if cache_dir is not None:
+        from ..cache import ShardCache
+
+        opts["cache"] = ShardCache(cache_dir, max_bytes=cache_max)
+    return opts
+
+
+def source_for_urls(urls: list[str], **options: Any) -> DataSource:
+    """The source serving a list of shard URLs. ``options`` go to the remote sources (``cache_dir=``,
+    ``cache_max_bytes=``, ``headers=``, ``endpoint=``, ``retries=``...). Mixed schemes give a :class:`ConcatSource`.
+    """
     if not urls:
         from .memory import MemorySource
 
         return MemorySource({})
-    schemes = {_scheme(u) for u in urls}
+    schemes = list(dict.fromkeys(_scheme(u) for u in urls))
     if len(schemes) > 1:
-        from .url import URLSource
-
-        return URLSource(urls)
-    scheme = schemes.pop()
+        return ConcatSource([source_for_urls([u for u in urls if _scheme(u) == sc], **options) for sc in schemes])
+    scheme = schemes[0]
     target = _REGISTRY.get(scheme)
     if target is None:
         from .url import URLSource
 
         return URLSource(urls)
     cls = _load(target)
-    return cls.from_urls(urls)  # type: ignore[attr-defined, no-any-return]
+    return cls.from_urls(urls, **_options_for(scheme, options))  # type: ignore[attr-defined, no-any-return]
 
 
-def resolve_source(spec: str | list[str] | DataSource) -> DataSource:
+def resolve_source(spec: str | os.PathLike[str] | list[str] | DataSource, **options: Any) -> DataSource:
     """Turn what a user passed to ``Dataset(...)`` into a source: brace-expanded URL(s), or a source as is."""
     if isinstance(spec, (str, os.PathLike)):
-        return source_for_urls(expand_urls(os.fspath(spec)))
+        return source_for_urls(expand_urls(os.fspath(spec)), **options)
     if isinstance(spec, (list, tuple)):
         urls: list[str] = []
         for s in spec:
             urls.extend(expand_urls(os.fspath(s)))
-        return source_for_urls(urls)
+        return source_for_urls(urls, **options)
+    if options:
+        raise TypeError(f"options {sorted(options)} are given to the source's constructor, not to Dataset()")
     if isinstance(spec, DataSource):
         return spec
     raise TypeError(f"a Dataset needs a URL string, a list of URLs, or a DataSource; got {type(spec).__name__}")
+
+
+class ConcatSource(ShardSource):
+    """Several sources read as one (shard identifiers must be unique across them)."""
+
+    def __init__(self, sources: list[DataSource]) -> None:
+        self.sources = list(sources)
+        self._owner: dict[str, DataSource] = {}
+        for src in self.sources:
+            for shard in src.list_shards():
+                if shard in self._owner:
+                    raise ValueError(f"shard {shard!r} appears in two of the concatenated sources")
+                self._owner[shard] = src
+
+    def list_shards(self) -> list[str]:
+        return list(self._owner)
+
+    def open_shard(self, shard: str) -> IO[bytes]:
+        return self._owner[shard].open_shard(shard)
+
+    def buffer(self, shard: str) -> Buffer | None:
+        get = getattr(self._owner[shard], "buffer", None)
+        return get(shard) if get is not None else None
+
+    def read_sidecar(self, shard: str) -> bytes | None:
+        get = getattr(self._owner[shard], "read_sidecar", None)
+        return get(shard) if get is not None else None
+
+    def prefetch(self, shards: list[str]) -> None:
+        for src in self.sources:
+            pf = getattr(src, "prefetch", None)
+            if pf is not None:
+                pf([s for s in shards if self._owner.get(s) is src])
+
+    def __repr__(self) -> str:
+        return f"ConcatSource({', '.join(repr(s) for s in self.sources)})"

@@ -28,8 +28,10 @@ class LocalSource(ShardSource):
         self._paths = [_path(os.fspath(p)) for p in paths]
 
     @classmethod
-    def from_urls(cls, urls: list[str]) -> LocalSource:
+    def from_urls(cls, urls: list[str], **options: object) -> LocalSource:
         """Build from paths or ``file://`` URLs."""
+        if options:
+            raise TypeError(f"options {sorted(options)} do not apply to local files")
         return cls(urls)
 
     def list_shards(self) -> list[str]:

@@ -1,0 +1,215 @@
+"""S3-compatible object stores (AWS, MinIO, R2, moto) through boto3 (the ``s3`` extra).
+
+Example:
+    >>> src = S3Source(bucket="b", keys=["data-000000.tar"], endpoint="http://127.0.0.1:9000",
+    ...                access_key="AKIA...", secret_key="hunter2")
+    >>> "hunter2" in repr(src)
+    False
+"""
+
+from __future__ import annotations
+
+from typing import IO, Any
+
+from ..errors import MissingDependencyError, ShardNotFoundError, SourceError
+from ._remote import RemoteSource, TransientError
+
+__all__ = ["S3Source"]
+
+_NOT_FOUND = frozenset({"NoSuchKey", "404", "NotFound", "NoSuchBucket"})
+_DENIED = frozenset(
+    {"AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken"}
+)
+_TRANSIENT = frozenset(
+    {"SlowDown", "InternalError", "ServiceUnavailable", "RequestTimeout", "500", "502", "503", "504", "429"}
+)
+
+
+def _boto3() -> Any:
+    try:
+        import boto3
+    except ImportError as exc:
+        raise MissingDependencyError.for_extra("boto3", "s3", "S3 sources") from exc
+    return boto3
+
+
+def parse_s3_url(url: str) -> tuple[str, str]:
+    """``s3://bucket/key/with/slashes`` -> ``("bucket", "key/with/slashes")``.
+
+    Example:
+        >>> parse_s3_url("s3://b/data/train-000000.tar")
+        ('b', 'data/train-000000.tar')
+    """
+    if not url.startswith("s3://"):
+        raise ValueError(f"not an s3:// URL: {url!r}")
+    bucket, _, key = url[len("s3://") :].partition("/")
+    if not bucket or not key:
+        raise ValueError(f"an s3 URL needs a bucket and a key: {url!r}")
+    return bucket, key
+
+
+class S3Source(RemoteSource):
+    """Shards in one S3 bucket: streaming ``get_object`` with ranges, listing a prefix, custom endpoints, botocore
+    retries plus resume of broken transfers, concurrency across shards, and one client per worker process
+    (boto3 clients are not fork-safe). Credentials come from the arguments or the usual boto3 chain (environment,
+    profile, instance role); they never appear in reprs, logs or errors.
+
+    Args:
+        bucket: The bucket.
+        keys: Object keys of the shards, in order.
+        endpoint: A custom endpoint URL (MinIO, R2, moto), or ``None`` for AWS.
+        access_key: Access key id (``None``: the boto3 chain).
+        secret_key: Secret access key.
+        session_token: Session token, if any.
+        region: Region name.
+        profile: A boto3 profile name.
+        **kwargs: ``cache``, ``retries``, ``backoff``, ``max_concurrency``, ``readahead`` (see RemoteSource).
+    """
+
+    def __init__(
+        self,
+        bucket: str,
+        keys: list[str],
+        *,
+        endpoint: str | None = None,
+        access_key: str | None = None,
+        secret_key: str | None = None,
+        session_token: str | None = None,
+        region: str | None = None,
+        profile: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        _boto3()  # fail early, naming the extra
+        self.bucket = bucket
+        self.keys = list(keys)
+        self.endpoint = endpoint
+        self.region = region
+        self.profile = profile
+        self.__credentials = (access_key, secret_key, session_token)
+
+    @classmethod
+    def from_urls(cls, urls: list[str], **kwargs: Any) -> S3Source:
+        """Build from ``s3://bucket/key`` URLs (all in one bucket)."""
+        parsed = [parse_s3_url(u) for u in urls]
+        buckets = {b for b, _ in parsed}
+        if len(buckets) != 1:
+            raise ValueError(f"S3Source.from_urls needs URLs in one bucket, got {sorted(buckets)}")
+        return cls(buckets.pop(), [k for _, k in parsed], **kwargs)
+
+    @classmethod
+    def from_prefix(cls, bucket: str, prefix: str = "", *, suffix: str = ".tar", **kwargs: Any) -> S3Source:
+        """List the objects under ``prefix`` that end with ``suffix`` (sorted) and read them as shards."""
+        src = cls(bucket, [], **kwargs)
+        src.keys = src.list_prefix(prefix, suffix=suffix)
+        return src
+
+    def list_prefix(self, prefix: str = "", *, suffix: str = ".tar") -> list[str]:
+        """Keys under ``prefix`` ending with ``suffix``, sorted."""
+        client = self._client()
+        out: list[str] = []
+        try:
+            for page in client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
+                out.extend(o["Key"] for o in page.get("Contents", []) if o["Key"].endswith(suffix))
+        except Exception as exc:
+            raise self._translate(exc, f"s3://{self.bucket}/{prefix}") from exc
+        return sorted(out)
+
+    def list_shards(self) -> list[str]:
+        return [f"s3://{self.bucket}/{k}" for k in self.keys]
+
+    def _client(self) -> Any:
+        st = self._state()
+        client = st.get("s3")
+        if client is None:
+            boto3 = _boto3()
+            from botocore.config import Config
+
+            access, secret, token = self.__credentials
+            session = boto3.session.Session(profile_name=self.profile) if self.profile else boto3.session.Session()
+            client = st["s3"] = session.client(
+                "s3",
+                endpoint_url=self.endpoint,
+                region_name=self.region,
+                aws_access_key_id=access,
+                aws_secret_access_key=secret,
+                aws_session_token=token,
+                config=Config(
+                    retries={"max_attempts": self.retries + 1, "mode": "standard"},
+                    max_pool_connections=self.max_concurrency + 2,
+                    connect_timeout=30,
+                    read_timeout=60,
+                ),
+            )
+        return client
+
+    def _translate(self, exc: Exception, shard: str) -> Exception:
+        code = ""
+        response = getattr(exc, "response", None)
+        if isinstance(response, dict):
+            code = str(response.get("Error", {}).get("Code", ""))
+            if not code:
+                code = str(response.get("ResponseMetadata", {}).get("HTTPStatusCode", ""))
+        if code in _NOT_FOUND:
+            return ShardNotFoundError(f"{shard!r} does not exist in S3 ({code}); check the bucket and key", shard=shard)
+        if code in _DENIED:
+            return SourceError(
+                f"access to {shard!r} was refused by S3 ({code}); check the credentials (arguments, environment or "
+                "profile) and the bucket policy",
+                shard=shard,
+            )
+        if code in _TRANSIENT or type(exc).__name__ in (
+            "EndpointConnectionError",
+            "ConnectionClosedError",
+            "ReadTimeoutError",
+            "ConnectTimeoutError",
+            "IncompleteReadError",
+            "ResponseStreamingError",
+            "ProtocolError",
+        ):
+            return TransientError(f"{type(exc).__name__}: {code or exc}")
+        return SourceError(f"S3 request for {shard!r} failed ({type(exc).__name__}: {code or 'error'})", shard=shard)
+
+    def _key_of(self, shard: str) -> str:
+        bucket, key = parse_s3_url(shard)
+        if bucket != self.bucket:
+            raise ValueError(f"{shard!r} is not in bucket {self.bucket!r}")
+        return key
+
+    def _open_range(self, shard: str, start: int, end: int | None = None) -> tuple[IO[bytes], int | None]:
+        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": self._key_of(shard)}
+        if start or end is not None:
+            kwargs["Range"] = f"bytes={start}-" + ("" if end is None else str(end - 1))
+        try:
+            resp = self._client().get_object(**kwargs)
+        except Exception as exc:
+            raise self._translate(exc, shard) from exc
+        total: int | None = None
+        cr = resp.get("ContentRange")
+        if cr and "/" in cr and cr.rsplit("/", 1)[1].isdigit():
+            total = int(cr.rsplit("/", 1)[1])
+        elif resp.get("ContentLength") is not None:
+            total = int(resp["ContentLength"]) + start
+        return _Body(resp["Body"], self, shard), total  # type: ignore[return-value]
+
+    def __repr__(self) -> str:
+        ep = f", endpoint={self.endpoint!r}" if self.endpoint else ""
+        return f"S3Source(bucket={self.bucket!r}, {len(self.keys)} shards{ep})"
+
+
+class _Body:
+    """A botocore StreamingBody whose read errors become TransientError / SourceError."""
+
+    def __init__(self, body: Any, src: S3Source, shard: str) -> None:
+        self._body = body
+        self._src = src
+        self._shard = shard
+
+    def read(self, n: int = -1) -> bytes:
+        try:
+            return self._body.read(n)  # type: ignore[no-any-return]
+        except Exception as exc:
+            raise self._src._translate(exc, self._shard) from exc
+
+    def close(self) -> None:
+        self._body.close()
