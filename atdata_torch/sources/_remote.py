@@ -24,6 +24,8 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import IO, Any
 
+import numpy as np
+
 from ..errors import ShardNotFoundError, SourceError
 from ._base import Buffer, ShardSource
 
@@ -118,11 +120,15 @@ class RemoteSource(ShardSource):
         pos = 0
         size: int | None = None
 
+        reserve = getattr(sink, "reserve", None)
+
         def attempt() -> int:
             nonlocal pos, size
             stream, total = self._open_range(shard, pos)
             if total is not None:
                 size = total
+                if reserve is not None:
+                    reserve(total)
             try:
                 while True:
                     try:
@@ -171,9 +177,9 @@ class RemoteSource(ShardSource):
                 if os.fstat(fh.fileno()).st_size == 0:
                     return b""
                 return memoryview(mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ))
-        buf = io.BytesIO()
-        self.download_to(shard, buf)
-        return buf.getbuffer()
+        sink = _MemorySink()
+        n = self.download_to(shard, sink)
+        return sink.data[:n]
 
     def _cache_key(self, shard: str) -> str:
         return shard
@@ -242,3 +248,30 @@ class RemoteSource(ShardSource):
                 yield chunk
         finally:
             stream.close()
+
+
+class _MemorySink:
+    """A write target that allocates once the size is known (numpy memory: no zero-fill, huge pages when large)."""
+
+    def __init__(self) -> None:
+        self._arr = np.empty(0, np.uint8)
+        self._view = memoryview(self._arr)
+        self.pos = 0
+
+    @property
+    def data(self) -> memoryview:
+        return self._view
+
+    def reserve(self, size: int) -> None:
+        if len(self._arr) < size:
+            new = np.empty(size, np.uint8)
+            new[: self.pos] = self._arr[: self.pos]
+            self._arr, self._view = new, memoryview(new)
+
+    def write(self, chunk: bytes) -> int:
+        end = self.pos + len(chunk)
+        if end > len(self._arr):
+            self.reserve(max(end, 2 * len(self._arr)))
+        self._view[self.pos : end] = chunk
+        self.pos = end
+        return len(chunk)
