@@ -210,6 +210,21 @@ class ShardCache:
                 freed += size
         return freed
 
+    def clear(self) -> int:
+        """Delete every entry this cache wrote (skipping entries being downloaded). Returns how many."""
+        n = 0
+        for p in self.entries():
+            lock = FileLock(str(self.root / "locks" / f"{p.stem}.lock"), timeout=0)
+            try:
+                with lock:
+                    p.unlink()
+                    with contextlib.suppress(FileNotFoundError):
+                        (p.parent / (p.name + ".sha256")).unlink()
+                n += 1
+            except (Timeout, FileNotFoundError):
+                continue
+        return n
+
     def __repr__(self) -> str:
         limit = "unbounded" if self.max_bytes is None else f"max_bytes={self.max_bytes}"
         return f"ShardCache({str(self.root)!r}, {limit})"

@@ -176,8 +176,8 @@ class ShardWriter:
             )
         if key is None:
             key = self._key(sample, self.count) if self._key is not None else f"{self.count:08d}"
-        if "." in key or "/" in key or not key:
-            raise ValueError(f"sample key {key!r} must be non-empty and contain no '.' or '/'")
+        if not key or "." in key.rsplit("/", 1)[-1] or key.endswith("/"):
+            raise ValueError(f"sample key {key!r} must be non-empty and have no '.' in its last path segment")
         member = f"{key}.msgpack"
         size = BLOCK + len(payload) + (-len(payload)) % BLOCK
         if self._file is not None and (

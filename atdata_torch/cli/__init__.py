@@ -1,47 +1,360 @@
-"""The ``atdata-torch`` command line (grows with the index issue)."""
+"""The ``atdata-torch`` command line: look inside shards, verify them, index, convert, and manage the cache.
+
+Every command has ``--help``. Exit codes: 0 success, 1 failure (a verification that found bad samples, a missing
+shard, a corrupt file), 2 usage error. ``--json`` prints machine-readable output.
+
+Example:
+    >>> from click.testing import CliRunner
+    >>> CliRunner().invoke(main, ["--help"]).exit_code
+    0
+"""
 
 from __future__ import annotations
 
-import argparse
 import json
+import os
 import sys
+from collections.abc import Iterator
+from typing import Any
+
+import click
+import numpy as np
 
 __all__ = ["main"]
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``atdata-torch`` console script."""
-    parser = argparse.ArgumentParser(prog="atdata-torch", description="Inspect and index atdata_torch shards.")
-    parser.add_argument("--version", action="store_true", help="print the version and exit")
-    sub = parser.add_subparsers(dest="command")
-    p_info = sub.add_parser("info", help="describe a dataset given by a shard URL / brace pattern")
-    p_info.add_argument("url")
-    p_head = sub.add_parser("head", help="print the first samples")
-    p_head.add_argument("url")
-    p_head.add_argument("-n", type=int, default=5)
-    p_idx = sub.add_parser("index", help="write index sidecars next to local shards")
-    p_idx.add_argument("url")
-    args = parser.parse_args(argv)
+def _fail(message: str) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(1)
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, np.ndarray):
+        return {"ndarray": {"dtype": v.dtype.str, "shape": list(v.shape)}}
+    if isinstance(v, (bytes, bytearray, memoryview)):
+        return {"bytes": len(v)}
+    if isinstance(v, dict):
+        return {str(k): _jsonable(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, (np.generic,)):
+        return v.item()
+    return v
+
+
+def _is_name(target: str) -> bool:
+    return target.startswith("@") or (
+        "/" not in target and "://" not in target and not target.endswith(".tar") and not os.path.exists(target)
+    )
+
+
+def _open(target: str) -> Any:
+    """A Dataset for a URL/path (DictSample) or an index name (typed by its schema)."""
     import atdata_torch as atd
 
-    if args.version:
-        print(atd.__version__)
-        return 0
-    if args.command == "info":
-        print(json.dumps(atd.Dataset(args.url).describe(), indent=2))
-        return 0
-    if args.command == "head":
-        sample: object
-        for sample in atd.Dataset(args.url).head(args.n):
-            print(repr(sample))
-        return 0
-    if args.command == "index":
-        for idx in atd.build_index(args.url):
-            print(f"{idx.count} samples, sha256 {idx.sha256}")
-        return 0
-    parser.print_help()
-    return 2
+    try:
+        if _is_name(target):
+            name = target if target.startswith("@") else f"@local/{target}"
+            return atd.load_dataset(name, split="train")
+        return atd.Dataset(target)
+    except atd.AtdataError as exc:
+        _fail(str(exc))
+    except FileNotFoundError as exc:
+        _fail(str(exc))
+    raise AssertionError("unreachable")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="atdata-torch", prog_name="atdata-torch")
+def main() -> None:
+    """Inspect, verify, index and convert atdata_torch / WebDataset shards."""
+
+
+@main.command()
+@click.argument("target")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def info(target: str, as_json: bool) -> None:
+    """Describe a dataset: schema, samples, shards, bytes, sidecar presence.
+
+    TARGET is a shard URL / brace pattern / glob, or an index name (NAME, @local/NAME[@VERSION]).
+    """
+    import atdata_torch as atd
+
+    ds = _open(target)
+    try:
+        d = ds.describe()
+        shards = ds.list_shards()
+        sidecars = [ds._sidecar(s) is not None for s in shards]
+        d["sidecars"] = f"{sum(sidecars)}/{len(shards)}"
+        if d["samples"] is None:
+            d["samples"] = len(ds)
+        if d["fields"] is None:
+            first = ds.head(1)
+            d["fields"] = [{"name": k, "value": _jsonable(v)} for k, v in first[0].items()] if first else []
+    except atd.AtdataError as exc:
+        _fail(str(exc))
+    if as_json:
+        click.echo(json.dumps(d, indent=2, default=str))
+        return
+    click.echo(f"dataset     {target}")
+    click.echo(f"sample type {d['sample_type']}  (schema id {d['schema_id']})")
+    click.echo(f"samples     {d['samples']}")
+    click.echo(f"shards      {d['shards']}  (index sidecars: {d['sidecars']})")
+    if d["bytes"] is not None:
+        click.echo(f"bytes       {d['bytes']:,}")
+    click.echo("fields:")
+    for f in d["fields"]:
+        rest = {k: v for k, v in f.items() if k != "name"}
+        click.echo(f"  {f['name']}: {json.dumps(rest, default=str)}")
+
+
+@main.command()
+@click.argument("target")
+@click.option("--limit", "-n", default=5, show_default=True, help="How many samples.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON lines.")
+def preview(target: str, limit: int, as_json: bool) -> None:
+    """Print the first samples of a dataset."""
+    import atdata_torch as atd
+
+    ds = _open(target)
+    try:
+        samples = ds.head(limit)
+    except atd.AtdataError as exc:
+        _fail(str(exc))
+    for s in samples:
+        if as_json:
+            data = s.to_dict() if hasattr(s, "to_dict") else dict(s)
+            click.echo(json.dumps(_jsonable(data), default=str))
+        else:
+            click.echo(repr(s))
+
+
+def _verify_shard(ds: Any, shard: str) -> Iterator[dict[str, Any]]:
+    import hashlib
+
+    import atdata_torch as atd
+    from atdata_torch._pipeline import decode_record
+    from atdata_torch._reader import iter_records
+
+    try:
+        buf = ds._buffer(shard)
+    except atd.AtdataError as exc:
+        yield {"shard": shard, "key": None, "error": str(exc)}
+        return
+    side = ds._sidecar(shard)
+    if side is not None:
+        if side.size != len(buf):
+            yield {"shard": shard, "key": None, "error": f"sidecar describes {side.size} bytes, shard has {len(buf)}"}
+        elif side.sha256 and hashlib.sha256(buf).hexdigest() != side.sha256:
+            yield {"shard": shard, "key": None, "error": "sha256 does not match the index sidecar"}
+    records = iter_records(buf, shard)
+    count = 0
+    while True:
+        try:
+            rec = next(records)
+        except StopIteration:
+            break
+        except atd.AtdataError as exc:
+            yield {"shard": shard, "key": exc.key, "error": str(exc)}
+            return
+        count += 1
+        try:
+            decode_record(rec, ds._decode_type)
+        except atd.AtdataError as exc:
+            yield {"shard": shard, "key": rec.key, "error": str(exc)}
+    if side is not None and side.count != count:
+        yield {"shard": shard, "key": None, "error": f"sidecar says {side.count} samples, shard holds {count}"}
+
+
+@main.command()
+@click.argument("target")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON report.")
+@click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a terminal).")
+def verify(target: str, as_json: bool, progress: bool | None) -> None:
+    """Check every shard (checksums against the sidecars) and decode every sample.
+
+    Exits with 1 and lists bad samples by shard and key when anything is wrong.
+    """
+    from tqdm.auto import tqdm
+
+    ds = _open(target)
+    problems: list[dict[str, Any]] = []
+    shards = ds.list_shards()
+    for shard in tqdm(shards, desc="verifying", unit="shard", disable=None if progress is None else not progress):
+        problems.extend(_verify_shard(ds, shard))
+    if as_json:
+        click.echo(json.dumps({"shards": len(shards), "ok": not problems, "problems": problems}, indent=2))
+    else:
+        for p in problems:
+            where = p["shard"] + (f" key={p['key']}" if p["key"] else "")
+            click.echo(f"BAD  {where}: {p['error']}")
+        click.echo(f"{len(shards)} shard(s) checked, {len(problems)} problem(s)")
+    if problems:
+        sys.exit(1)
+
+
+@main.group("index")
+def index_group() -> None:
+    """Shard index sidecars."""
+
+
+@index_group.command("build")
+@click.argument("target")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a terminal).")
+def index_build(target: str, as_json: bool, progress: bool | None) -> None:
+    """Write <shard>.idx.json sidecars for existing local shards (one scan each)."""
+    import atdata_torch as atd
+
+    try:
+        idxs = atd.build_index(target, progress=progress)
+        shards = atd.Dataset(target).list_shards()
+    except (atd.AtdataError, TypeError) as exc:
+        _fail(str(exc))
+    rows: list[dict[str, Any]] = [
+        {"shard": s, "samples": i.count, "sha256": i.sha256} for s, i in zip(shards, idxs, strict=True)
+    ]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+    else:
+        for r in rows:
+            click.echo(f"{r['shard']}: {r['samples']} samples, sha256 {r['sha256'][:16]}...")
+
+
+@main.command()
+@click.argument("src")
+@click.argument("dst")
+@click.option("--maxcount", type=int, default=None, help="Samples per output shard.")
+@click.option("--maxsize", type=int, default=None, help="Bytes per output shard.")
+@click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a terminal).")
+def convert(src: str, dst: str, maxcount: int | None, maxsize: int | None, progress: bool | None) -> None:
+    """Convert plain webdataset tars or original atdata shards (SRC) into sidecar-indexed atdata_torch shards.
+
+    DST is an output path like out/train.tar (with --maxcount/--maxsize: out/train-000000.tar, ...). Sample keys
+    are kept.
+    """
+    from tqdm.auto import tqdm
+
+    import atdata_torch as atd
+
+    ds = _open(src)
+    if maxcount is None and maxsize is None:
+        maxcount = 10_000
+    try:
+        total = len(ds)
+        with atd.ShardWriter(dst, maxcount=maxcount, maxsize=maxsize) as w:
+            bar = tqdm(
+                total=total, desc="converting", unit="sample", disable=None if progress is None else not progress
+            )
+            for batch in ds.ordered(batch_size=256):
+                for key, sample in zip(batch.keys or [], batch.samples, strict=True):
+                    w.write(sample, key=key)
+                bar.update(len(batch))
+            bar.close()
+    except atd.AtdataError as exc:
+        _fail(str(exc))
+    click.echo(f"wrote {w.count} samples to {len(w.shards)} shard(s)")
+
+
+@main.command("datasets")
+@click.option("--index", "index_url", default=None, help="Index location (default: the local SQLite index).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def datasets(index_url: str | None, as_json: bool) -> None:
+    """List the datasets of the index."""
+    _list_datasets(index_url, as_json)
+
+
+@main.command("ls")
+@click.option("--index", "index_url", default=None, help="Index location (default: the local SQLite index).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def ls(index_url: str | None, as_json: bool) -> None:
+    """List the datasets of the index (alias of `datasets`)."""
+    _list_datasets(index_url, as_json)
+
+
+def _index(index_url: str | None) -> Any:
+    import atdata_torch as atd
+
+    try:
+        from atdata_torch.index import Index
+
+        return Index(index_url) if index_url else Index()
+    except atd.AtdataError as exc:
+        _fail(str(exc))
+
+
+def _list_datasets(index_url: str | None, as_json: bool) -> None:
+    idx = _index(index_url)
+    entries = list(idx.list_datasets())
+    rows = [{"name": e.name, "cid": e.cid, "schema": e.schema_ref, "shards": len(e.data_urls)} for e in entries]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        click.echo("(no datasets)")
+    for r in rows:
+        click.echo(f"{r['name']:<24} {r['cid'][:20]}...  {r['shards']} shard(s)  {r['schema']}")
+
+
+@main.group("schema")
+def schema_group() -> None:
+    """Schemas in the index."""
+
+
+@schema_group.command("show")
+@click.argument("name")
+@click.option("--index", "index_url", default=None, help="Index location (default: the local SQLite index).")
+def schema_show(name: str, index_url: str | None) -> None:
+    """Print the schema JSON of a dataset name or a schema reference."""
+    import atdata_torch as atd
+
+    idx = _index(index_url)
+    try:
+        ref = name if name.startswith("atdata://") else idx.get_dataset(name.removeprefix("@local/")).schema_ref
+        click.echo(json.dumps(idx.get_schema(ref), indent=2, default=str))
+    except (atd.AtdataError, KeyError, LookupError) as exc:
+        _fail(str(exc))
+
+
+@main.group("cache")
+def cache_group() -> None:
+    """The local shard cache of remote datasets."""
+
+
+def _cache_dir(path: str | None) -> str:
+    d = path or os.environ.get("ATDATA_TORCH_CACHE_DIR")
+    if not d:
+        _fail("no cache directory: pass --dir or set ATDATA_TORCH_CACHE_DIR")
+    return str(d)
+
+
+@cache_group.command("ls")
+@click.option("--dir", "cache_dir", default=None, help="Cache directory (default: $ATDATA_TORCH_CACHE_DIR).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def cache_ls(cache_dir: str | None, as_json: bool) -> None:
+    """List cached shards and their sizes."""
+    from atdata_torch.cache import ShardCache
+
+    cache = ShardCache(_cache_dir(cache_dir))
+    rows: list[dict[str, Any]] = [{"file": p.name, "bytes": p.stat().st_size} for p in sorted(cache.entries())]
+    if as_json:
+        click.echo(json.dumps({"entries": rows, "bytes": sum(r["bytes"] for r in rows)}, indent=2))
+        return
+    for r in rows:
+        click.echo(f"{r['file']}  {r['bytes']:,} bytes")
+    click.echo(f"{len(rows)} cached shard(s), {sum(r['bytes'] for r in rows):,} bytes")
+
+
+@cache_group.command("clear")
+@click.option("--dir", "cache_dir", default=None, help="Cache directory (default: $ATDATA_TORCH_CACHE_DIR).")
+def cache_clear(cache_dir: str | None) -> None:
+    """Delete every cached shard (only files the cache wrote)."""
+    from atdata_torch.cache import ShardCache
+
+    cache = ShardCache(_cache_dir(cache_dir))
+    n = cache.clear()
+    click.echo(f"removed {n} cached shard(s)")
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()
