@@ -122,10 +122,23 @@ class TensorBatch:
         return self._map_tensors(lambda t: t.to(device, non_blocking=non_blocking))
 
     def __getstate__(self) -> tuple[Any, ...]:
-        return (self._fields, self._size, self.keys, self.sample_type)
+        # Small CPU tensors travel inline as numpy (cheaper than a shared-memory segment each); large or shared
+        # ones go through torch's reducers (shared memory, no copy).
+        fields = {
+            k: _Inline(v.numpy())
+            if isinstance(v, torch.Tensor)
+            and v.device.type == "cpu"
+            and not v.is_shared()
+            and v.nbytes < _INLINE_BYTES
+            and not v.requires_grad
+            else v
+            for k, v in self._fields.items()
+        }
+        return (fields, self._size, self.keys, self.sample_type)
 
     def __setstate__(self, state: tuple[Any, ...]) -> None:
-        self._fields, self._size, self.keys, self.sample_type = state
+        fields, self._size, self.keys, self.sample_type = state
+        self._fields = {k: torch.from_numpy(v.array) if isinstance(v, _Inline) else v for k, v in fields.items()}
 
     def __repr__(self) -> str:
         parts = []
@@ -135,6 +148,19 @@ class TensorBatch:
             else:
                 parts.append(f"{n}: list[{len(v)}]")
         return f"TensorBatch(size={self._size}; {', '.join(parts)})"
+
+
+_INLINE_BYTES = 1 << 20
+
+
+class _Inline:
+    __slots__ = ("array",)
+
+    def __init__(self, array: np.ndarray[Any, Any]) -> None:
+        self.array = array
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_Inline, (self.array,))
 
 
 def collate(batch: SampleBatch[Any] | Sequence[Any]) -> TensorBatch:

@@ -65,6 +65,8 @@ class Loader(StatefulDataLoader):  # type: ignore[misc]
             raise TypeError(f"Loader needs a Pipeline (ds.ordered() / ds.shuffled()), got {type(pipeline).__name__}")
         # Indexes are resolved here, in the main process, so that workers inherit them instead of rescanning.
         pipeline.dataset.shard_indexes()
+        # torchdata's per-worker snapshots are not used (the resume state is global): take them rarely.
+        kwargs.setdefault("snapshot_every_n_steps", 1 << 30)
         super().__init__(
             pipeline,
             batch_size=None,
@@ -152,8 +154,19 @@ class Loader(StatefulDataLoader):  # type: ignore[misc]
                 "this is not an atdata_torch loader state (expected keys 'fingerprint', 'epoch', 'position'); "
                 "was it saved by another kind of DataLoader?"
             )
-        if int(state_dict.get("version", 0)) > STATE_VERSION:
-            raise LoaderStateError(f"loader state version {state_dict['version']} is newer than this atdata_torch")
+        try:
+            version = int(state_dict.get("version", 0))
+            epoch, pos = int(state_dict["epoch"]), int(state_dict["position"])
+            seed = int(state_dict.get("seed", self.pipeline.seed))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise LoaderStateError(
+                f"malformed atdata_torch loader state ({type(exc).__name__}: {exc}); 'epoch', 'position', "
+                "'seed' and 'version' must be integers"
+            ) from None
+        if version > STATE_VERSION:
+            raise LoaderStateError(f"loader state version {version} is newer than this atdata_torch")
+        if epoch < 0 or pos < 0:
+            raise LoaderStateError(f"malformed atdata_torch loader state: epoch={epoch}, position={pos} (must be >= 0)")
         p = self.pipeline
         mine = p.fingerprint()
         if state_dict["fingerprint"] != mine:
@@ -162,12 +175,11 @@ class Loader(StatefulDataLoader):  # type: ignore[misc]
                 f"dataset's is {mine}): the shards, their sample counts or the shuffle settings differ. Resume "
                 "with the same shards, or start a fresh epoch."
             )
-        if int(state_dict.get("seed", p.seed)) != p.seed or bool(state_dict.get("shuffle", p.shuffle)) != p.shuffle:
+        if seed != p.seed or bool(state_dict.get("shuffle", p.shuffle)) != p.shuffle:
             raise LoaderStateError(
                 f"the loader state was saved with seed={state_dict.get('seed')} shuffle={state_dict.get('shuffle')}"
                 f", this loader has seed={p.seed} shuffle={p.shuffle}; use the same settings to resume"
             )
-        epoch, pos = int(state_dict["epoch"]), int(state_dict["position"])
         self._pending = (epoch, pos)
         self._epoch, self._start, self._yielded = epoch, pos, 0
         self._next_epoch = epoch
