@@ -128,7 +128,7 @@ class TensorBatch:
             k: _Inline(v.numpy())
             if isinstance(v, torch.Tensor)
             and v.device.type == "cpu"
-            and not v.is_shared()
+            and not v.is_shared()  # type: ignore[no-untyped-call]
             and v.nbytes < _INLINE_BYTES
             and not v.requires_grad
             else v

@@ -15,6 +15,7 @@ Example:
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -67,15 +68,18 @@ class Loader(StatefulDataLoader):  # type: ignore[misc]
         pipeline.dataset.shard_indexes()
         # torchdata's per-worker snapshots are not used (the resume state is global): take them rarely.
         kwargs.setdefault("snapshot_every_n_steps", 1 << 30)
-        super().__init__(
-            pipeline,
-            batch_size=None,
-            num_workers=num_workers,
-            pin_memory=pin_memory,
-            persistent_workers=persistent_workers and num_workers > 0,
-            collate_fn=collate_fn if collate_fn is not None else _identity,
-            **kwargs,
-        )
+        with warnings.catch_warnings():
+            # torchdata 0.11 calls the deprecated torch.set_vital() in every constructor: not the user's concern.
+            warnings.filterwarnings("ignore", message="'set_vital' is deprecated", category=UserWarning)
+            super().__init__(
+                pipeline,
+                batch_size=None,
+                num_workers=num_workers,
+                pin_memory=pin_memory,
+                persistent_workers=persistent_workers and num_workers > 0,
+                collate_fn=collate_fn if collate_fn is not None else _identity,
+                **kwargs,
+            )
         self.pipeline = pipeline
         self._next_epoch = pipeline.epoch
         self._pending: tuple[int, int] | None = None

@@ -1,16 +1,16 @@
-"""Quickstart: write typed shards, load them back, and train a small model.
+"""Quickstart: write typed shards, index them, load them by name, and train a small model.
 
-Converts scikit-learn's bundled ``load_digits`` (1,797 8x8 images, no download) into atdata_torch shards,
-reads them back as typed, shuffled batches and trains a small PyTorch classifier for a few epochs.
+Converts scikit-learn's bundled ``load_digits`` (1,797 8x8 images, no download) into atdata_torch shards with
+train/test splits, registers them as ``digits`` in the local dataset index (SQLite, no server), loads them back
+with ``load_dataset("@local/digits")`` and trains a small PyTorch classifier through a 2-worker DataLoader.
 
-    uv run examples/quickstart.py                 # writes ./quickstart-data
-    uv run examples/quickstart.py --out /tmp/qs --epochs 5
+    uv run examples/quickstart.py                       # default index; shards under ./quickstart-data
+    uv run examples/quickstart.py --out /tmp/qs --epochs 5 --index /tmp/qs/index.db
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 
@@ -30,7 +30,8 @@ class DigitSample:
     label: int
 
 
-def write_dataset(out: str) -> tuple[atd.Dataset[DigitSample], atd.Dataset[DigitSample]]:
+def write_dataset(index: atd.Index, out: str) -> str:
+    """Write the digits as typed shards (80/20 train/test) into ``out`` and index them as ``digits``."""
     digits = load_digits()
     images = (digits.images / 16.0).astype(np.float32)
     labels = digits.target.astype(int)
@@ -38,9 +39,16 @@ def write_dataset(out: str) -> tuple[atd.Dataset[DigitSample], atd.Dataset[Digit
     split = int(0.8 * len(order))
     train = [DigitSample(image=images[i], label=int(labels[i])) for i in order[:split]]
     test = [DigitSample(image=images[i], label=int(labels[i])) for i in order[split:]]
-    train_ds = atd.write_samples(train, os.path.join(out, "train.tar"), maxcount=500)
-    test_ds = atd.write_samples(test, os.path.join(out, "test.tar"), maxcount=500)
-    return train_ds, test_ds
+    entry = index.write_samples(
+        {"train": train, "test": test},
+        name="digits",
+        version="1.0.0",
+        description="scikit-learn's 8x8 digits",
+        tags=["vision", "quickstart"],
+        maxcount=500,
+        data_dir=out,
+    )
+    return str(entry.cid)
 
 
 def main(argv: list[str] | None = None) -> float:
@@ -50,17 +58,18 @@ def main(argv: list[str] | None = None) -> float:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=2, help="DataLoader worker processes")
+    p.add_argument("--index", default=None, help="index location (default: $ATDATA_TORCH_INDEX or the user's one)")
     args = p.parse_args(argv)
     torch.manual_seed(args.seed)
 
     t0 = time.perf_counter()
-    write_dataset(args.out)
-    print(f"wrote shards to {args.out}/ in {time.perf_counter() - t0:.2f}s")
+    index = atd.Index(args.index) if args.index else atd.Index()
+    cid = write_dataset(index, args.out)
+    print(f"wrote and indexed digits@1.0.0 ({cid}) in {index.location} in {time.perf_counter() - t0:.2f}s")
 
-    # Load back by URL, as any other program would.
-    train_shards = sorted(f for f in os.listdir(args.out) if f.startswith("train-") and f.endswith(".tar"))
-    train = atd.Dataset[DigitSample](os.path.join(args.out, f"train-{{000000..{len(train_shards) - 1:06d}}}.tar"))
-    test = atd.Dataset[DigitSample](os.path.join(args.out, "test-*.tar"))
+    # Load back by name, as any other program would.
+    train = atd.load_dataset("@local/digits@1.0.0", DigitSample, split="train", index=index)
+    test = atd.load_dataset("@local/digits@1.0.0", DigitSample, split="test", index=index)
     print(f"train: {len(train)} samples in {len(train.list_shards())} shards; test: {len(test)} samples")
     print(train.describe()["fields"])
 

@@ -35,6 +35,19 @@ SIDECAR_SUFFIX = ".idx.json"
 CHUNK = 4 << 20
 
 
+def sidecar_url(shard: str) -> str:
+    """The URL of a shard's index sidecar; for HTTP(S) the suffix goes before a query string (signed URLs).
+
+    Example:
+        >>> sidecar_url("https://h/a.tar?sig=x"), sidecar_url("s3://b/a?.tar")
+        ('https://h/a.tar.idx.json?sig=x', 's3://b/a?.tar.idx.json')
+    """
+    if not shard.lower().startswith(("http://", "https://")):
+        return shard + SIDECAR_SUFFIX
+    base, sep, query = shard.partition("?")
+    return base + SIDECAR_SUFFIX + sep + query
+
+
 class TransientError(Exception):
     """Raised by ``_open_range`` implementations for failures worth retrying (wraps the cause)."""
 
@@ -115,7 +128,7 @@ class RemoteSource(ShardSource):
                 log.info("atdata_torch: retrying %s of %s in %.2fs (%s)", what, self._display(shard), delay, cause)
                 time.sleep(delay)
 
-    def download_to(self, shard: str, sink: IO[bytes]) -> int:
+    def download_to(self, shard: str, sink: Any) -> int:
         """Write the whole shard to ``sink``; a broken transfer resumes where it stopped. Returns the size."""
         pos = 0
         size: int | None = None
@@ -234,9 +247,14 @@ class RemoteSource(ShardSource):
         if shard not in cache:
             buf = io.BytesIO()
             try:
-                self.download_to(shard + SIDECAR_SUFFIX, buf)
+                self.download_to(sidecar_url(shard), buf)
                 cache[shard] = buf.getvalue()
             except ShardNotFoundError:
+                cache[shard] = None
+            except SourceError as exc:
+                # Sidecars are optional: a refused one (S3 answers 403 for a missing key without ListBucket; a
+                # signed URL does not cover the sidecar's path) reads as absent. The shard itself still raises.
+                log.debug("atdata_torch: no index sidecar for %s (%s)", self._display(shard), exc.message)
                 cache[shard] = None
         return cache[shard]
 
@@ -255,7 +273,7 @@ class _MemorySink:
 
     def __init__(self) -> None:
         self._arr = np.empty(0, np.uint8)
-        self._view = memoryview(self._arr)
+        self._view = memoryview(self._arr)  # type: ignore[arg-type]
         self.pos = 0
 
     @property
@@ -266,7 +284,7 @@ class _MemorySink:
         if len(self._arr) < size:
             new = np.empty(size, np.uint8)
             new[: self.pos] = self._arr[: self.pos]
-            self._arr, self._view = new, memoryview(new)
+            self._arr, self._view = new, memoryview(new)  # type: ignore[arg-type]
 
     def write(self, chunk: bytes) -> int:
         end = self.pos + len(chunk)
