@@ -13,7 +13,7 @@ Example:
     'cat'
 """
 
-from types import ModuleType as _ModuleType
+from typing import TYPE_CHECKING as _TYPE_CHECKING
 
 from numpy.typing import NDArray
 
@@ -21,8 +21,8 @@ from ._batch import SampleBatch
 from ._codec import array_to_bytes, bytes_to_array
 from ._pipeline import LastBatch, OnError, Pipeline, SkipReport, sample_rng, sample_seed
 from ._sidecar import ShardIndex
-from .collate import TensorBatch, collate, to_tensor
 from .cache import ShardCache
+from .collate import TensorBatch, collate, to_tensor
 from .dataset import Dataset
 from .errors import (
     AtdataError,
@@ -40,13 +40,16 @@ from .errors import (
 )
 from .lens import Lens, LensRegistry, lens
 from .lens import registry as lens_registry
+from .load import DatasetDict, load_dataset, register_resolver
 from .loader import Loader, LoaderStateError
 from .schema import DictSample, FieldSpec, PackableSample, packable, schema_id
-from .load import DatasetDict, load_dataset, register_resolver
 from .sources import ConcatSource, DataSource, LocalSource, MemorySource, register_source
 from .sources.http import HTTPSource
 from .sources.s3 import S3Source
 from .writer import ShardWriter, build_index, write_samples
+
+if _TYPE_CHECKING:
+    from .index import Index
 
 __version__ = "0.1.0"
 
@@ -60,6 +63,7 @@ __all__ = [
     "DictSample",
     "FieldSpec",
     "HTTPSource",
+    "Index",
     "IndexStoreError",
     "LastBatch",
     "Lens",
@@ -107,8 +111,12 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> _ModuleType:
-    # Submodules loaded on first use: ``atd.nodes`` (imports torchdata.nodes).
+def __getattr__(name: str) -> object:
+    # Loaded on first use: ``atd.Index`` (the dataset index, a leaf) and ``atd.nodes`` (imports torchdata.nodes).
+    if name == "Index":
+        from .index import Index
+
+        return Index
     if name == "nodes":
         import importlib
 

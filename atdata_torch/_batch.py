@@ -124,6 +124,8 @@ class SampleBatch(Generic[T]):
         try:
             return columns[name]
         except KeyError:
+            if not columns and not name.startswith("__") and object.__getattribute__(self, "_size") == 0:
+                return []  # an empty batch of a schema-free stream: every field is an empty column
             raise AttributeError(f"SampleBatch has no field {name!r}; fields are {list(columns)}") from None
 
     def __reduce__(self) -> tuple[Any, ...]:

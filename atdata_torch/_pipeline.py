@@ -381,8 +381,9 @@ class Pipeline(IterableDataset[T], Generic[T]):
                     yield sample
                 continue
             batch = self._fast_batch(recs, report) if fast else self._slow_batch(recs, report, kept, epoch)
-            if batch is not None:
-                yield batch
+            # One batch per step, even when filter() or skipped samples emptied it: step counts stay equal across
+            # ranks (DDP), workers stay in round-robin order, and a resume position is steps x global batch size.
+            yield batch if batch is not None else self._empty_batch()
         if report:
             msg = f"atdata_torch epoch {epoch}: {report.summary()}"
             log.warning(msg)
@@ -444,22 +445,26 @@ class Pipeline(IterableDataset[T], Generic[T]):
         raise_errors = self.on_error == "raise"
         ctx = _SAMPLE_CONTEXT
         for rec, pos in zip(recs, positions, strict=True):
-            ctx.key = (self.seed, epoch, pos)
+            # The key is set only while this sample's decode and stages run (sample_rng() raises elsewhere).
+            outer, ctx.key = ctx.key, (self.seed, epoch, pos)
             try:
-                sample = decode_record(rec, decode_type)
-            except (DecodeError, ShardFormatError) as exc:
-                if raise_errors:
-                    raise
-                self._note(report, exc)
-                continue
-            keep = True
-            for kind, fn in stages:
-                if kind == "filter":
-                    if not fn(sample):
-                        keep = False
-                        break
-                else:
-                    sample = fn(sample)
+                try:
+                    sample = decode_record(rec, decode_type)
+                except (DecodeError, ShardFormatError) as exc:
+                    if raise_errors:
+                        raise
+                    self._note(report, exc)
+                    continue
+                keep = True
+                for kind, fn in stages:
+                    if kind == "filter":
+                        if not fn(sample):
+                            keep = False
+                            break
+                    else:
+                        sample = fn(sample)
+            finally:
+                ctx.key = outer
             if keep:
                 yield rec.key, sample
 
@@ -474,6 +479,11 @@ class Pipeline(IterableDataset[T], Generic[T]):
         return SampleBatch.from_samples(
             [s for _, s in pairs], out_type if out_type is not Any else None, [k for k, _ in pairs]
         )
+
+    def _empty_batch(self) -> SampleBatch[Any]:
+        t: Any = self.dataset.sample_type
+        names = [f.name for f in t.__atdata_fields__] if isinstance(t, type) and issubclass(t, PackableSample) else []
+        return SampleBatch({n: [] for n in names}, 0, t if isinstance(t, type) else DictSample, [])
 
     def _fast_batches_possible(self) -> bool:
         t = self.dataset._decode_type

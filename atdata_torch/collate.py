@@ -124,16 +124,7 @@ class TensorBatch:
     def __getstate__(self) -> tuple[Any, ...]:
         # Small CPU tensors travel inline as numpy (cheaper than a shared-memory segment each); large or shared
         # ones go through torch's reducers (shared memory, no copy).
-        fields = {
-            k: _Inline(v.numpy())
-            if isinstance(v, torch.Tensor)
-            and v.device.type == "cpu"
-            and not v.is_shared()  # type: ignore[no-untyped-call]
-            and v.nbytes < _INLINE_BYTES
-            and not v.requires_grad
-            else v
-            for k, v in self._fields.items()
-        }
+        fields = {k: _inline(v) for k, v in self._fields.items()}
         return (fields, self._size, self.keys, self.sample_type)
 
     def __setstate__(self, state: tuple[Any, ...]) -> None:
@@ -151,6 +142,25 @@ class TensorBatch:
 
 
 _INLINE_BYTES = 1 << 20
+
+
+def _inline(v: Any) -> Any:
+    """A small plain CPU tensor as an :class:`_Inline` numpy array; anything else unchanged."""
+    if (
+        isinstance(v, torch.Tensor)
+        and v.device.type == "cpu"
+        and v.layout == torch.strided
+        and not v.is_shared()  # type: ignore[no-untyped-call]
+        and v.nbytes < _INLINE_BYTES
+        and not v.requires_grad
+        and not v.is_conj()
+        and not v.is_neg()
+    ):
+        try:
+            return _Inline(v.numpy())
+        except (TypeError, RuntimeError):  # dtypes numpy lacks (bfloat16, float8, quantized): torch's reducer
+            return v
+    return v
 
 
 class _Inline:

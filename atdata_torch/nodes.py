@@ -143,13 +143,18 @@ class PipelineNode(BaseNode[T], Generic[T]):  # type: ignore[misc]
                 f"the node state was saved for another dataset (fingerprint {fp}, this one's is "
                 f"{self.fingerprint()}): the shards, their sample counts or the shuffle settings differ"
             )
-        seed = state.get("seed")
-        if seed is not None and int(seed) != p.seed:
+        try:
+            epoch, position = int(state["epoch"]), int(state["position"])
+            seed = int(state.get("seed", p.seed))
+        except (TypeError, ValueError) as exc:
+            raise LoaderStateError(
+                f"malformed atdata_torch node state ({exc}): 'epoch', 'position', 'seed' must be integers"
+            ) from None
+        if seed != p.seed:
             raise LoaderStateError(f"the node state was saved with seed={seed}, this pipeline has seed={p.seed}")
-        position = int(state["position"])
-        if position < 0:
-            raise LoaderStateError(f"position must be >= 0, got {position}")
-        return int(state["epoch"]), position
+        if epoch < 0 or position < 0:
+            raise LoaderStateError(f"malformed atdata_torch node state: epoch={epoch}, position={position}")
+        return epoch, position
 
     # ------------------------------------------------------------------------------------------------ reading
     def _iterate(self, epoch: int, start: int) -> Iterator[tuple[int, T]]:
@@ -188,7 +193,7 @@ class PipelineNode(BaseNode[T], Generic[T]):  # type: ignore[misc]
                 recs, kept = p._read(positions, shard_of, index_of, shards, indexes, views, report)
                 batch = p._fast_batch(recs, report) if fast else p._slow_batch(recs, report, kept, epoch)
                 if batch is not None:
-                    yield consumed(j), batch
+                    yield consumed(j), batch  # type: ignore[misc]  # T is SampleBatch for a batched pipeline
         else:
             for lo in range(0, steps, _CHUNK):
                 js = np.arange(lo, min(lo + _CHUNK, steps), dtype=np.int64)

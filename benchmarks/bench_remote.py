@@ -27,9 +27,9 @@ from typing import Any
 import webdataset as wds
 
 sys.path.insert(0, os.path.dirname(__file__))
-import bench_read as br  # noqa: E402
+import bench_read as br
 
-import atdata_torch as atd  # noqa: E402
+import atdata_torch as atd
 
 
 class _Handler(http.server.SimpleHTTPRequestHandler):
@@ -89,12 +89,12 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[tuple[str, float, float]] = []
     srv, base = start_http(root)
     try:
-        t_local, _ = br.timed(lambda: atd.Dataset[br.Image](os.path.join(root, pattern)).ordered(batch_size=64), args.repeat)
+        t_local, _ = br.timed(
+            lambda: atd.Dataset[br.Image](os.path.join(root, pattern)).ordered(batch_size=64), args.repeat
+        )
         url = f"{base}/{pattern}"
         t_http, _ = br.timed(lambda: atd.Dataset[br.Image](url).ordered(batch_size=64), args.repeat)
-        t_http_wds, _ = br.timed(
-            lambda: wds.WebDataset(url, shardshuffle=False).map(decode).batched(64), args.repeat
-        )
+        t_http_wds, _ = br.timed(lambda: wds.WebDataset(url, shardshuffle=False).map(decode).batched(64), args.repeat)
         rows.append(("http", t_http, t_http_wds))
         if not args.no_s3:
             rows.append(run_s3(root, names, decode, args.repeat))
@@ -113,7 +113,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{label:<44}{shape.count / theirs:>12,.0f}{mb / theirs:>10,.0f}")
     print()
     for name, ours, theirs in rows:
-        print(f"ratio {name:<5} atdata_torch / webdataset = {theirs / ours:.2f}x   remote / local = {t_local / ours:.0%}")
+        print(
+            f"ratio {name:<5} atdata_torch / webdataset = {theirs / ours:.2f}x   remote / local = {t_local / ours:.0%}"
+        )
     return 0
 
 
