@@ -48,18 +48,21 @@ _SPLIT_RE = re.compile(rf"(?:^|{_DELIM})({'|'.join(sorted(_ALIASES, key=len, rev
 def detect_split(path: str) -> str | None:
     """The split a shard path names (``train``, ``test`` or ``validation``), or ``None``.
 
-    The file name is checked first, then the directories, with ``-``, ``_``, ``.`` and ``/`` as delimiters.
+    The file name is checked first, with ``-``, ``_`` and ``.`` as delimiters (``mnist_train.tar``); then the
+    directories, nearest first, whose whole name is a split name (``root/valid/...``). Other directory names do
+    not count: ``/home/me/test_runs/shard.tar`` is not a test split.
 
     Example:
         >>> detect_split("data/mnist_train.tar"), detect_split("root/valid/shard-000.tar"), detect_split("x.tar")
         ('train', 'validation', None)
     """
-    p = path.lower().replace("\\", "/")
-    name = p.rsplit("/", 1)[-1]
-    for text in (name, p):
-        m = _SPLIT_RE.search(text)
-        if m:
-            return _ALIASES[m.group(1)]
+    parts = path.lower().replace("\\", "/").split("/")
+    m = _SPLIT_RE.search(parts[-1])
+    if m:
+        return _ALIASES[m.group(1)]
+    for part in reversed(parts[:-1]):
+        if part in _ALIASES:
+            return _ALIASES[part]
     return None
 
 
@@ -135,7 +138,8 @@ def _resolve_bound(b: Bound | None, n: int, default: int) -> int:
 
 class DatasetDict(dict[str, Dataset[Any]]):
     """A dict of split name -> :class:`Dataset`. With exactly one split it also behaves like that dataset
-    (``ordered()``, ``shuffled()``, ``loader()``, ``as_type()``, ``head()``, ``len()``...).
+    (``ordered()``, ``shuffled()``, ``loader()``, ``as_type()``, ``head()``...). Dict methods stay dict methods:
+    ``len(dd)`` is the number of splits and ``dd.get("train")`` a split (``dd["train"].get(key)`` finds a sample).
 
     Example:
         >>> dd = DatasetDict()
@@ -144,7 +148,7 @@ class DatasetDict(dict[str, Dataset[Any]]):
     """
 
     _PROXIED = frozenset(
-        {"ordered", "shuffled", "loader", "as_type", "list_shards", "head", "describe", "map", "filter", "get"}
+        {"ordered", "shuffled", "loader", "as_type", "list_shards", "head", "describe", "map", "filter"}
     )
 
     def __init__(self, splits: Mapping[str, Dataset[Any]] | None = None, sample_type: type | None = None) -> None:
@@ -226,8 +230,9 @@ def _files_under(root: Path) -> list[str]:
 def _group_by_split(shards: list[str], root: str | None = None) -> dict[str, list[str]]:
     groups: dict[str, list[str]] = {}
     for s in shards:
+        # Under a dataset directory only the path inside it counts (not the directories that contain it).
         rel = os.path.relpath(s, root) if root else s
-        groups.setdefault(detect_split(rel) or detect_split(s) or "train", []).append(s)
+        groups.setdefault(detect_split(rel) or "train", []).append(s)
     return groups
 
 
@@ -378,3 +383,25 @@ def _select(splits: DatasetDict, expr: str) -> Dataset[Any]:
             ds = ds.select_range(lo, max(lo, hi))
         parts.append(ds)
     return parts[0] if len(parts) == 1 else Dataset.concat(parts)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# the dataset index (a leaf): "@local/name[@version]", and bare names that are not files. Its module is imported
+# only when such a name is loaded.
+
+_INDEX_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*(?:@[A-Za-z0-9_.+\-]+)?")
+
+
+def _is_index_name(path: str) -> bool:
+    if path.startswith("@local/"):
+        return True
+    return bool(_INDEX_NAME.fullmatch(path)) and not path.lower().endswith(".tar") and not os.path.exists(path)
+
+
+def _resolve_index_name(path: str, sample_type: type[Any] | None, **kwargs: Any) -> Any:
+    from .index._resolve import resolve
+
+    return resolve(path, sample_type, **kwargs)
+
+
+register_resolver(_is_index_name, _resolve_index_name)

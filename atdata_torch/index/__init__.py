@@ -1,0 +1,50 @@
+"""The dataset index: names, versions, search, schemas and lenses, in SQLite (default) or Redis.
+
+Both backends use the original atdata's tables and keys (see ``docs/format.md``), so an index either library
+wrote is readable by the other; entry ids are the original's CIDs.
+
+Example:
+    >>> import os, tempfile, numpy as np
+    >>> import atdata_torch as atd
+    >>> @atd.packable
+    ... class Reading:
+    ...     values: atd.NDArray
+    ...     station: str
+    >>> index = atd.Index(os.path.join(tempfile.mkdtemp(), "index.db"))   # default: ~/.local/share/atdata-torch
+    >>> entry = index.write_samples([Reading(np.arange(3.0), "a")], name="weather", version="1.0.0",
+    ...                             progress=False)
+    >>> index.get_dataset("@local/weather@1.0.0").schema_ref
+    'atdata://local/schema/Reading@1.0.0'
+    >>> T = index.get_schema_type(entry.schema_ref)       # a @packable class rebuilt from the stored schema
+    >>> T.from_bytes(Reading(np.arange(2.0), "b").packed).station
+    'b'
+    >>> index.close()
+"""
+
+from __future__ import annotations
+
+from ._cid import cid_of, entry_cid
+from ._index import Index, default_data_dir, default_index_location, parse_dataset_ref
+from ._lenses import FieldMappingLens
+from ._records import IndexEntry, IndexNotFoundError, IndexStore, Label
+from ._schemas import build_schema_record, type_from_record
+from .redis import RedisStore
+from .sqlite import SqliteStore
+
+__all__ = [
+    "FieldMappingLens",
+    "Index",
+    "IndexEntry",
+    "IndexNotFoundError",
+    "IndexStore",
+    "Label",
+    "RedisStore",
+    "SqliteStore",
+    "build_schema_record",
+    "cid_of",
+    "default_data_dir",
+    "default_index_location",
+    "entry_cid",
+    "parse_dataset_ref",
+    "type_from_record",
+]
