@@ -26,11 +26,12 @@ Example:
 
 from __future__ import annotations
 
+import importlib
 import sys
 import typing
 from collections import deque
 from collections.abc import Callable
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, SupportsIndex, TypeVar
 
 from .errors import LensNotFoundError
 
@@ -137,9 +138,31 @@ class Lens(Generic[S, V]):
             name=f"{first.name}|{second.name}",
         )
 
+    def __reduce_ex__(self, protocol: SupportsIndex) -> str | tuple[Any, ...]:
+        # @lens rebinds the getter's name in its module to this Lens, so the getter function can no longer be
+        # pickled by reference ("not the same object as module.name"), and a dataset with an as_type() stage
+        # could not reach spawn / forkserver DataLoader workers. A lens that is a module attribute is pickled by
+        # reference instead, like a function.
+        qualname = getattr(self._get, "__qualname__", "")
+        module = sys.modules.get(getattr(self._get, "__module__", None) or "")
+        if module is not None and qualname and "<locals>" not in qualname:
+            obj: Any = module
+            for part in qualname.split("."):
+                obj = getattr(obj, part, None)
+            if obj is self:
+                return (_lens_from_module, (module.__name__, qualname))
+        return super().__reduce_ex__(protocol)
+
     def __repr__(self) -> str:
         arrow = "<->" if self.has_putter else "->"
         return f"Lens({self.name}: {_type_name(self.source_type)} {arrow} {_type_name(self.view_type)})"
+
+
+def _lens_from_module(module: str, qualname: str) -> Lens[Any, Any]:
+    obj: Any = importlib.import_module(module)
+    for part in qualname.split("."):
+        obj = getattr(obj, part)
+    return obj  # type: ignore[no-any-return]
 
 
 def _hints(fn: Callable[..., Any], localns: dict[str, Any] | None) -> dict[str, Any]:
