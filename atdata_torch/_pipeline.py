@@ -408,7 +408,9 @@ class Pipeline(IterableDataset[T], Generic[T]):
         for k, (s, i) in enumerate(zip(shard_of[positions].tolist(), index_of[positions].tolist(), strict=True)):
             view = views.get(s)
             if view is None:
-                if len(views) >= 64:
+                # Few shards stay mapped: a mapped shard's pages count in RSS (ordered reads need one at a time,
+                # shuffled reads one per block of the window).
+                if len(views) >= (self.window + 2 if self.shuffle else 2):
                     del views[next(iter(views))]
                 view = views[s] = memoryview(ds._buffer(shards[s]))
             ix = indexes[s]
