@@ -14,7 +14,7 @@ Example:
     >>> import tempfile
     >>> cache = ShardCache(tempfile.mkdtemp(), max_bytes=10 << 30)
     >>> path = cache.get("https://example.org/a.tar", lambda f: f.write(b"tar bytes"))
-    >>> open(path, "rb").read()
+    >>> path.read_bytes()
     b'tar bytes'
 """
 
@@ -153,10 +153,13 @@ class ShardCache:
                     os.fsync(f.fileno())
                 digest = w.sha.hexdigest()
                 if sha256 is not None and digest != sha256:
+                    from .sources.url import redact  # keys are URLs: no credentials in messages
+
                     raise SourceError(
-                        f"downloaded content of {key!r} has sha256 {digest[:16]}..., expected {sha256[:16]}...: the "
-                        "remote shard changed or is corrupt; rebuild its index sidecar or re-upload it",
-                        shard=key,
+                        f"downloaded content of {redact(key)!r} has sha256 {digest[:16]}..., expected "
+                        f"{sha256[:16]}...: the remote shard changed or is corrupt; rebuild its index sidecar or "
+                        "re-upload it",
+                        shard=redact(key),
                     )
                 rec = path.parent / (path.name + ".sha256")
                 rec_tmp = Path(tmp + ".sha256")

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import io
+import os
 import tarfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, NoReturn
 
 import pytest
+
+if TYPE_CHECKING:
+    from http_server import FaultServer
 
 # ------------------------------------------------------------------------------------------------
 # tar building helpers (format tests)
@@ -138,3 +143,131 @@ def _read_with_webdataset(url: str) -> list[dict[str, object]]:
 def wds_read() -> Callable[[str], list[dict[str, object]]]:
     """``wds_read(url)``: the samples of ``webdataset.WebDataset(url, shardshuffle=False)``."""
     return _read_with_webdataset
+
+
+# ------------------------------------------------------------------------------------------------
+# services: a real HTTP server (remote sources), and the skip-or-fail policy for external ones
+
+
+def services_required() -> bool:
+    """``ATDATA_TORCH_REQUIRE_SERVICES=1``: a missing service fails the tests that need it instead of skipping."""
+    return os.environ.get("ATDATA_TORCH_REQUIRE_SERVICES", "").strip().lower() in {"1", "true", "yes"}
+
+
+def require_service(name: str, reason: str) -> NoReturn:
+    """Skip the calling test because service ``name`` is unavailable (``reason``), or fail it under
+    ``ATDATA_TORCH_REQUIRE_SERVICES=1`` (CI)."""
+    msg = f"{name} is unavailable: {reason}"
+    if services_required():
+        pytest.fail(f"{msg} (ATDATA_TORCH_REQUIRE_SERVICES=1 makes this a failure)", pytrace=False)
+    pytest.skip(msg)
+
+
+@pytest.fixture
+def http_root(tmp_path: Path) -> Path:
+    """The directory the ``http_server`` fixture serves."""
+    root = tmp_path / "www"
+    root.mkdir()
+    return root
+
+
+@pytest.fixture
+def http_server(http_root: Path) -> Iterator[FaultServer]:
+    """A :class:`http_server.FaultServer` on 127.0.0.1 serving ``http_root`` (Range requests, fault injection,
+    a request log); stopped after the test."""
+    from http_server import FaultServer
+
+    with FaultServer(http_root) as srv:
+        yield srv
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint() -> Iterator[str]:
+    """moto in server mode on 127.0.0.1 (S3 and IAM; one server per session): yields its endpoint URL.
+
+    Skips the tests that use it when moto cannot start (fails them under ``ATDATA_TORCH_REQUIRE_SERVICES=1``).
+    """
+    import logging
+
+    try:
+        from moto.server import ThreadedMotoServer
+    except ImportError as exc:
+        require_service("moto", f"moto[server] is not installed ({exc})")
+    werkzeug = logging.getLogger("werkzeug")
+    level = werkzeug.level
+    werkzeug.setLevel(logging.WARNING)  # one line per request otherwise
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    try:
+        server.start()
+        host, port = server.get_host_and_port()
+    except Exception as exc:
+        werkzeug.setLevel(level)
+        require_service("moto", f"the moto server did not start ({type(exc).__name__}: {exc})")
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+        werkzeug.setLevel(level)
+
+
+@pytest.fixture
+def aws_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, str]:
+    """An isolated AWS environment: fake credentials and region in the environment, no config files, no instance
+    metadata lookups. Returns the variables set."""
+    from remote_data import MOTO_ACCESS_KEY, MOTO_SECRET_KEY
+
+    for var in (
+        "AWS_PROFILE",
+        "AWS_DEFAULT_PROFILE",
+        "AWS_SESSION_TOKEN",
+        "AWS_SECURITY_TOKEN",
+        "AWS_ENDPOINT_URL",
+        "AWS_ENDPOINT_URL_S3",
+        "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+        "AWS_WEB_IDENTITY_TOKEN_FILE",
+        "AWS_ROLE_ARN",
+    ):
+        monkeypatch.delenv(var, raising=False)
+    env = {
+        "AWS_ACCESS_KEY_ID": MOTO_ACCESS_KEY,
+        "AWS_SECRET_ACCESS_KEY": MOTO_SECRET_KEY,
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_CONFIG_FILE": str(tmp_path / "no-aws-config"),
+        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "no-aws-credentials"),
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    return env
+
+
+@pytest.fixture
+def s3_upload(moto_endpoint: str, aws_env: dict[str, str]) -> Iterator[Callable[..., str]]:
+    """``s3_upload(files, prefix="", bucket=None)`` -> bucket: uploads local files (and their ``.idx.json``
+    sidecars when present) to a new bucket on the moto server as ``<prefix><file name>``."""
+    import uuid
+
+    import boto3
+    from remote_data import MOTO_ACCESS_KEY, MOTO_SECRET_KEY
+
+    client = boto3.client(
+        "s3",
+        endpoint_url=moto_endpoint,
+        region_name="us-east-1",
+        aws_access_key_id=MOTO_ACCESS_KEY,
+        aws_secret_access_key=MOTO_SECRET_KEY,
+    )
+
+    def upload(files: Sequence[Path], prefix: str = "", bucket: str | None = None) -> str:
+        if bucket is None:
+            bucket = f"atd-{uuid.uuid4().hex[:12]}"
+            client.create_bucket(Bucket=bucket)
+        for f in files:
+            for p in (Path(f), Path(str(f) + ".idx.json")):
+                if p.exists():
+                    client.put_object(Bucket=bucket, Key=prefix + p.name, Body=p.read_bytes())
+        return bucket
+
+    yield upload
+    client.close()

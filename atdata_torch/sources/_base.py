@@ -122,7 +122,13 @@ def source_for_urls(urls: list[str], **options: Any) -> DataSource:
         return MemorySource({})
     schemes = list(dict.fromkeys(_scheme(u) for u in urls))
     if len(schemes) > 1:
-        return ConcatSource([source_for_urls([u for u in urls if _scheme(u) == sc], **options) for sc in schemes])
+        # Local files take no options: the remote ones (headers=, retries=...) are for the remote part.
+        return ConcatSource(
+            [
+                source_for_urls([u for u in urls if _scheme(u) == sc], **({} if sc == "file" else options))
+                for sc in schemes
+            ]
+        )
     scheme = schemes[0]
     target = _REGISTRY.get(scheme)
     if target is None:

@@ -63,6 +63,7 @@ class S3Source(RemoteSource):
         session_token: Session token, if any.
         region: Region name.
         profile: A boto3 profile name.
+        timeout: Connect and read timeout in seconds (a stalled endpoint counts as a transient failure).
         **kwargs: ``cache``, ``retries``, ``backoff``, ``max_concurrency``, ``readahead`` (see RemoteSource).
     """
 
@@ -77,6 +78,7 @@ class S3Source(RemoteSource):
         session_token: str | None = None,
         region: str | None = None,
         profile: str | None = None,
+        timeout: float = 60.0,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -86,6 +88,7 @@ class S3Source(RemoteSource):
         self.endpoint = endpoint
         self.region = region
         self.profile = profile
+        self.timeout = timeout
         self.__credentials = (access_key, secret_key, session_token)
 
     @classmethod
@@ -137,8 +140,8 @@ class S3Source(RemoteSource):
                 config=Config(
                     retries={"max_attempts": self.retries + 1, "mode": "standard"},
                     max_pool_connections=self.max_concurrency + 2,
-                    connect_timeout=30,
-                    read_timeout=60,
+                    connect_timeout=self.timeout,
+                    read_timeout=self.timeout,
                 ),
             )
         return client

@@ -1,0 +1,361 @@
+"""HTTPSource against a real HTTP server on 127.0.0.1 (tests/http_server.py): reads through injected faults,
+clear errors for permanent ones (never a hang), credentials that never leak, resume by ``Range`` from the last
+byte, read-ahead, and DataLoader workers."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import pickle
+import time
+import traceback
+from pathlib import Path
+
+import pytest
+from http_server import FaultServer
+from remote_data import Rec, deadline, rows, write_shards
+
+import atdata_torch as atd
+from atdata_torch.sources.http import HTTPSource
+
+SECRET = "s3cret-pa55"
+PATTERN = "data-{000000..000003}.tar"
+NAMES = [f"data-{i:06d}.tar" for i in range(4)]
+
+# DataLoader workers are forked from this process, which runs the HTTP server's threads; Python >= 3.12 warns
+# about fork() in a multi-threaded process. The children only talk to the server over sockets (no shared locks).
+FORK_WITH_THREADS = pytest.mark.filterwarnings(
+    "ignore:This process .* is multi-threaded, use of fork\\(\\) may lead to deadlocks:DeprecationWarning"
+)
+
+
+@pytest.fixture
+def shards(http_root: Path) -> list[Path]:
+    """4 shards of 5 samples (about 20 KiB each) with sidecars, served by ``http_server``."""
+    return write_shards(http_root, n=20, per_shard=5)
+
+
+@pytest.fixture
+def local(shards: list[Path]) -> atd.Dataset[Rec]:
+    return atd.Dataset[Rec]([str(p) for p in shards])
+
+
+def fast(**kw: object) -> dict[str, object]:
+    """Source options for tests: short timeouts and backoff, so that faults cost milliseconds."""
+    opts: dict[str, object] = {"timeout": 0.5, "backoff": 0.01, "retries": 4}
+    opts.update(kw)
+    return opts
+
+
+# ---------------------------------------------------------------------------------------------------- faults
+FAULTS = {
+    "drop twice mid-body": lambda s, p: s.drop(p, after=7000, times=2),
+    "500 twice": lambda s, p: s.fail(p, 500, times=2),
+    "503 once": lambda s, p: s.fail(p, 503, times=1),
+    "429 twice": lambda s, p: s.throttle(p, times=2),
+    "stall once": lambda s, p: s.stall(p, 3.0, times=1),
+}
+EXTRA_GETS = {"drop twice mid-body": 2, "500 twice": 2, "503 once": 1, "429 twice": 2, "stall once": 1}
+
+
+@pytest.mark.parametrize("fault", list(FAULTS))
+def test_download_through_fault_is_byte_identical(http_server: FaultServer, shards: list[Path], fault: str) -> None:
+    name = NAMES[1]
+    FAULTS[fault](http_server, name)
+    src = HTTPSource([http_server.url(n) for n in NAMES], **fast())
+    with deadline(10):
+        data = bytes(src.buffer(http_server.url(name)))
+    assert data == shards[1].read_bytes()
+    # The fault was really hit, then retried: one GET per injected failure plus the one that succeeded.
+    assert http_server.gets(name) == 1 + EXTRA_GETS[fault]
+    assert [r.fault for r in http_server.requests(name)][-1] is None
+
+
+@pytest.mark.parametrize("fault", list(FAULTS))
+def test_ranged_read_through_fault(http_server: FaultServer, shards: list[Path], fault: str) -> None:
+    name = NAMES[2]
+    whole = shards[2].read_bytes()
+    lo, hi = 1000, len(whole) - 3000
+    FAULTS[fault](http_server, name)
+    src = HTTPSource([http_server.url(n) for n in NAMES], **fast())
+    with deadline(10):
+        assert src.read_range(http_server.url(name), lo, hi) == whole[lo:hi]
+    ranges = http_server.ranges(name)
+    assert ranges[0] == f"bytes={lo}-{hi - 1}"  # an inclusive HTTP range for the half-open [lo, hi)
+    if fault.startswith("drop"):
+        # Each retry asks only for what is still missing.
+        assert ranges == [f"bytes={lo}-{hi - 1}", f"bytes={lo + 7000}-{hi - 1}", f"bytes={lo + 14000}-{hi - 1}"]
+    assert len(ranges) == 1 + EXTRA_GETS[fault]
+
+
+def test_small_ranged_reads(http_server: FaultServer, shards: list[Path]) -> None:
+    whole = shards[0].read_bytes()
+    url = http_server.url(NAMES[0])
+    src = HTTPSource([url], **fast())
+    assert src.read_range(url, 0, 1) == whole[:1]
+    assert src.read_range(url, len(whole) - 512, len(whole)) == whole[-512:]
+    assert src.read_range(url, 513, 1537) == whole[513:1537]
+
+
+def test_resume_sends_range_from_the_last_byte(http_server: FaultServer, shards: list[Path]) -> None:
+    name = NAMES[0]
+    http_server.drop(name, after=5000, times=3)
+    src = HTTPSource([http_server.url(name)], **fast())
+    assert bytes(src.buffer(http_server.url(name))) == shards[0].read_bytes()
+    assert http_server.ranges(name) == [None, "bytes=5000-", "bytes=10000-", "bytes=15000-"]
+    assert [r.status for r in http_server.requests(name)] == [200, 206, 206, 206]
+
+
+def test_resume_when_the_server_ignores_range(http_server: FaultServer, shards: list[Path]) -> None:
+    """A server without Range support answers 200 with the whole body: the client skips what it already has."""
+    name = NAMES[0]
+    http_server.ranges_supported = False
+    http_server.drop(name, after=6000, times=1)
+    src = HTTPSource([http_server.url(name)], **fast())
+    assert bytes(src.buffer(http_server.url(name))) == shards[0].read_bytes()
+    assert http_server.ranges(name) == [None, "bytes=6000-"]
+    assert [r.status for r in http_server.requests(name)] == [200, 200]
+
+
+def test_backoff_is_exponential(http_server: FaultServer, shards: list[Path]) -> None:
+    name = NAMES[0]
+    http_server.fail(name, 500, times=3)
+    src = HTTPSource([http_server.url(name)], **fast(backoff=0.1))
+    assert bytes(src.buffer(http_server.url(name))) == shards[0].read_bytes()
+    starts = [r.start for r in http_server.requests(name)]
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
+    assert len(gaps) == 3
+    for gap, want in zip(gaps, (0.1, 0.2, 0.4), strict=True):
+        assert gap >= want * 0.9, gaps
+
+
+def test_retry_after_is_honoured(http_server: FaultServer, shards: list[Path]) -> None:
+    name = NAMES[0]
+    http_server.fail(name, 429, times=1, headers={"Retry-After": "1"})
+    src = HTTPSource([http_server.url(name)], **fast(backoff=0.0))
+    start = time.monotonic()
+    assert bytes(src.buffer(http_server.url(name))) == shards[0].read_bytes()
+    assert time.monotonic() - start >= 0.95
+
+
+@pytest.mark.parametrize("cache", [False, True], ids=["no-cache", "cache"])
+def test_dataset_iteration_through_faults(
+    http_server: FaultServer, shards: list[Path], local: atd.Dataset[Rec], tmp_path: Path, cache: bool
+) -> None:
+    # A different fault on every shard, sidecars included.
+    http_server.drop(NAMES[0], after=3000, times=1)
+    http_server.fail(NAMES[1], 500, times=2)
+    http_server.throttle(NAMES[2], times=1)
+    http_server.stall(NAMES[3], 3.0, times=1)
+    http_server.fail(NAMES[0] + ".idx.json", 502, times=1)
+    opts = fast(cache_dir=str(tmp_path / "cache")) if cache else fast()
+    ds = atd.Dataset[Rec](f"{http_server.base_url}/{PATTERN}", **opts)
+    with deadline(20):
+        assert len(ds) == 20
+        got = rows(ds.ordered())
+        batched = rows(ds.ordered(batch_size=6))
+    assert got == rows(local.ordered())
+    assert batched == got
+    assert all(http_server.requests(n)[0].fault is not None for n in NAMES)  # every fault was hit
+    if cache:
+        cache_obj = ds.source.cache  # type: ignore[attr-defined]
+        assert cache_obj is not None
+        for shard, path in zip(ds.list_shards(), shards, strict=True):
+            assert cache_obj.path_for(shard).read_bytes() == path.read_bytes()
+            assert http_server.gets(path.name) - sum(r.fault is not None for r in http_server.requests(path.name)) == 1
+
+
+# ---------------------------------------------------------------------------------------------------- failures
+def _leaks(exc: BaseException, secret: str) -> bool:
+    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    return secret in text or secret in repr(exc) or secret in str(getattr(exc, "shard", ""))
+
+
+def test_permanent_500_fails_clearly_without_hanging(
+    http_server: FaultServer, shards: list[Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    name = NAMES[0]
+    http_server.fail(name, 500, times=None)
+    url = http_server.url(name, auth=f"user:{SECRET}")
+    src = HTTPSource([url], **fast(retries=3))
+    with deadline(10), pytest.raises(atd.SourceError) as info:
+        src.buffer(url)
+    exc = info.value
+    assert not isinstance(exc, atd.ShardNotFoundError)
+    assert "failed after 4 attempts" in str(exc) and "HTTP 500" in str(exc)
+    assert f"127.0.0.1:{http_server.port}/{name}" in str(exc)
+    assert http_server.gets(name) == 4
+    assert not _leaks(exc, SECRET)
+    assert SECRET not in repr(src) and SECRET not in str(src)
+    assert "retrying" in caplog.text  # the retries were logged...
+    assert SECRET not in caplog.text  # ...without the password
+
+
+def test_permanent_stall_times_out(http_server: FaultServer, shards: list[Path]) -> None:
+    name = NAMES[0]
+    http_server.stall(name, 5.0, times=None)
+    url = http_server.url(name, auth=f"user:{SECRET}")
+    src = HTTPSource([url], timeout=0.3, backoff=0.01, retries=1)
+    start = time.monotonic()
+    with deadline(4), pytest.raises(atd.SourceError, match="failed after 2 attempts") as info:
+        src.buffer(url)
+    assert time.monotonic() - start < 2.5
+    assert "Timeout" in str(info.value) or "timed out" in str(info.value)
+    assert not _leaks(info.value, SECRET)
+
+
+def test_permanent_drop_fails_after_retries(http_server: FaultServer, shards: list[Path]) -> None:
+    name = NAMES[0]
+    http_server.drop(name, after=100, times=None)
+    src = HTTPSource([http_server.url(name)], **fast(retries=2))
+    with deadline(10), pytest.raises(atd.SourceError, match="failed after 3 attempts"):
+        src.buffer(http_server.url(name))
+    # Every attempt resumed from the last byte received.
+    assert http_server.ranges(name) == [None, "bytes=100-", "bytes=200-"]
+
+
+def test_missing_shard_is_shard_not_found(
+    http_server: FaultServer, shards: list[Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    url = http_server.url("nope-000000.tar", auth=f"user:{SECRET}") + "?sig=TOKEN123"
+    src = HTTPSource([url], **fast())
+    with deadline(5), pytest.raises(atd.ShardNotFoundError, match="HTTP 404") as info:
+        src.buffer(url)
+    assert isinstance(info.value, FileNotFoundError)
+    assert http_server.gets("nope-000000.tar") == 1  # not retried
+    assert "nope-000000.tar" in str(info.value)
+    for secret in (SECRET, "TOKEN123"):
+        assert not _leaks(info.value, secret)
+    assert SECRET not in caplog.text
+    # (urllib3's own DEBUG log shows the request line, query included; the library's log must not.)
+    assert not [r for r in caplog.records if r.name.startswith("atdata_torch") and "TOKEN123" in r.getMessage()]
+    with pytest.raises(atd.ShardNotFoundError):
+        atd.Dataset[Rec](url, **fast()).head(1)
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_refused_is_a_source_error(http_server: FaultServer, shards: list[Path], status: int) -> None:
+    name = NAMES[0]
+    http_server.fail(name, status, times=None)
+    url = http_server.url(name, auth=f"user:{SECRET}")
+    with deadline(5), pytest.raises(atd.SourceError, match=f"refused \\(HTTP {status}\\)") as info:
+        HTTPSource([url], **fast()).buffer(url)
+    assert not isinstance(info.value, FileNotFoundError)
+    assert http_server.gets(name) == 1  # not retried
+    assert not _leaks(info.value, SECRET)
+
+
+def test_unreachable_server_fails_clearly(shards: list[Path]) -> None:
+    with FaultServer(shards[0].parent) as srv:
+        url = srv.url(NAMES[0], auth=f"user:{SECRET}")
+    # The server is gone: connections are refused.
+    with deadline(10), pytest.raises(atd.SourceError, match="failed after 3 attempts") as info:
+        HTTPSource([url], **fast(retries=2)).buffer(url)
+    assert "reachable" in str(info.value)
+    assert not _leaks(info.value, SECRET)
+
+
+def test_basic_auth_from_url_credentials(http_server: FaultServer, shards: list[Path], local: atd.Dataset[Rec]) -> None:
+    http_server.require_auth("user", SECRET)
+    ds = atd.Dataset[Rec](f"http://user:{SECRET}@127.0.0.1:{http_server.port}/{PATTERN}", **fast())
+    assert rows(ds.ordered()) == rows(local.ordered())
+    assert SECRET not in repr(ds) and SECRET not in repr(ds.source)
+    assert all(r.headers.get("authorization", "").startswith("Basic ") for r in http_server.requests())
+    # Without credentials the server refuses: a SourceError, not a silent empty dataset.
+    with pytest.raises(atd.SourceError, match="HTTP 401"):
+        atd.Dataset[Rec](f"{http_server.base_url}/{PATTERN}", **fast()).head(1)
+
+
+def test_headers_option_is_sent_and_not_shown(
+    http_server: FaultServer, shards: list[Path], local: atd.Dataset[Rec]
+) -> None:
+    ds = atd.Dataset[Rec](f"{http_server.base_url}/{PATTERN}", headers={"Authorization": "Bearer TOK-42"}, **fast())
+    assert rows(ds.ordered()) == rows(local.ordered())
+    assert {r.headers.get("authorization") for r in http_server.requests()} == {"Bearer TOK-42"}
+    assert "TOK-42" not in repr(ds)
+
+
+def test_signed_url_query_goes_after_the_sidecar_suffix(
+    http_server: FaultServer, shards: list[Path], local: atd.Dataset[Rec]
+) -> None:
+    """BUG (fixed): the sidecar of ``.../a.tar?sig=x`` was fetched as ``.../a.tar?sig=x.idx.json``, i.e. the shard
+    itself, and the dataset failed with "the index sidecar ... is not valid"."""
+    ds = atd.Dataset[Rec]([http_server.url(n) + "?sig=abc" for n in NAMES], **fast())
+    assert rows(ds.ordered()) == rows(local.ordered())
+    sidecar_gets = http_server.requests(NAMES[0] + ".idx.json")
+    assert len(sidecar_gets) == 1 and sidecar_gets[0].status == 200
+
+
+def test_refused_sidecar_reads_as_absent(http_server: FaultServer, shards: list[Path], local: atd.Dataset[Rec]) -> None:
+    """BUG (fixed): sidecars are optional, but a refused one (S3 answers 403 for a missing key when the caller may
+    not list the bucket; a signed URL does not cover the sidecar) made the whole dataset fail."""
+    for n in NAMES:
+        http_server.fail(n + ".idx.json", 403, times=None)
+    ds = atd.Dataset[Rec](f"{http_server.base_url}/{PATTERN}", **fast())
+    assert len(ds) == 20  # counted by scanning the shards
+    assert rows(ds.ordered()) == rows(local.ordered())
+    # ...while a refused shard still fails loudly.
+    http_server.fail(NAMES[0], 403, times=None)
+    with pytest.raises(atd.SourceError, match="HTTP 403"):
+        atd.Dataset[Rec](f"{http_server.base_url}/{PATTERN}", **fast()).head(1)
+
+
+# ---------------------------------------------------------------------------------------------------- read-ahead
+def test_readahead_downloads_the_next_shards_concurrently(http_server: FaultServer, shards: list[Path]) -> None:
+    for n in NAMES:
+        http_server.stall(n, 0.3, times=1)  # slow enough to observe downloads overlapping
+    urls = [http_server.url(n) for n in NAMES]
+    src = HTTPSource(urls, **fast(timeout=5.0, readahead=2, max_concurrency=4))
+    src.prefetch(urls)
+    # Announcing the plan starts the first two downloads before anything is consumed...
+    assert http_server.wait_for(lambda: http_server.gets(NAMES[0]) and http_server.gets(NAMES[1]))
+    assert http_server.gets(NAMES[2]) == 0  # ...and no more than readahead=2
+    assert bytes(src.buffer(urls[0])) == shards[0].read_bytes()
+    # Consuming shard 0 moves the window: shard 2 is requested before anyone asks for it.
+    assert http_server.wait_for(lambda: http_server.gets(NAMES[2]) == 1)
+    assert http_server.gets(NAMES[3]) == 0
+    for url, path in zip(urls[1:], shards[1:], strict=True):
+        assert bytes(src.buffer(url)) == path.read_bytes()
+    assert [http_server.gets(n) for n in NAMES] == [1, 1, 1, 1]  # read-ahead results were used, not refetched
+    assert http_server.max_in_flight(NAMES) >= 2
+
+
+def test_no_readahead_without_prefetch_window(http_server: FaultServer, shards: list[Path]) -> None:
+    urls = [http_server.url(n) for n in NAMES]
+    src = HTTPSource(urls, **fast(readahead=0))
+    src.prefetch(urls)
+    time.sleep(0.3)
+    assert http_server.requests() == []
+    assert bytes(src.buffer(urls[0])) == shards[0].read_bytes()
+    time.sleep(0.2)
+    assert [http_server.gets(n) for n in NAMES] == [1, 0, 0, 0]
+
+
+# ---------------------------------------------------------------------------------------------------- workers
+def test_source_pickles_without_its_connections(http_server: FaultServer, shards: list[Path]) -> None:
+    url = http_server.url(NAMES[0], auth=f"user:{SECRET}")
+    src = HTTPSource([url], **fast())
+    src.buffer(url)  # builds the connection pool
+    assert "http" in src._state()
+    copy = pickle.loads(pickle.dumps(src))
+    assert copy._local == {}
+    assert bytes(copy.buffer(url)) == shards[0].read_bytes()
+
+
+@FORK_WITH_THREADS
+@pytest.mark.parametrize("cache", [False, True], ids=["no-cache", "cache"])
+def test_dataloader_with_two_workers(
+    http_server: FaultServer, shards: list[Path], local: atd.Dataset[Rec], tmp_path: Path, cache: bool
+) -> None:
+    http_server.fail(NAMES[3], 503, times=1)
+    opts = fast(cache_dir=str(tmp_path / "cache")) if cache else fast()
+    ds = atd.Dataset[Rec](f"{http_server.base_url}/{PATTERN}", **opts)
+    with deadline(30):
+        got = rows(ds.loader(batch_size=4, shuffle=False, num_workers=2, multiprocessing_context="fork"))
+    assert sorted(got) == sorted(rows(local.ordered()))
+    assert len(got) == 20
+    if cache:
+        # The main process indexed (and cached) every shard; the workers read them from the cache.
+        assert [http_server.gets(n) for n in NAMES] == [1, 1, 1, 2]

@@ -1,0 +1,252 @@
+"""One conformance suite for every built-in source (memory, local, HTTP on a real server, S3 on moto), and the
+scheme registry (custom schemes, the ``gopen`` fallback, mixed schemes)."""
+
+from __future__ import annotations
+
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from http_server import FaultServer
+from remote_data import MOTO_ACCESS_KEY, MOTO_SECRET_KEY, Rec, rows, write_shards
+
+import atdata_torch as atd
+from atdata_torch.sources import (
+    ConcatSource,
+    DataSource,
+    LocalSource,
+    MemorySource,
+    URLSource,
+    _base,
+    register_source,
+    resolve_source,
+    source_for_urls,
+)
+from atdata_torch.sources.http import HTTPSource
+from atdata_torch.sources.s3 import S3Source
+
+FORK_WITH_THREADS = pytest.mark.filterwarnings(
+    # Forked DataLoader workers; the HTTP / moto server threads of this process are not used by the children.
+    "ignore:This process .* is multi-threaded, use of fork\\(\\) may lead to deadlocks:DeprecationWarning"
+)
+
+HTTP_PASSWORD = "pw-Secret-99"
+
+
+@dataclass
+class Case:
+    """A source over the same three shards (the last one without a sidecar), and what it should give."""
+
+    kind: str
+    src: Any
+    ids: list[str]  # the shard identifiers, in order
+    files: list[Path]  # the local files with the same bytes
+    missing: str  # an identifier of a shard that does not exist there
+    secret: str | None  # must never be shown
+
+
+@pytest.fixture
+def files(tmp_path: Path) -> list[Path]:
+    paths = write_shards(tmp_path / "www", n=12, per_shard=4)
+    Path(str(paths[-1]) + ".idx.json").unlink()
+    return paths
+
+
+@pytest.fixture
+def local(files: list[Path]) -> atd.Dataset[Rec]:
+    return atd.Dataset[Rec]([str(p) for p in files])
+
+
+@pytest.fixture(params=["memory", "local", "http", pytest.param("s3", marks=pytest.mark.integration)])
+def case(request: pytest.FixtureRequest, files: list[Path]) -> Case:
+    kind = request.param
+    if kind == "memory":
+        data: dict[str, bytes] = {}
+        for p in files:
+            data[p.name] = p.read_bytes()
+            side = Path(str(p) + ".idx.json")
+            if side.exists():
+                data[p.name + ".idx.json"] = side.read_bytes()
+        return Case(kind, MemorySource(data), [p.name for p in files], files, "nope.tar", None)
+    if kind == "local":
+        ids = [str(p) for p in files]
+        return Case(kind, LocalSource(ids), ids, files, str(files[0].parent / "nope.tar"), None)
+    if kind == "http":
+        srv = FaultServer(files[0].parent).start()
+        request.addfinalizer(srv.close)
+        srv.require_auth("user", HTTP_PASSWORD)
+        ids = [srv.url(p.name, auth=f"user:{HTTP_PASSWORD}") for p in files]
+        src = HTTPSource(ids, timeout=5.0, retries=1, backoff=0.01)
+        return Case(kind, src, ids, files, srv.url("nope.tar", auth=f"user:{HTTP_PASSWORD}"), HTTP_PASSWORD)
+    endpoint = request.getfixturevalue("moto_endpoint")
+    bucket = request.getfixturevalue("s3_upload")(files, prefix="shards/")
+    ids = [f"s3://{bucket}/shards/{p.name}" for p in files]
+    src = S3Source.from_urls(
+        ids, endpoint=endpoint, access_key=MOTO_ACCESS_KEY, secret_key=MOTO_SECRET_KEY, retries=1, backoff=0.01
+    )
+    return Case(kind, src, ids, files, f"s3://{bucket}/shards/nope.tar", MOTO_SECRET_KEY)
+
+
+# ---------------------------------------------------------------------------------------------------- conformance
+def test_is_a_data_source(case: Case) -> None:
+    assert isinstance(case.src, DataSource)
+
+
+def test_list_shards_in_order(case: Case) -> None:
+    assert case.src.list_shards() == case.ids
+    assert case.src.shards == case.ids
+    assert len(case.src) == 3
+
+
+def test_open_shard_gives_the_same_bytes(case: Case) -> None:
+    for shard, path in zip(case.ids, case.files, strict=True):
+        with case.src.open_shard(shard) as f:
+            assert f.read() == path.read_bytes()
+
+
+def test_buffer_gives_the_same_bytes(case: Case) -> None:
+    for shard, path in zip(case.ids, case.files, strict=True):
+        buf = case.src.buffer(shard)
+        assert buf is not None
+        assert bytes(buf) == path.read_bytes()
+
+
+def test_read_sidecar_present_and_absent(case: Case) -> None:
+    for shard, path in zip(case.ids[:2], case.files[:2], strict=True):
+        assert case.src.read_sidecar(shard) == Path(str(path) + ".idx.json").read_bytes()
+    assert case.src.read_sidecar(case.ids[2]) is None
+
+
+def test_missing_shard_raises_shard_not_found(case: Case) -> None:
+    for read in (case.src.open_shard, case.src.buffer):
+        with pytest.raises(atd.ShardNotFoundError, match=r"nope\.tar") as info:
+            read(case.missing)
+        assert isinstance(info.value, FileNotFoundError)
+        if case.secret:
+            assert case.secret not in str(info.value)
+
+
+def test_dataset_over_the_source(case: Case, local: atd.Dataset[Rec]) -> None:
+    ds = atd.Dataset[Rec](case.src)
+    assert ds.source is case.src
+    assert len(ds) == 12
+    assert rows(ds.ordered()) == rows(local.ordered())
+    assert rows(ds.shuffled(batch_size=5, seed=1)) == rows(local.shuffled(batch_size=5, seed=1))
+
+
+def test_pickle_round_trip(case: Case) -> None:
+    case.src.buffer(case.ids[0])  # whatever per-process state there is (connections, clients) exists now
+    copy = pickle.loads(pickle.dumps(case.src))
+    assert copy.list_shards() == case.ids
+    assert bytes(copy.buffer(case.ids[1])) == case.files[1].read_bytes()
+
+
+@FORK_WITH_THREADS
+def test_dataloader_workers(case: Case, local: atd.Dataset[Rec]) -> None:
+    ds = atd.Dataset[Rec](case.src)
+    got = rows(ds.loader(batch_size=3, shuffle=False, num_workers=2, multiprocessing_context="fork"))
+    assert sorted(got) == sorted(rows(local.ordered()))
+
+
+def test_repr_is_informative_and_has_no_secret(case: Case) -> None:
+    shown = [repr(case.src), str(case.src), repr(atd.Dataset[Rec](case.src))]
+    assert type(case.src).__name__ in shown[0]
+    assert "3" in shown[0]  # the number of shards
+    if case.secret:
+        for text in shown:
+            assert case.secret not in text
+
+
+# ---------------------------------------------------------------------------------------------------- registry
+class EchoSource(LocalSource):
+    """A custom scheme: ``echo:///abs/path.tar`` reads the local file (records the options it was given)."""
+
+    def __init__(self, paths: list[str], options: dict[str, Any]) -> None:
+        super().__init__(paths)
+        self.options = options
+
+    @classmethod
+    def from_urls(cls, urls: list[str], **options: Any) -> EchoSource:  # type: ignore[override]
+        return cls([u.split("://", 1)[1] for u in urls], options)
+
+
+@pytest.fixture
+def registry(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """The scheme registry, restored after the test."""
+    reg = dict(_base._REGISTRY)
+    monkeypatch.setattr(_base, "_REGISTRY", reg)
+    return reg
+
+
+@pytest.mark.parametrize("how", ["class", "string"])
+def test_register_source(registry: dict[str, Any], files: list[Path], local: atd.Dataset[Rec], how: str) -> None:
+    register_source("ECHO", EchoSource if how == "class" else f"{__name__}:EchoSource")
+    assert registry["echo"] == f"{__name__}:EchoSource"
+    ds = atd.Dataset[Rec](f"echo://{files[0].parent}/data-{{000000..000002}}.tar", flavour="mint")
+    assert isinstance(ds.source, EchoSource)
+    assert ds.source.options == {"flavour": "mint"}
+    assert ds.list_shards() == [str(p) for p in files]
+    assert rows(ds.ordered()) == rows(local.ordered())
+
+
+def test_registered_target_must_be_a_class(registry: dict[str, Any]) -> None:
+    register_source("weird", f"{__name__}:HTTP_PASSWORD")
+    with pytest.raises(TypeError, match="is not a class"):
+        source_for_urls(["weird://x.tar"])
+
+
+def test_unknown_scheme_falls_back_to_gopen(files: list[Path], local: atd.Dataset[Rec]) -> None:
+    ds = atd.Dataset[Rec](f"pipe:cat {files[0].parent}/data-{{000000..000002}}.tar")
+    assert isinstance(ds.source, URLSource)
+    assert ds.list_shards() == [f"pipe:cat {p}" for p in files]
+    assert ds.source.buffer(ds.list_shards()[0]) is None  # streaming only
+    assert rows(ds.ordered()) == rows(local.ordered())
+    assert isinstance(source_for_urls(["gs://bucket/a.tar"]), URLSource)
+
+
+def test_mixed_schemes_give_a_concat_source(
+    http_server: FaultServer, files: list[Path], local: atd.Dataset[Rec]
+) -> None:
+    for p in files[1:]:
+        (http_server.root / p.name).write_bytes(p.read_bytes())
+    urls = [str(files[0]), http_server.url(files[1].name), http_server.url(files[2].name)]
+    # BUG (fixed): remote options made the local part raise "options ... do not apply to local files".
+    ds = atd.Dataset[Rec](urls, readahead=1, retries=2)
+    assert isinstance(ds.source, ConcatSource)
+    assert [type(s) for s in ds.source.sources] == [LocalSource, HTTPSource]
+    assert ds.list_shards() == urls
+    assert "LocalSource" in repr(ds.source) and "HTTPSource" in repr(ds.source)
+    # Read-ahead is passed on to the sources that do it.
+    ds.source.prefetch(urls)
+    assert http_server.wait_for(lambda: http_server.gets(files[1].name) == 1)
+    assert rows(ds.ordered()) == rows(local.ordered())
+    assert ds.source.read_sidecar(urls[0]) == Path(str(files[0]) + ".idx.json").read_bytes()
+    assert ds.source.read_sidecar(urls[2]) is None
+
+
+def test_concat_source_rejects_duplicate_shards(files: list[Path]) -> None:
+    a = LocalSource([str(files[0])])
+    with pytest.raises(ValueError, match="appears in two"):
+        ConcatSource([a, LocalSource([str(files[0]), str(files[1])])])
+
+
+def test_options_that_do_not_apply(files: list[Path]) -> None:
+    with pytest.raises(TypeError, match="do not apply to local files"):
+        atd.Dataset(str(files[0]), headers={"a": "b"})
+    with pytest.raises(TypeError, match="source's constructor"):
+        resolve_source(LocalSource([str(files[0])]), retries=3)
+    with pytest.raises(TypeError, match="URL string, a list of URLs, or a DataSource"):
+        resolve_source(42)  # type: ignore[arg-type]
+
+
+def test_cache_options_build_a_shared_cache(tmp_path: Path) -> None:
+    src = source_for_urls(["http://127.0.0.1:9/a.tar"], cache_dir=str(tmp_path / "c"), cache_max_bytes=1234)
+    assert isinstance(src, HTTPSource) and src.cache is not None
+    assert (src.cache.root, src.cache.max_bytes) == (tmp_path / "c", 1234)
+
+
+def test_empty_url_list_is_an_empty_source() -> None:
+    src = source_for_urls([])
+    assert src.list_shards() == []
