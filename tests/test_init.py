@@ -42,7 +42,7 @@ def test_cli_entry_point_runs(tmp_path) -> None:  # type: ignore[no-untyped-def]
 
     atdata_torch.write_samples([CliSample(x=np.zeros(2))], str(tmp_path / "a.tar"), progress=False)
     out = subprocess.run(
-        [sys.executable, "-m", "atdata_torch.cli", "info", str(tmp_path / "a.tar")],
+        [sys.executable, "-m", "atdata_torch.cli", "info", str(tmp_path / "a.tar"), "--json"],
         capture_output=True,
         text=True,
         check=True,
