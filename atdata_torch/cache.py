@@ -29,7 +29,7 @@ import tempfile
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 from filelock import FileLock, Timeout
 
@@ -39,6 +39,7 @@ __all__ = ["ShardCache"]
 
 log = logging.getLogger("atdata_torch")
 
+_T = TypeVar("_T")
 _ENTRY = re.compile(r"^[0-9a-f]{40}\.shard$")
 
 
@@ -136,11 +137,23 @@ class ShardCache:
             download: Writes the content into the binary file it is given.
             sha256: The expected digest, when known; a download that does not match raises ``SourceError``.
         """
+        return self.open(key, download, sha256=sha256, opener=lambda p: p)
+
+    def open(
+        self,
+        key: str,
+        download: Callable[[Any], object],
+        *,
+        opener: Callable[[Path], _T],
+        sha256: str | None = None,
+    ) -> _T:
+        """Like :meth:`get`, and ``opener(path)`` runs while the entry is locked, so that a concurrent eviction
+        cannot remove the file between its download and its opening (an mmap opened here outlives an unlink)."""
         path = self.path_for(key)
         with self._lock(key):
             if self._valid(path, sha256):
                 _touch(path)
-                return path
+                return opener(path)
             for stale in (path, path.parent / (path.name + ".sha256")):
                 with contextlib.suppress(FileNotFoundError):
                     stale.unlink()
@@ -173,8 +186,9 @@ class ShardCache:
             self.downloads += 1
             with self._guard or threading.Lock():
                 self._verified.add((str(path), path.stat().st_size, path.stat().st_mtime_ns))
+            result = opener(path)
         self.evict(keep=path)
-        return path
+        return result
 
     def entries(self) -> list[Path]:
         """The shard files this cache wrote."""

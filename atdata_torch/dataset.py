@@ -156,9 +156,14 @@ class Dataset(IterableDataset[T], Generic[T]):
         cached = self._shared.indexes.get(shard)
         if cached is not None:
             return cached
+        idx = self._sidecar(shard)
+        if idx is not None and buf is None and getattr(self.source, "remote", False):
+            # A remote shard is not downloaded just to check its sidecar: its bytes are checked when read (the
+            # cache verifies the sidecar's sha256; decoding checks every payload).
+            self._shared.indexes[shard] = idx
+            return idx
         if buf is None:
             buf = self._buffer(shard)
-        idx = self._sidecar(shard)
         if idx is not None and idx.size == len(buf):
             if idx.payload_ext is not None and idx.payload_offsets is not None and idx.payload_sizes is not None:
                 verify_headers(buf, [o - BLOCK for o in idx.payload_offsets], idx.payload_sizes, shard)

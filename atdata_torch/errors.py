@@ -53,7 +53,7 @@ class AtdataError(Exception):
         field: str | None = None,
     ) -> None:
         self.message = message
-        self.shard = shard
+        self.shard = _redact(shard) if shard is not None else None
         self.key = key
         self.offset = offset
         self.field = field
@@ -81,6 +81,17 @@ class AtdataError(Exception):
             _rebuild,
             (type(self), self.message, self.shard, self.key, self.offset, self.field),
         )
+
+
+def _redact(url: str) -> str:
+    """Strip ``user:password@`` and the query string from a URL (errors never carry credentials)."""
+    if "://" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    host, sep, path = rest.partition("/")
+    if "@" in host:
+        host = "***@" + host.rsplit("@", 1)[1]
+    return f"{scheme}://{host}{sep}{path.split('?', 1)[0]}"
 
 
 def _rebuild(

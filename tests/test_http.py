@@ -235,6 +235,16 @@ def test_missing_shard_is_shard_not_found(
         atd.Dataset[Rec](url, **fast()).head(1)
 
 
+def test_damaged_remote_shard_error_hides_credentials(http_server: FaultServer, shards: list[Path]) -> None:
+    data = shards[0].read_bytes()
+    shards[0].write_bytes(data[: len(data) // 2])  # truncated
+    Path(str(shards[0]) + ".idx.json").unlink()
+    url = http_server.url(NAMES[0], auth=f"user:{SECRET}")
+    with pytest.raises(atd.ShardFormatError) as info:
+        atd.Dataset[Rec](url, **fast()).head(1)
+    assert not _leaks(info.value, SECRET)
+
+
 @pytest.mark.parametrize("status", [401, 403])
 def test_refused_is_a_source_error(http_server: FaultServer, shards: list[Path], status: int) -> None:
     name = NAMES[0]

@@ -14,6 +14,7 @@ and :meth:`RemoteSource._classify` (is an exception transient?). Everything else
 from __future__ import annotations
 
 import io
+import json
 import logging
 import mmap
 import os
@@ -62,6 +63,8 @@ class RemoteSource(ShardSource):
         max_concurrency: Download threads per process (read-ahead).
         readahead: How many upcoming shards to download ahead of the one being read.
     """
+
+    remote = True  # Dataset does not download a remote shard just to check its sidecar
 
     def __init__(
         self,
@@ -185,14 +188,26 @@ class RemoteSource(ShardSource):
 
     def _fetch(self, shard: str) -> Buffer:
         if self.cache is not None:
-            path = self.cache.get(self._cache_key(shard), lambda f: self.download_to(shard, f))
-            with open(path, "rb") as fh:
-                if os.fstat(fh.fileno()).st_size == 0:
-                    return b""
-                return memoryview(mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ))
+            return self.cache.open(
+                self._cache_key(shard),
+                lambda f: self.download_to(shard, f),
+                opener=_map_file,
+                sha256=self._expected_sha256(shard),
+            )
         sink = _MemorySink()
         n = self.download_to(shard, sink)
         return sink.data[:n]
+
+    def _expected_sha256(self, shard: str) -> str | None:
+        """The shard's sha256 from its index sidecar, when the sidecar was read (checked by the cache)."""
+        raw = self._state()["sidecars"].get(shard)
+        if not raw:
+            return None
+        try:
+            digest = json.loads(raw).get("sha256")
+        except (ValueError, AttributeError):
+            return None
+        return digest if isinstance(digest, str) and len(digest) == 64 else None
 
     def _cache_key(self, shard: str) -> str:
         return shard
@@ -266,6 +281,13 @@ class RemoteSource(ShardSource):
                 yield chunk
         finally:
             stream.close()
+
+
+def _map_file(path: Any) -> Buffer:
+    with open(path, "rb") as fh:
+        if os.fstat(fh.fileno()).st_size == 0:
+            return b""
+        return memoryview(mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ))
 
 
 class _MemorySink:
