@@ -31,7 +31,7 @@ from . import _codec
 from ._batch import SampleBatch, stack_column, stack_encoded
 from ._order import DEFAULT_BLOCK_SIZE, DEFAULT_WINDOW, iter_epoch_order
 from ._reader import Record, read_record
-from ._topology import Topology, resolve_rank_world, worker_slot
+from ._topology import Topology, control_slot, resolve_rank_world
 from .errors import AtdataError, DecodeError, ShardFormatError, SkippedSamplesWarning
 from .schema import DictSample, PackableSample
 
@@ -291,15 +291,14 @@ class Pipeline(IterableDataset[T], Generic[T]):
 
     def __len__(self) -> int:
         """Batches (or samples) this rank yields per epoch, exactly (unknown after ``filter()``)."""
-        if any(kind == "filter" for kind, _ in self.dataset._stages):
+        if self.dataset._has_filter:
             raise TypeError("len() is unknown for this pipeline (a filter() stage drops an unknown number)")
         return self.count_for_rank(self._total())
 
     # ------------------------------------------------------------------------------------------------ iteration
     def __iter__(self) -> Iterator[T]:
-        worker, nworkers = worker_slot()
-        slot = 1 + worker % (_SLOTS - 1) if _in_worker() else 0
-        epoch, start = self._control.begin(slot)
+        worker, nworkers, slot = control_slot()
+        epoch, start = self._control.begin(1 + (slot - 1) % (_SLOTS - 1) if slot else 0)
         return self._run(epoch, start, Topology(self.rank, self.world_size, worker, nworkers))
 
     def __getstate__(self) -> dict[str, Any]:
@@ -617,9 +616,3 @@ def sample_rng() -> np.random.Generator:
         >>> # ds.map(lambda s: flip(s) if atd.sample_rng().random() < 0.5 else s)
     """
     return np.random.default_rng(sample_seed())
-
-
-def _in_worker() -> bool:
-    from torch.utils.data import get_worker_info
-
-    return get_worker_info() is not None

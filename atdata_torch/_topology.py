@@ -9,7 +9,7 @@ DDP launcher sets no ``RANK``, so a worker must never guess.
 from __future__ import annotations
 
 import os
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 __all__ = ["Topology", "resolve_rank_world", "worker_slot"]
 
@@ -73,7 +73,19 @@ def resolve_rank_world(rank: int | None = None, world_size: int | None = None) -
 
 def worker_slot() -> tuple[int, int]:
     """(worker id, number of workers) of the calling DataLoader worker; ``(0, 1)`` in the main process."""
+    info = _worker_info()
+    return (info.id, info.num_workers) if info is not None else (0, 1)
+
+
+def control_slot() -> tuple[int, int, int]:
+    """(worker id, number of workers, shared-control slot): slot 0 is the main process, ``1 + id`` a worker."""
+    info = _worker_info()
+    if info is None:
+        return 0, 1, 0
+    return info.id, info.num_workers, 1 + info.id
+
+
+def _worker_info() -> Any:
     from torch.utils.data import get_worker_info
 
-    info = get_worker_info()
-    return (info.id, info.num_workers) if info is not None else (0, 1)
+    return get_worker_info()

@@ -265,10 +265,13 @@ class Dataset(IterableDataset[T], Generic[T]):
         new._shared = shared
         return new  # type: ignore[no-any-return]
 
+    @property
+    def _has_filter(self) -> bool:
+        """Whether a filter() stage makes the sample count unknowable without reading."""
+        return any(kind == "filter" for kind, _ in self._stages)
+
     def _known_len(self) -> int | None:
-        if any(kind == "filter" for kind, _ in self._stages):
-            return None
-        return self._count()
+        return None if self._has_filter else self._count()
 
     def __len__(self) -> int:
         """The number of samples: from the sidecars, or one scan of each shard (cached)."""

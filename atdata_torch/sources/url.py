@@ -5,19 +5,10 @@ from __future__ import annotations
 from typing import IO
 
 from ..errors import ShardNotFoundError, SourceError
+from ..errors import _redact as redact
 from ._base import ShardSource
 
-
-def redact(url: str) -> str:
-    """Strip credentials (``user:pass@``) and query strings from a URL for messages."""
-    if "://" in url:
-        scheme, rest = url.split("://", 1)
-        host, sep, path = rest.partition("/")
-        if "@" in host:
-            host = "***@" + host.rsplit("@", 1)[1]
-        path = path.split("?", 1)[0]
-        return f"{scheme}://{host}{sep}{path}"
-    return url
+__all__ = ["URLSource", "redact"]
 
 
 class URLSource(ShardSource):
