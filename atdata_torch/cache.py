@@ -33,7 +33,7 @@ from typing import IO, Any, TypeVar
 
 from filelock import FileLock, Timeout
 
-from .errors import SourceError
+from .errors import ChecksumError
 
 __all__ = ["ShardCache"]
 
@@ -168,7 +168,7 @@ class ShardCache:
                 if sha256 is not None and digest != sha256:
                     from .sources.url import redact  # keys are URLs: no credentials in messages
 
-                    raise SourceError(
+                    raise ChecksumError(
                         f"downloaded content of {redact(key)!r} has sha256 {digest[:16]}..., expected "
                         f"{sha256[:16]}...: the remote shard changed or is corrupt; rebuild its index sidecar or "
                         "re-upload it",

@@ -18,11 +18,16 @@ from __future__ import annotations
 
 __all__ = [
     "AtdataError",
+    "AuthError",
+    "BlobLimitError",
+    "ChecksumError",
     "DecodeError",
+    "IdentityError",
     "IndexStoreError",
     "LensNotFoundError",
     "MissingDependencyError",
     "PublishError",
+    "RecordNotFoundError",
     "SchemaError",
     "SkippedSamplesWarning",
     "ShardFormatError",
@@ -139,6 +144,26 @@ class IndexStoreError(AtdataError):
 
 class PublishError(AtdataError):
     """A record could not be published to, or resolved from, the AT Protocol network."""
+
+
+class AuthError(PublishError, PermissionError):
+    """An AT Protocol login failed, a session expired for good, or an account may not write where it tried to."""
+
+
+class IdentityError(PublishError, LookupError):
+    """A handle or DID could not be resolved, or a handle and its DID document disagree."""
+
+
+class RecordNotFoundError(PublishError, LookupError):
+    """An AT Protocol record (schema, dataset entry, label, lens) does not exist; the message says where it looked."""
+
+
+class BlobLimitError(PublishError, ValueError):
+    """A shard is larger than the PDS accepts as a blob; the message names the limit and the alternatives."""
+
+
+class ChecksumError(SourceError):
+    """Downloaded shard bytes do not match the checksum their record or sidecar promises."""
 
 
 class MissingDependencyError(AtdataError, ImportError):

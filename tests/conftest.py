@@ -271,3 +271,33 @@ def s3_upload(moto_endpoint: str, aws_env: dict[str, str]) -> Iterator[Callable[
 
     yield upload
     client.close()
+
+
+@pytest.fixture(scope="session")
+def atproto_net() -> Iterator[dict[str, object]]:
+    """A real PLC directory + PDS on loopback (``tests/pds``), one per session, with accounts alice, bob and carol
+    (``<name>.test`` / ``<name>-pass``) and a 16 MiB blob limit: yields the launcher's info dict (``pdsUrl``,
+    ``plcUrl``, ``accounts``).
+
+    Installs the npm packages on first use (about 90 s, cached by lockfile hash); skips when node/npm are missing
+    (fails under ``ATDATA_TORCH_REQUIRE_SERVICES=1``).
+    """
+    from local_pds import LocalPDS, default_prefix, ensure_installed, missing_tools
+
+    missing = missing_tools()
+    if missing:
+        require_service("local PDS", f"{', '.join(missing)} not found on PATH")
+    prefix = default_prefix()
+    try:
+        ensure_installed(prefix)
+    except Exception as exc:
+        require_service("local PDS", str(exc))
+    net = LocalPDS(seed_accounts=["alice", "bob", "carol"], blob_upload_limit=16 << 20, prefix=prefix)
+    try:
+        info = net.start()
+    except Exception as exc:
+        require_service("local PDS", f"it did not start: {exc}")
+    try:
+        yield info
+    finally:
+        net.stop()

@@ -13,6 +13,7 @@ and :meth:`RemoteSource._classify` (is an exception transient?). Everything else
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import logging
@@ -27,7 +28,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from ..errors import ShardNotFoundError, SourceError
+from ..errors import ChecksumError, ShardNotFoundError, SourceError
 from ._base import Buffer, ShardSource
 
 log = logging.getLogger("atdata_torch")
@@ -62,6 +63,8 @@ class RemoteSource(ShardSource):
         backoff: Base of the exponential backoff between attempts, in seconds.
         max_concurrency: Download threads per process (read-ahead).
         readahead: How many upcoming shards to download ahead of the one being read.
+        checksums: Expected sha256 (hex) per shard, e.g. from a dataset record: a download that does not match
+            raises :class:`~atdata_torch.errors.ChecksumError` before any of its samples is read.
     """
 
     remote = True  # Dataset does not download a remote shard just to check its sidecar
@@ -74,6 +77,7 @@ class RemoteSource(ShardSource):
         backoff: float = 0.2,
         max_concurrency: int = 4,
         readahead: int = 2,
+        checksums: dict[str, str] | None = None,
     ) -> None:
         from ..cache import ShardCache
 
@@ -82,6 +86,7 @@ class RemoteSource(ShardSource):
         self.backoff = backoff
         self.max_concurrency = max(1, max_concurrency)
         self.readahead = max(0, readahead)
+        self.checksums: dict[str, str] = {k: v.lower() for k, v in (checksums or {}).items() if v}
         self._local: dict[str, Any] = {}
 
     # ------------------------------------------------------------------------------------------------ per process
@@ -196,10 +201,22 @@ class RemoteSource(ShardSource):
             )
         sink = _MemorySink()
         n = self.download_to(shard, sink)
-        return sink.data[:n]
+        data = sink.data[:n]
+        expected = self.checksums.get(shard)
+        if expected is not None:
+            digest = hashlib.sha256(data).hexdigest()
+            if digest != expected:
+                raise ChecksumError(
+                    f"downloaded shard has sha256 {digest[:16]}..., its record says {expected[:16]}...: the "
+                    "remote copy changed or is corrupt; re-publish the dataset or fix the stored shard",
+                    shard=self._display(shard),
+                )
+        return data
 
     def _expected_sha256(self, shard: str) -> str | None:
-        """The shard's sha256 from its index sidecar, when the sidecar was read (checked by the cache)."""
+        """The shard's sha256: given in ``checksums``, else from its index sidecar when that was read."""
+        if shard in self.checksums:
+            return self.checksums[shard]
         raw = self._state()["sidecars"].get(shard)
         if not raw:
             return None
