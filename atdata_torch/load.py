@@ -405,3 +405,22 @@ def _resolve_index_name(path: str, sample_type: type[Any] | None, **kwargs: Any)
 
 
 register_resolver(_is_index_name, _resolve_index_name)
+
+# --------------------------------------------------------------------------------------------------------------
+# the AT Protocol (a leaf): "at://..." URIs and "@handle/name[@version]". Its module (and the atproto SDK) is
+# imported only when such a name is loaded.
+
+_AT_NAME = re.compile(r"@(?!local/)[A-Za-z0-9:._\-]+/[^/@\s]+(?:@[^/@\s]+)?")
+
+
+def _is_atproto_name(path: str) -> bool:
+    return path.startswith("at://") or bool(_AT_NAME.fullmatch(path))
+
+
+def _resolve_atproto(path: str, sample_type: type[Any] | None, **kwargs: Any) -> Any:
+    from .atmosphere._resolve import resolve
+
+    return resolve(path, sample_type, **kwargs)
+
+
+register_resolver(_is_atproto_name, _resolve_atproto)

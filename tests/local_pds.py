@@ -54,7 +54,9 @@ def ensure_installed(prefix: Path, timeout: float = 900.0) -> None:
         ["bash", str(HERE / "install.sh")], env=env, capture_output=True, text=True, timeout=timeout, check=False
     )
     if proc.returncode != 0 or not is_installed(prefix):
-        raise RuntimeError(f"installing the local PDS into {prefix} failed:\n{proc.stdout[-2000:]}{proc.stderr[-4000:]}")
+        raise RuntimeError(
+            f"installing the local PDS into {prefix} failed:\n{proc.stdout[-2000:]}{proc.stderr[-4000:]}"
+        )
 
 
 class LocalPDS:

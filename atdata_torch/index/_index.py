@@ -525,6 +525,51 @@ class Index(Catalog):
             log.warning("atdata_torch: reading %s as DictSample: %s", entry.name, exc)
             return DictSample
 
+    def promote(
+        self,
+        ref: str,
+        *,
+        to: Any,
+        name: str | None = None,
+        storage: str | None = None,
+        progress: bool | None = None,
+    ) -> str:
+        """Publish a local entry to the AT Protocol: its schema, a dataset entry (local shards uploaded as blobs,
+        remote ones recorded by URL) and a label for each version label the entry has here.
+
+        Args:
+            ref: ``name``, ``name@version``, ``@local/name[@version]`` or a CID.
+            to: A logged-in :class:`~atdata_torch.atmosphere.Atmosphere`.
+            name: The published name (default: the entry's).
+            storage: ``"blobs"``, ``"http"`` or ``"s3"`` (default: by the shards' kind).
+            progress: tqdm bar while uploading.
+
+        Returns:
+            The at-uri of the published dataset entry.
+
+        Raises:
+            IndexNotFoundError: no such entry.
+            SchemaError: the entry's schema is not in this index.
+        """
+        entry = self.get_dataset(ref)
+        sample_type = self.get_schema_type(entry.schema_ref)
+        meta = {k: v for k, v in (entry.metadata or {}).items() if k not in ("checksums", "size", "tags", "license")}
+        description = meta.pop("description", None)
+        uri: str = to.publish_dataset(
+            Dataset(entry.data_urls, sample_type=sample_type),
+            name=name or entry.name,
+            storage=storage,
+            description=description,
+            tags=list(entry.tags),
+            license=(entry.metadata or {}).get("license"),
+            metadata=meta or None,
+            progress=progress,
+        )
+        for lb in self.store.labels_named(entry.name):
+            if lb.cid == entry.cid and lb.version:
+                to.label(name or entry.name, uri, version=lb.version, description=lb.description)
+        return uri
+
     # ================================================================================================ labels
     def label(self, name: str, cid: str, *, version: str | None = None, description: str | None = None) -> Label:
         """Point ``name`` (``name@version``) at an entry; the newest label of a name is what ``name`` means.
