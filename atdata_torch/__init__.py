@@ -26,11 +26,16 @@ from .collate import TensorBatch, collate, to_tensor
 from .dataset import Dataset
 from .errors import (
     AtdataError,
+    AuthError,
+    BlobLimitError,
+    ChecksumError,
     DecodeError,
+    IdentityError,
     IndexStoreError,
     LensNotFoundError,
     MissingDependencyError,
     PublishError,
+    RecordNotFoundError,
     SchemaError,
     ShardFormatError,
     ShardNotFoundError,
@@ -55,6 +60,9 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AtdataError",
+    "AuthError",
+    "BlobLimitError",
+    "ChecksumError",
     "ConcatSource",
     "DataSource",
     "Dataset",
@@ -63,6 +71,7 @@ __all__ = [
     "DictSample",
     "FieldSpec",
     "HTTPSource",
+    "IdentityError",
     "Index",
     "IndexStoreError",
     "LastBatch",
@@ -79,6 +88,7 @@ __all__ = [
     "PackableSample",
     "Pipeline",
     "PublishError",
+    "RecordNotFoundError",
     "S3Source",
     "SampleBatch",
     "SchemaError",

@@ -46,7 +46,7 @@ def missing_tools() -> list[str]:
 
 
 def ensure_installed(prefix: Path, timeout: float = 900.0) -> None:
-    """Install the npm packages into ``prefix`` unless they are there (about 75–90 s the first time)."""
+    """Install the npm packages into ``prefix`` unless they are there (about 75-90 s the first time)."""
     if is_installed(prefix):
         return
     env = dict(os.environ, LOCAL_PDS_PREFIX=str(prefix))

@@ -143,7 +143,7 @@ def test_s3_storage_records_bucket_and_endpoint_without_credentials(
 
 def test_local_paths_are_refused_for_url_storage(alice: Atmosphere, digits: Path) -> None:
     ds = atd.Dataset[AtmoFull](str(digits / "train-000000.tar"))
-    with pytest.raises(PublishError, match="local file.*storage='blobs'"):
+    with pytest.raises(PublishError, match=r"local file.*storage='blobs'"):
         alice.publish_dataset(ds, name=_uid("local"), storage="http")
     with pytest.raises(PublishError, match="local file"):
         alice.publish_dataset(ds, name=_uid("local"), storage="s3")
@@ -395,7 +395,7 @@ def test_wrong_password_is_a_clear_error_without_the_password(
     atproto_net: Net, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    with pytest.raises(AuthError, match="login as alice.test .*failed.*HTTP 401") as ei:
+    with pytest.raises(AuthError, match=r"login as alice.test .*failed.*HTTP 401") as ei:
         Atmosphere.login("alice.test", "hunter2-wrong", pds=atproto_net["pdsUrl"], plc=atproto_net["plcUrl"])
     err = ei.value
     text = f"{err} {err!r} {err.__cause__!r} {err.__context__!r} {caplog.text}"
@@ -403,7 +403,7 @@ def test_wrong_password_is_a_clear_error_without_the_password(
 
 
 def test_writing_to_another_accounts_repo_fails(alice: Atmosphere) -> None:
-    with pytest.raises(AuthError, match="cannot write to the repo of bob.test"):
+    with pytest.raises(AuthError, match=r"cannot write to the repo of bob.test"):
         alice.create_record("science.alt.dataset.label", {"name": "x", "datasetUri": "at://x"}, repo="bob.test")
     with pytest.raises(AuthError, match="anonymous"):
         Atmosphere.anonymous(pds="http://127.0.0.1:1", plc="http://127.0.0.1:1").publish_schema(AtmoLabel)
@@ -459,7 +459,7 @@ def test_handle_resolution_uses_the_did_document(atproto_net: Net, net_env: Net)
         assert did == next(a["did"] for a in atproto_net["accounts"] if a["handle"] == "bob.test")
         assert ids.pds_of(did) == atproto_net["pdsUrl"]
         assert ids.handle_of(did) == "bob.test"
-        with pytest.raises(IdentityError, match="could not resolve the handle 'nobody-here.test'"):
+        with pytest.raises(IdentityError, match=r"could not resolve the handle 'nobody-here.test'"):
             ids.resolve_handle("nobody-here.test")
     finally:
         ids.close()

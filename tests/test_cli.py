@@ -167,3 +167,56 @@ def test_usage_error_exit_code(runs: dict[str, Any]) -> None:
     r = runs["results"]["bad_usage"]
     assert r.returncode == 2
     assert "Missing argument" in r.stderr
+
+
+@pytest.mark.integration
+def test_login_publish_info_ls_against_a_pds(atproto_net: dict[str, Any], tmp_path: Path) -> None:
+    """login (password on stdin) -> session file 0600 -> publish from the index -> info/ls by at:// and @handle."""
+    import stat
+    import uuid
+
+    name = f"cli-{uuid.uuid4().hex[:8]}"
+    env = {
+        **os.environ,
+        "ATDATA_TORCH_INDEX": str(tmp_path / "index.db"),
+        "ATDATA_TORCH_DATA_DIR": str(tmp_path / "store"),
+        "ATDATA_TORCH_SESSION": str(tmp_path / "cfg" / "session.json"),
+        "ATDATA_PLC_URL": atproto_net["plcUrl"],
+        "ATDATA_PDS_URL": atproto_net["pdsUrl"],
+    }
+    env.pop("ATDATA_PASSWORD", None)
+    with atd.Index(tmp_path / "index.db") as index:
+        index.write_samples(
+            [CliRec(x=np.full(3, i, np.float32), label=i, name=f"n{i}") for i in range(4)],
+            name=name,
+            version="1.0.0",
+            progress=False,
+        )
+
+    def run(args: list[str], stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*_exe(), *args], capture_output=True, text=True, timeout=180, env=env, input=stdin)
+
+    bad = run(["login", "alice.test", "--password-stdin"], stdin="wrong-pass\n")
+    assert bad.returncode == 1 and "failed" in bad.stderr and "wrong-pass" not in bad.stderr + bad.stdout
+    ok = run(["login", "alice.test", "--password-stdin"], stdin="alice-pass\n")
+    assert ok.returncode == 0, ok.stderr
+    assert "logged in as alice.test" in ok.stdout and "alice-pass" not in ok.stdout
+    session = tmp_path / "cfg" / "session.json"
+    assert stat.S_IMODE(session.stat().st_mode) == 0o600
+
+    pub = run(["publish", name, "--no-progress"])
+    assert pub.returncode == 0, pub.stderr
+    uri = pub.stdout.strip()
+    assert uri.startswith("at://did:plc:") and "/science.alt.dataset.entry/" in uri
+
+    info = run(["info", uri, "--json"])
+    assert info.returncode == 0, info.stderr
+    assert json.loads(info.stdout)["samples"] == 4
+    info2 = run(["info", f"@alice.test/{name}@1.0.0", "--json"])
+    assert info2.returncode == 0 and json.loads(info2.stdout)["samples"] == 4
+    listed = run(["ls", "@alice.test", "--json"])
+    assert listed.returncode == 0, listed.stderr
+    row = next(r for r in json.loads(listed.stdout) if r["name"] == name)
+    assert row["uri"] == uri and row["versions"] == ["1.0.0"] and row["storage"] == "blobs"
+    missing = run(["info", "@alice.test/no-such-thing"])
+    assert missing.returncode == 1 and "no dataset named" in missing.stderr

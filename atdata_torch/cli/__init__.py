@@ -42,6 +42,12 @@ def _jsonable(v: Any) -> Any:
     return v
 
 
+def _is_atproto(target: str) -> bool:
+    from atdata_torch.load import _is_atproto_name
+
+    return _is_atproto_name(target)
+
+
 def _is_name(target: str) -> bool:
     return target.startswith("@") or (
         "/" not in target and "://" not in target and not target.endswith(".tar") and not os.path.exists(target)
@@ -53,6 +59,9 @@ def _open(target: str) -> Any:
     import atdata_torch as atd
 
     try:
+        if _is_atproto(target):
+            splits = atd.load_dataset(target)
+            return splits["train"] if "train" in splits else next(iter(splits.values()))
         if _is_name(target):
             name = target if target.startswith("@") else f"@local/{target}"
             return atd.load_dataset(name, split="train")
@@ -76,7 +85,9 @@ def main() -> None:
 def info(target: str, as_json: bool) -> None:
     """Describe a dataset: schema, samples, shards, bytes, sidecar presence.
 
-    TARGET is a shard URL / brace pattern / glob, or an index name (NAME, @local/NAME[@VERSION]).
+    TARGET is a shard URL / brace pattern / glob, an index name (NAME, @local/NAME[@VERSION]), or a published
+    dataset (at://DID/science.alt.dataset.entry/RKEY, @HANDLE/NAME[@VERSION]; the PDS and PLC come from
+    ATDATA_PDS_URL / ATDATA_PLC_URL when not the public network).
     """
     import atdata_torch as atd
 
@@ -265,11 +276,133 @@ def datasets(index_url: str | None, as_json: bool) -> None:
 
 
 @main.command("ls")
+@click.argument("repo", required=False)
 @click.option("--index", "index_url", default=None, help="Index location (default: the local SQLite index).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def ls(index_url: str | None, as_json: bool) -> None:
-    """List the datasets of the index (alias of `datasets`)."""
-    _list_datasets(index_url, as_json)
+def ls(repo: str | None, index_url: str | None, as_json: bool) -> None:
+    """List the datasets of the local index, or of an AT Protocol repo.
+
+    REPO is @HANDLE, a DID, at://DID, or @HANDLE/NAME (that dataset's versions).
+    """
+    if repo is None:
+        _list_datasets(index_url, as_json)
+        return
+    _list_published(repo, as_json)
+
+
+def _atmosphere() -> Any:
+    import atdata_torch as atd
+
+    try:
+        from atdata_torch.atmosphere import Atmosphere
+
+        return Atmosphere.anonymous()
+    except atd.AtdataError as exc:
+        _fail(str(exc))
+
+
+def _list_published(repo: str, as_json: bool) -> None:
+    import atdata_torch as atd
+
+    body = repo[5:] if repo.startswith("at://") else repo.lstrip("@")
+    handle, _, name = body.partition("/")
+    atmo = _atmosphere()
+    try:
+        entries = atmo.list_datasets(handle)
+        labels = atmo.list_labels(handle)
+    except atd.AtdataError as exc:
+        _fail(str(exc))
+    finally:
+        atmo.close()
+    versions: dict[str, list[str]] = {}
+    for lb in sorted(labels, key=lambda lb: lb.created_at or ""):
+        versions.setdefault(lb.dataset_uri, []).append(lb.version or "(latest)")
+    rows = [
+        {
+            "name": e.name,
+            "uri": e.uri,
+            "storage": e.storage,
+            "shards": len(e.shards),
+            "samples": e.size.get("samples"),
+            "versions": versions.get(e.uri, []),
+            "created": e.created_at,
+        }
+        for e in entries
+        if not name or e.name == name
+    ]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        click.echo("(no datasets)")
+    for r in rows:
+        vs = ",".join(r["versions"]) or "-"
+        click.echo(f"{r['name']:<24} {r['storage']:<6} {r['shards']} shard(s)  versions {vs}  {r['uri']}")
+
+
+@main.command()
+@click.argument("handle")
+@click.option("--pds", default=None, help="A PDS to resolve the handle on (default: $ATDATA_PDS_URL, then DNS).")
+@click.option("--plc", default=None, help="The PLC directory (default: $ATDATA_PLC_URL, else plc.directory).")
+@click.option(
+    "--password-stdin", is_flag=True, help="Read the password from stdin (else $ATDATA_PASSWORD or a prompt)."
+)
+@click.option("--session", "session_file", default=None, help="Session file (default: ~/.config/atdata-torch/...).")
+def login(handle: str, pds: str | None, plc: str | None, password_stdin: bool, session_file: str | None) -> None:
+    """Log in to an AT Protocol account and save the session (owner-only file) for `publish`."""
+    import atdata_torch as atd
+
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = os.environ.get("ATDATA_PASSWORD") or click.prompt("password", hide_input=True)
+    try:
+        from atdata_torch.atmosphere import Atmosphere, default_session_path
+
+        path = session_file or str(default_session_path())
+        with Atmosphere.login(handle, password, pds=pds, plc=plc, session_file=path) as atmo:
+            click.echo(f"logged in as {atmo.handle} ({atmo.did}) on {atmo.pds}; session saved to {path}")
+    except atd.AtdataError as exc:
+        _fail(str(exc))
+
+
+@main.command()
+@click.argument("name")
+@click.option("--index", "index_url", default=None, help="Index location (default: the local SQLite index).")
+@click.option(
+    "--storage",
+    type=click.Choice(["blobs", "http", "s3"]),
+    default=None,
+    help="Where the shards live (default: blobs for local shards, else their URLs).",
+)
+@click.option("--as", "publish_name", default=None, help="Publish under this name (default: NAME).")
+@click.option("--session", "session_file", default=None, help="Session file from `atdata-torch login`.")
+@click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a terminal).")
+def publish(
+    name: str,
+    index_url: str | None,
+    storage: str | None,
+    publish_name: str | None,
+    session_file: str | None,
+    progress: bool | None,
+) -> None:
+    """Publish a dataset of the local index (NAME[@VERSION]) to your AT Protocol repo; prints its at:// URI.
+
+    Uses the session saved by `atdata-torch login`. Local shards are uploaded as blobs with their checksums.
+    """
+    import atdata_torch as atd
+
+    idx = _index(index_url)
+    try:
+        from atdata_torch.atmosphere import Atmosphere
+
+        with Atmosphere.from_session(session_file) as atmo:
+            uri = idx.promote(name, to=atmo, name=publish_name, storage=storage, progress=progress)
+    except atd.AtdataError as exc:
+        _fail(str(exc))
+    finally:
+        idx.close()
+    click.echo(uri)
 
 
 def _index(index_url: str | None) -> Any:
