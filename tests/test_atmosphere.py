@@ -463,3 +463,18 @@ def test_handle_resolution_uses_the_did_document(atproto_net: Net, net_env: Net)
             ids.resolve_handle("nobody-here.test")
     finally:
         ids.close()
+
+
+def test_readme_atmosphere_block_runs(alice: Atmosphere, net_env: Net, monkeypatch: pytest.MonkeyPatch) -> None:
+    import re
+
+    text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    blocks = re.findall(r"```python atmosphere\n(.*?)```", text, flags=re.S)
+    assert len(blocks) == 1
+    import sys
+    import types
+
+    module = types.ModuleType("readme_atmosphere")
+    monkeypatch.setitem(sys.modules, "readme_atmosphere", module)
+    exec(compile(blocks[0], "README.md", "exec"), module.__dict__)
+    assert len(module.train) == 20
