@@ -15,10 +15,12 @@ Example:
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import torch.utils.data
 from torchdata.stateful_dataloader import StatefulDataLoader
 
 from ._pipeline import Pipeline
@@ -36,6 +38,34 @@ class LoaderStateError(AtdataError, ValueError):
 
 def _identity(x: Any) -> Any:
     return x
+
+
+class _SendCheck:
+    """Wraps the collate function of a multi-worker loader: in each worker process, the first batch is pickled once
+    before it is handed to the DataLoader. multiprocessing drops (and only prints) what it cannot pickle, and the main
+    process then waits forever for that batch; this turns it into an error the main process raises."""
+
+    def __init__(self, fn: Callable[[Any], Any]) -> None:
+        self.fn = fn
+        self._checked_pid = 0
+
+    def __call__(self, batch: Any) -> Any:
+        out = self.fn(batch)
+        pid = os.getpid()
+        if self._checked_pid != pid and torch.utils.data.get_worker_info() is not None:
+            from multiprocessing.reduction import ForkingPickler
+
+            try:
+                ForkingPickler.dumps(out)
+            except Exception as exc:
+                what = getattr(out, "sample_type", None) or type(out)
+                raise AtdataError(
+                    f"a DataLoader worker cannot send its batches to the main process: pickling a batch of "
+                    f"{getattr(what, '__qualname__', what)} failed ({type(exc).__name__}: {exc}). Define sample "
+                    "classes and map() functions at module level (not inside a function), or use num_workers=0"
+                ) from exc
+            self._checked_pid = pid
+        return out
 
 
 class Loader(StatefulDataLoader):  # type: ignore[misc]
@@ -77,7 +107,9 @@ class Loader(StatefulDataLoader):  # type: ignore[misc]
                 num_workers=num_workers,
                 pin_memory=pin_memory,
                 persistent_workers=persistent_workers and num_workers > 0,
-                collate_fn=collate_fn if collate_fn is not None else _identity,
+                collate_fn=_SendCheck(collate_fn if collate_fn is not None else _identity)
+                if num_workers
+                else (collate_fn if collate_fn is not None else _identity),
                 **kwargs,
             )
         self.pipeline = pipeline
@@ -115,6 +147,17 @@ class Loader(StatefulDataLoader):  # type: ignore[misc]
         for batch in it:
             self._yielded += 1
             yield batch
+        # The pass ended on its own: every batch of this rank must have arrived. A batch a worker could not send
+        # (multiprocessing drops what it cannot pickle, and only prints the error) would otherwise vanish silently.
+        p = self.pipeline
+        expected = p.count_for_rank(p._total(), self._start)
+        if self._yielded < expected:
+            raise AtdataError(
+                f"epoch {self._epoch} ended after {self._yielded} of its {expected} batches on this rank: a DataLoader "
+                "worker produced batches that never reached the main process (the reason, e.g. a PicklingError for "
+                "a sample type or a map() result that cannot be pickled, is printed above). Nothing was skipped "
+                "silently: make the batches picklable (module-level classes and functions), or use num_workers=0"
+            )
 
     def __len__(self) -> int:
         return len(self.pipeline)

@@ -478,3 +478,35 @@ def test_readme_atmosphere_block_runs(alice: Atmosphere, net_env: Net, monkeypat
     monkeypatch.setitem(sys.modules, "readme_atmosphere", module)
     exec(compile(blocks[0], "README.md", "exec"), module.__dict__)
     assert len(module.train) == 20
+
+
+def test_a_bare_pds_without_an_app_view(tmp_path: Path, atproto_net: Net) -> None:
+    """No Bluesky app view at all (app.bsky.* answers 400): login, publish and anonymous reads still work."""
+    from local_pds import LocalPDS, default_prefix
+
+    with LocalPDS(seed_accounts=["dave"], prefix=default_prefix(), env={"PDS_STUB_APPVIEW": "0"}) as bare:
+        info = bare.info
+        assert info["appviewStubUrl"] is None
+        ds = atd.write_samples(_samples(3), tmp_path / "train.tar", progress=False)
+        with Atmosphere.login("dave.test", "dave-pass", pds=info["pdsUrl"], plc=info["plcUrl"]) as dave:
+            uri = dave.publish_dataset(ds, name="bare", version="1.0.0")
+        back = atd.load_dataset("@dave.test/bare@1.0.0", split="train", pds=info["pdsUrl"], plc=info["plcUrl"])
+        _same(_samples(3), list(back.ordered()))
+        assert atd.load_dataset(uri, split="train", plc=info["plcUrl"]).list_shards()[0].startswith(info["pdsUrl"])
+
+
+def test_blob_dataset_in_dataloader_workers(alice: Atmosphere, digits: Path, net_env: Net) -> None:
+    uri = alice.publish_dataset(atd.Dataset[AtmoFull](str(digits / "train-{000000..000001}.tar")), name=_uid("w"))
+    ds = atd.load_dataset(uri, split="train")
+    labels = []
+    for batch in ds.loader(batch_size=2, num_workers=2):
+        labels.extend(int(x) for x in batch.label)
+    assert sorted(labels) == list(range(6))
+
+
+def test_blob_source_asks_for_the_identity_encoding() -> None:
+    from atdata_torch.atmosphere import BlobSource
+
+    src = BlobSource(["http://pds/xrpc/com.atproto.sync.getBlob?did=d&cid=c"], headers={"X-A": "1"})
+    assert src._headers == {"Accept-Encoding": "identity", "X-A": "1"}
+    assert src.read_sidecar(src.list_shards()[0]) is None  # no index blob recorded: no request at all

@@ -833,3 +833,25 @@ def test_redis_lookups_by_name_do_not_scan(redis_server: str, tmp_path: Path) ->
     calls = {k.removeprefix("cmdstat_"): v["calls"] for k, v in stats.items()}
     assert "scan" not in calls and "keys" not in calls
     assert sum(calls.values()) <= 12, calls
+
+
+def test_rebuilt_types_pickle_as_their_record() -> None:
+    import pickle
+    import subprocess
+    import sys
+
+    from atdata_torch.index import build_schema_record, type_from_record
+
+    @atd.packable
+    class Shipped:
+        x: atd.NDArray[np.int16]
+        name: str
+
+    rec = build_schema_record(Shipped, version="1.0.0")
+    rec["name"] = "ShippedElsewhere"
+    T = type_from_record(rec)
+    assert pickle.loads(pickle.dumps(T)) is T  # the same class in the same process
+    blob = pickle.dumps(T(x=np.arange(3, dtype=np.int16), name="a"))
+    code = "import pickle, sys; s = pickle.loads(sys.stdin.buffer.read()); print(type(s).__name__, s.x.dtype, s.name)"
+    out = subprocess.run([sys.executable, "-c", code], input=blob, capture_output=True, check=True, timeout=120)
+    assert out.stdout.decode().split() == ["ShippedElsewhere", "int16", "a"]  # rebuilt in a fresh process

@@ -770,3 +770,18 @@ def test_loader_with_collate_fn_none_yields_sample_batches(datasets: Datasets) -
     loader = ds.loader(batch_size=4, num_workers=0, shuffle=False, collate_fn=None)
     b = next(iter(loader))
     assert isinstance(b, atd.SampleBatch)
+
+
+def test_batches_a_worker_cannot_send_are_an_error_not_a_silent_loss(tmp_path: Path) -> None:
+    @atd.packable
+    class LocalOnly:  # defined in a function: it cannot be pickled by reference, so workers cannot send its batches
+        x: atd.NDArray
+        y: int
+
+    ds = atd.write_samples(
+        [LocalOnly(np.zeros(2, np.float32), i) for i in range(8)], tmp_path / "a.tar", maxcount=4, progress=False
+    )
+    with pytest.raises(atd.AtdataError, match=r"cannot send its batches.*LocalOnly.*num_workers=0"):
+        for _ in ds.loader(batch_size=2, num_workers=2, shuffle=False):
+            pass
+    assert [int(v) for b in ds.loader(batch_size=2, num_workers=0, shuffle=False) for v in b.y] == list(range(8))

@@ -9,7 +9,7 @@ Example:
     >>> src = BlobSource(["http://pds/xrpc/com.atproto.sync.getBlob?did=did:plc:x&cid=bafkreia"],
     ...                  checksums={}, index_urls={})
     >>> src
-    BlobSource(1 blobs, first='http://pds/xrpc/com.atproto.sync.getBlob?did=did:plc:x&cid=bafkreia')
+    BlobSource(1 blobs, first='http://pds/xrpc/com.atproto.sync.getBlob...')
 """
 
 from __future__ import annotations

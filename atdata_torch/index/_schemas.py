@@ -30,6 +30,7 @@ Example:
 
 from __future__ import annotations
 
+import copyreg
 import dataclasses
 import datetime as _dt
 import json
@@ -392,6 +393,21 @@ def _annotation(ft: Mapping[str, Any], where: str) -> Any:
     raise SchemaError(f"{where} has the unknown field type {ft.get('$type')!r}")
 
 
+class _RebuiltType(type):
+    """The metaclass of classes rebuilt from schema records (see :func:`type_from_record`)."""
+
+
+def _rebuild(record: dict[str, Any], ref: str | None) -> type:
+    return type_from_record(record, ref=ref)
+
+
+def _reduce_rebuilt(cls: type) -> tuple[Any, ...]:
+    return (_rebuild, (getattr(cls, "__atdata_record__"), getattr(cls, "__atdata_schema_ref__", None)))  # noqa: B009
+
+
+copyreg.pickle(_RebuiltType, _reduce_rebuilt)
+
+
 def type_from_record(record: Mapping[str, Any], *, ref: str | None = None) -> type:
     """Rebuild a ``@packable`` class from a schema record; runs no stored code.
 
@@ -439,7 +455,10 @@ def type_from_record(record: Mapping[str, Any], *, ref: str | None = None) -> ty
             "__atdata_schema_ref__": ref or schema_ref(name, version),
         }
     )
-    cls: type = packable(type(name, (), ns))
+    ns["__atdata_record__"] = {"name": raw_name, "version": version, "fields": fields, "description": desc}
+    # A PackableSample subclass of its own metaclass: it pickles as its record, so batches of it cross to and from
+    # DataLoader workers (fork or spawn) and it is rebuilt, identical, in any process.
+    cls: type = packable(_RebuiltType(name, (PackableSample,), ns))
     _TYPE_CACHE[key] = cls
     if len(_TYPE_CACHE) > 1024:
         _TYPE_CACHE.pop(next(iter(_TYPE_CACHE)))
