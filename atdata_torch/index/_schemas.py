@@ -458,7 +458,8 @@ def type_from_record(record: Mapping[str, Any], *, ref: str | None = None) -> ty
     ns["__atdata_record__"] = {"name": raw_name, "version": version, "fields": fields, "description": desc}
     # A PackableSample subclass of its own metaclass: it pickles as its record, so batches of it cross to and from
     # DataLoader workers (fork or spawn) and it is rebuilt, identical, in any process.
-    cls: type = packable(_RebuiltType(name, (PackableSample,), ns))
+    rebuilt: type = _RebuiltType(name, (PackableSample,), ns)
+    cls: type = packable(rebuilt)
     _TYPE_CACHE[key] = cls
     if len(_TYPE_CACHE) > 1024:
         _TYPE_CACHE.pop(next(iter(_TYPE_CACHE)))
