@@ -63,6 +63,7 @@ class Fault:
     seconds: float = 0.0
     headers: dict[str, str] = field(default_factory=dict)
     body: bytes = b""
+    range_from: int | None = None  # only requests whose ``Range`` starts at this byte
 
 
 @dataclass
@@ -154,9 +155,10 @@ class FaultServer:
         with self._lock:
             self._faults.setdefault(self._key(path), []).append(fault)
 
-    def drop(self, path: str, after: int, *, times: int | None = 1) -> None:
-        """Cut the connection after ``after`` bytes of the body, for the next ``times`` requests."""
-        self._add(path, Fault("drop", times, after=after))
+    def drop(self, path: str, after: int, *, times: int | None = 1, range_from: int | None = None) -> None:
+        """Cut the connection after ``after`` bytes of the body, for the next ``times`` requests (with
+        ``range_from``: only requests whose ``Range`` starts at that byte, e.g. one part of a parallel download)."""
+        self._add(path, Fault("drop", times, after=after, range_from=range_from))
 
     def fail(
         self,
@@ -190,10 +192,14 @@ class FaultServer:
             self._auth = None
             self.ranges_supported = True
 
-    def _take_fault(self, path: str) -> Fault | None:
+    def _take_fault(self, path: str, rng: str | None = None) -> Fault | None:
+        m = _RANGE.match(rng.strip()) if rng else None
+        start = int(m.group(1)) if m and m.group(1) else None
         with self._lock:
             for key in (path, "*"):
                 for fault in self._faults.get(key, []):
+                    if fault.range_from is not None and fault.range_from != start:
+                        continue
                     if fault.times is None:
                         return fault
                     if fault.times > 0:
@@ -287,7 +293,7 @@ class _Handler(BaseHTTPRequestHandler):
         if srv._auth is not None and self.headers.get("Authorization") != srv._auth:
             self._send(req, 401, b"unauthorized", {"WWW-Authenticate": 'Basic realm="test"'})
             return
-        fault = srv._take_fault(path)
+        fault = srv._take_fault(path, self.headers.get("Range"))
         if fault is not None:
             req.fault = fault.kind
             if fault.kind == "status":

@@ -369,3 +369,126 @@ def test_dataloader_with_two_workers(
     if cache:
         # The main process indexed (and cached) every shard; the workers read them from the cache.
         assert [http_server.gets(n) for n in NAMES] == [1, 1, 1, 2]
+
+
+# ---------------------------------------------------------------------------------------------------- ranged parts
+def _spans(ranges: list[str | None], size: int) -> list[tuple[int, int]]:
+    """The half-open byte spans that ``Range`` headers asked for (an open range runs to ``size``)."""
+    out = []
+    for r in ranges:
+        assert r is not None and r.startswith("bytes=")
+        a, _, b = r[len("bytes=") :].partition("-")
+        out.append((int(a), int(b) + 1 if b else size))
+    return out
+
+
+def test_parallel_ranged_download_is_identical_and_asks_each_byte_once(
+    http_server: FaultServer, shards: list[Path]
+) -> None:
+    name = NAMES[1]
+    whole = shards[1].read_bytes()
+    src = HTTPSource([http_server.url(n) for n in NAMES], **fast(chunk_size=4096, parallel=3))
+    with deadline(10):
+        assert bytes(src.buffer(http_server.url(name))) == whole
+    ranges = http_server.ranges(name)
+    assert ranges[0] == "bytes=0-4095"  # the first part also tells the size
+    spans = sorted(_spans(ranges, len(whole)))
+    # One download of the shard: parts of chunk_size that tile it exactly, no byte asked for twice.
+    assert spans == [(lo, min(lo + 4096, len(whole))) for lo in range(0, len(whole), 4096)]
+    assert all(r.status == 206 for r in http_server.requests(name))
+
+
+def test_parallel_parts_are_in_flight_together(http_server: FaultServer, shards: list[Path]) -> None:
+    name = NAMES[0]
+    http_server.stall(name, 0.2, times=None)  # every part is slow: they overlap when run in parallel
+    src = HTTPSource([http_server.url(name)], **fast(timeout=5.0, chunk_size=4096, parallel=4, max_concurrency=4))
+    with deadline(10):
+        assert bytes(src.buffer(http_server.url(name))) == shards[0].read_bytes()
+    assert http_server.max_in_flight([name]) >= 2
+    assert http_server.gets(name) == -(-shards[0].stat().st_size // 4096)
+
+
+def test_a_broken_part_is_resumed_on_its_own(http_server: FaultServer, shards: list[Path]) -> None:
+    name = NAMES[2]
+    whole = shards[2].read_bytes()
+    http_server.drop(name, after=1000, times=1, range_from=8192)  # the third part breaks...
+    http_server.drop(name, after=1000, times=1, range_from=9192)  # ...and its resumption too
+    src = HTTPSource([http_server.url(name)], **fast(chunk_size=4096, parallel=2))
+    with deadline(10):
+        assert bytes(src.buffer(http_server.url(name))) == whole
+    ranges = http_server.ranges(name)
+    # The broken part asked again only for what it was still missing, twice; the other parts once each.
+    assert [r for r in ranges if r and r.startswith(("bytes=8192-", "bytes=9192-", "bytes=10192-"))] == [
+        "bytes=8192-12287",
+        "bytes=9192-12287",
+        "bytes=10192-12287",
+    ]
+    assert len(ranges) == -(-len(whole) // 4096) + 2
+
+
+def test_a_part_that_keeps_failing_fails_the_shard_clearly(http_server: FaultServer, shards: list[Path]) -> None:
+    name = NAMES[0]
+    for start in (4096, 4106, 4116):  # the second part breaks after 10 bytes, and so does every resumption
+        http_server.drop(name, after=10, times=None, range_from=start)
+    url = http_server.url(name, auth=f"user:{SECRET}")
+    src = HTTPSource([url], **fast(chunk_size=4096, retries=2))
+    with deadline(10), pytest.raises(atd.SourceError, match="failed after 3 attempts") as info:
+        src.buffer(url)
+    assert not _leaks(info.value, SECRET)
+    # ...and the source still works for the other shards afterwards.
+    http_server.clear()
+    assert bytes(src.buffer(url)) == shards[0].read_bytes()
+
+
+def test_ranged_parts_when_the_server_ignores_range(http_server: FaultServer, shards: list[Path]) -> None:
+    """A server without Range support answers 200 to the first part: the whole shard comes in that one stream."""
+    name = NAMES[0]
+    http_server.ranges_supported = False
+    src = HTTPSource([http_server.url(name)], **fast(chunk_size=4096, parallel=4))
+    assert bytes(src.buffer(http_server.url(name))) == shards[0].read_bytes()
+    assert http_server.ranges(name) == ["bytes=0-4095"]
+    assert [r.status for r in http_server.requests(name)] == [200]
+    # A broken single stream still resumes (the server skips nothing: the client skips what it has).
+    http_server.drop(name, after=6000, times=1)
+    src = HTTPSource([http_server.url(name)], **fast(chunk_size=4096))
+    assert bytes(src.buffer(http_server.url(name))) == shards[0].read_bytes()
+    assert http_server.ranges(name)[-2:] == ["bytes=0-4095", "bytes=6000-"]
+
+
+def test_ranged_parts_of_an_empty_shard(http_server: FaultServer, shards: list[Path]) -> None:
+    (http_server.root / "empty.tar").write_bytes(b"")
+    url = http_server.url("empty.tar")
+    src = HTTPSource([url], **fast(chunk_size=4096))
+    assert bytes(src.buffer(url)) == b""
+    assert [r.status for r in http_server.requests("empty.tar")] == [416, 200]  # no byte 0: asked again whole
+
+
+def test_ranged_parts_shard_smaller_than_a_part(http_server: FaultServer, shards: list[Path]) -> None:
+    name = NAMES[3]
+    src = HTTPSource([http_server.url(name)], **fast(chunk_size=1 << 20))
+    assert bytes(src.buffer(http_server.url(name))) == shards[3].read_bytes()
+    assert http_server.ranges(name) == ["bytes=0-1048575"]
+
+
+@pytest.mark.parametrize("cache", [False, True], ids=["no-cache", "cache"])
+def test_dataset_with_ranged_parts_downloads_each_shard_once(
+    http_server: FaultServer, shards: list[Path], local: atd.Dataset[Rec], tmp_path: Path, cache: bool
+) -> None:
+    http_server.drop(NAMES[1], after=500, times=1, range_from=4096)
+    opts = fast(chunk_size=4096, parallel=3, readahead=2)
+    if cache:
+        opts["cache_dir"] = str(tmp_path / "cache")
+    ds = atd.Dataset[Rec](f"{http_server.base_url}/{PATTERN}", **opts)
+    with deadline(20):
+        assert rows(ds.ordered(batch_size=6)) == rows(local.ordered(batch_size=6))
+        if cache:
+            assert rows(ds.ordered()) == rows(local.ordered())  # a second pass reads the cache
+    for path in shards:
+        size = path.stat().st_size
+        spans = sorted(_spans(http_server.ranges(path.name), size))
+        tiles = [(lo, min(lo + 4096, size)) for lo in range(0, size, 4096)]
+        if path.name == NAMES[1]:
+            # The broken part asked again only for what it was missing: from its last byte received.
+            tiles = sorted([*tiles, (4096 + 500, 8192)])
+        # One download of each shard (the cache's second pass asked for nothing): parts tiling it exactly.
+        assert spans == tiles

@@ -158,6 +158,13 @@ def test_ranged_reads(moto_endpoint: str, bucket: str, shards: list[Path]) -> No
 
 
 @pytest.mark.integration
+def test_parallel_ranged_parts_over_s3(moto_endpoint: str, bucket: str, local: atd.Dataset[Rec]) -> None:
+    src = S3Source.from_prefix(bucket, "ds/", chunk_size=4096, parallel=3, **creds(moto_endpoint))
+    ds = atd.Dataset[Rec](src)
+    assert rows(ds.ordered(batch_size=5)) == rows(local.ordered(batch_size=5))
+
+
+@pytest.mark.integration
 def test_cache_over_s3(moto_endpoint: str, bucket: str, local: atd.Dataset[Rec], tmp_path: Path) -> None:
     ds = atd.Dataset[Rec](f"s3://{bucket}/ds/{PATTERN}", cache_dir=str(tmp_path / "c"), **creds(moto_endpoint))
     assert rows(ds.ordered()) == rows(local.ordered())
@@ -327,6 +334,16 @@ def test_s3_resumes_a_broken_transfer_with_range(
     src = _fake_source(fake_s3, retries=3)
     assert bytes(src.buffer("s3://bkt/train-000001.tar")) == shards[1].read_bytes()
     assert fake_s3.ranges("bkt/train-000001.tar") == [None, "bytes=6000-", "bytes=12000-"]
+
+
+def test_s3_ranged_parts_resume_on_their_own(fake_s3: FaultServer, aws_env: dict[str, str], shards: list[Path]) -> None:
+    fake_s3.drop("bkt/train-000001.tar", after=1000, times=1, range_from=4096)
+    src = _fake_source(fake_s3, chunk_size=4096, parallel=2, retries=3)
+    whole = shards[1].read_bytes()
+    assert bytes(src.buffer("s3://bkt/train-000001.tar")) == whole
+    ranges = fake_s3.ranges("bkt/train-000001.tar")
+    assert ranges[0] == "bytes=0-4095" and "bytes=5096-8191" in ranges
+    assert len(ranges) == -(-len(whole) // 4096) + 1
 
 
 def test_s3_permanent_500_and_stall_fail_without_hanging(fake_s3: FaultServer, aws_env: dict[str, str]) -> None:

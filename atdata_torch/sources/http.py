@@ -8,6 +8,7 @@ Example:
 
 from __future__ import annotations
 
+import http.client
 from typing import IO, Any
 from urllib.parse import unquote
 
@@ -29,7 +30,10 @@ class HTTPSource(RemoteSource):
         urls: Shard URLs (``user:password@`` in a URL becomes basic auth and never appears in messages).
         headers: Extra request headers (e.g. ``{"Authorization": "Bearer ..."}``; never logged).
         timeout: Connect and read timeout in seconds (a stalled server counts as a transient failure).
-        **kwargs: ``cache``, ``retries``, ``backoff``, ``max_concurrency``, ``readahead`` (see RemoteSource).
+        **kwargs: ``cache``, ``retries``, ``backoff``, ``max_concurrency``, ``readahead``, ``chunk_size``,
+            ``parallel`` (see RemoteSource). With ``chunk_size`` a shard is fetched as ``Range`` requests of that
+            many bytes, ``parallel`` of them at once; a server that answers ``200`` to a range request (no
+            ``Range`` support) gets one streaming GET per shard instead.
     """
 
     def __init__(
@@ -95,6 +99,11 @@ class HTTPSource(RemoteSource):
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             raise TransientError(f"{type(exc).__name__}: {exc}") from exc
         status = resp.status
+        if status == 416 and start == 0 and end is not None:
+            # An empty shard has no byte 0 to range over: ask for the whole (empty) body.
+            resp.drain_conn()
+            resp.release_conn()
+            return self._open_range(shard, 0, None)
         if status in (200, 206):
             if start and status == 200:
                 # The server ignored Range: skip what we already have.
@@ -105,7 +114,7 @@ class HTTPSource(RemoteSource):
                         break
                     skipped += len(chunk)
             total = _total_size(resp, start)
-            return resp, total
+            return _Body(resp, ranged=status == 206 or not (start or end is not None)), total  # type: ignore[return-value]
         body = resp.read(512)
         resp.release_conn()
         shown = redact(shard)
@@ -131,6 +140,38 @@ class HTTPSource(RemoteSource):
         n = len(self._urls)
         first = f", first={redact(self._urls[0])!r}" if n else ""
         return f"HTTPSource({n} shards{first})"
+
+
+class _Body:
+    """A response body: ``readinto`` straight into the caller's buffer (no intermediate ``bytes``), and the
+    connection back to the pool once the body was read to its end (closed otherwise).
+
+    ``ranged`` is false when the server answered ``200`` to a range request (it does not support ``Range``)."""
+
+    def __init__(self, resp: Any, *, ranged: bool) -> None:
+        self._resp = resp
+        fp = getattr(resp, "_fp", None)
+        # Raw http.client bodies only (no content decoding asked, HTTP/1.1): anything else goes through urllib3.
+        self._fp = fp if isinstance(fp, http.client.HTTPResponse) and not resp.headers.get("Content-Encoding") else None
+        self.ranged = ranged
+
+    def read(self, n: int = -1) -> bytes:
+        if self._fp is not None:
+            return self._fp.read(None if n < 0 else n)
+        return self._resp.read(n)  # type: ignore[no-any-return]
+
+    def readinto(self, b: memoryview) -> int:
+        if self._fp is not None:
+            return self._fp.readinto(b)
+        data = self._resp.read(len(b))
+        b[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        if self._fp is not None and self._fp.isclosed():
+            self._resp.release_conn()  # the whole body was read: keep the connection
+        else:
+            self._resp.close()
 
 
 def _total_size(resp: Any, start: int) -> int | None:

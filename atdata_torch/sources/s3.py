@@ -64,7 +64,8 @@ class S3Source(RemoteSource):
         region: Region name.
         profile: A boto3 profile name.
         timeout: Connect and read timeout in seconds (a stalled endpoint counts as a transient failure).
-        **kwargs: ``cache``, ``retries``, ``backoff``, ``max_concurrency``, ``readahead`` (see RemoteSource).
+        **kwargs: ``cache``, ``retries``, ``backoff``, ``max_concurrency``, ``readahead``, ``chunk_size``,
+            ``parallel`` (see RemoteSource: ranged ``get_object`` calls in parallel for large objects).
     """
 
     def __init__(
