@@ -314,9 +314,9 @@ def test_records_in_the_originals_exact_shapes(alice: Atmosphere, digits: Path, 
     """Records built by hand from docs/format.md, as the original writes them (both namespaces)."""
     client, did = alice._me()
     shard = (digits / "test-000000.tar").read_bytes()
-    from atdata_torch.atmosphere._client import _upload_blob
+    from atdata_torch.atmosphere._storage import upload_blob
 
-    up = _upload_blob(client, shard, "application/x-tar")
+    up = upload_blob(client, shard, "application/x-tar")
     schema = {
         "$type": "science.alt.dataset.schema",
         "name": "AtmoFull",

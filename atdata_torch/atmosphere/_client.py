@@ -17,18 +17,13 @@ Example (against a PDS; see ``tests/test_atmosphere.py`` for the real-network te
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import logging
 import os
-import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
-from tqdm.auto import tqdm
-
-from .._sidecar import SIDECAR_SUFFIX
 from ..dataset import Dataset
 from ..errors import (
     AuthError,
@@ -39,11 +34,14 @@ from ..errors import (
     SchemaError,
 )
 from ..lens import Lens
-from ..load import DatasetDict, _select, detect_split
+from ..load import DatasetDict
 from ..schema import DictSample, PackableSample
 from . import _lexicon as lex
 from ._identity import Identity, _atproto, is_did, normalize_handle
+from ._lenses import find_lenses, load_lens
+from ._load import load_entry
 from ._session import default_session_path, load_session, save_session
+from ._storage import build_storage
 
 __all__ = ["Atmosphere"]
 
@@ -76,40 +74,6 @@ def _bump(v: str) -> str:
     if len(parts) == 3 and all(p.isdigit() for p in parts):
         return f"{parts[0]}.{parts[1]}.{int(parts[2]) + 1}"
     return v + ".1"
-
-
-def _is_local(url: str) -> bool:
-    return "://" not in url or url.startswith("file://")
-
-
-def _local_path(url: str) -> str:
-    return url[len("file://") :] if url.startswith("file://") else url
-
-
-def _file_sha256(path: str) -> str:
-    try:
-        with open(path + SIDECAR_SUFFIX, "rb") as f:
-            digest = json.loads(f.read()).get("sha256")
-        if isinstance(digest, str) and len(digest) == 64:
-            return digest
-    except (OSError, ValueError):
-        pass
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _shard_name(url: str) -> str:
-    return url.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1]
-
-
-def _upload_blob(client: Any, data: bytes, mime: str) -> Any:
-    # The SDK hands bytes to httpx as data=, which httpx deprecates (not ours to fix): keep that warning out.
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Use 'content=<...>'", category=DeprecationWarning)
-        return client.com.atproto.repo.upload_blob(data, headers={"Content-Type": mime})
 
 
 class Atmosphere:
@@ -601,27 +565,7 @@ class Atmosphere:
         shards = ds.list_shards()
         if not shards:
             raise PublishError(f"publish_dataset({name!r}): the dataset has no shards")
-        kinds = {"local" if _is_local(u) else u.split("://", 1)[0].lower() for u in shards}
-        if storage is None:
-            if kinds == {"local"}:
-                storage = "blobs"
-            elif kinds <= {"http", "https"}:
-                storage = "http"
-            elif kinds == {"s3"}:
-                storage = "s3"
-            else:
-                raise PublishError(
-                    f"publish_dataset({name!r}): shards of mixed kinds ({sorted(kinds)}); pass storage='blobs' to "
-                    "upload them all to the PDS"
-                )
-        if storage == "blobs":
-            stor, size = self._blob_storage(ds, shards, progress)
-        elif storage == "http":
-            stor, size = self._http_storage(ds, shards)
-        elif storage == "s3":
-            stor, size = self._s3_storage(ds, shards, endpoint, region)
-        else:
-            raise PublishError(f"unknown storage {storage!r}; use 'blobs', 'http' or 's3'")
+        stor, size = build_storage(self, ds, shards, storage, endpoint=endpoint, region=region, progress=progress)
         rec = lex.entry_record(
             name=name,
             schema_uri=schema_uri,
@@ -636,157 +580,6 @@ class Atmosphere:
         if version is not None:
             self.label(name, uri, version=version, description=description)
         return uri
-
-    @staticmethod
-    def _local_refusal(shard: str, storage: str) -> PublishError:
-        return PublishError(
-            f"shard {shard!r} is a local file, and a {storage} record must never hold a local path (nobody else can "
-            f"read it). Publish with storage='blobs' to upload the shards to your PDS, or upload them to a web "
-            f"server / S3 bucket and publish a Dataset of those URLs",
-            shard=shard,
-        )
-
-    def _remote_sha256(self, ds: Dataset[Any], shard: str) -> dict[str, str]:
-        read = getattr(ds.source, "read_sidecar", None)
-        raw = read(shard) if read is not None else None
-        if raw:
-            try:
-                digest = json.loads(raw).get("sha256")
-            except ValueError:
-                digest = None
-            if isinstance(digest, str) and len(digest) == 64:
-                return {"algorithm": "sha256", "digest": digest}
-        return dict(lex.NO_CHECKSUM)
-
-    def _remote_size(self, ds: Dataset[Any], shards: list[str]) -> dict[str, int]:
-        size = {"shards": len(shards)}
-        sides = [ds._sidecar(s) for s in shards]
-        if all(s is not None for s in sides):
-            size["samples"] = sum(s.count for s in sides if s is not None)
-            size["bytes"] = sum(s.size for s in sides if s is not None)
-        return size
-
-    def _http_storage(self, ds: Dataset[Any], shards: list[str]) -> tuple[dict[str, Any], dict[str, int]]:
-        out = []
-        for s in shards:
-            if _is_local(s):
-                raise self._local_refusal(s, "storageHttp")
-            if not s.lower().startswith(("http://", "https://")):
-                raise PublishError(f"shard {s!r} is not an http(s) URL; use storage='s3' or 'blobs'", shard=s)
-            if "@" in s.split("://", 1)[1].split("/", 1)[0]:
-                raise PublishError(
-                    "a shard URL carries credentials (user:password@host); a public record must not hold them: "
-                    "publish URLs without credentials",
-                    shard=s,
-                )
-            out.append({"url": s, "checksum": self._remote_sha256(ds, s)})
-        return {"$type": f"{lex.NS}.storageHttp", "shards": out}, self._remote_size(ds, shards)
-
-    def _s3_storage(
-        self, ds: Dataset[Any], shards: list[str], endpoint: str | None, region: str | None
-    ) -> tuple[dict[str, Any], dict[str, int]]:
-        buckets = set()
-        keys = []
-        for s in shards:
-            if _is_local(s):
-                raise self._local_refusal(s, "storageS3")
-            if not s.startswith("s3://"):
-                raise PublishError(f"shard {s!r} is not an s3:// URL; use storage='http' or 'blobs'", shard=s)
-            bucket, _, key = s[5:].partition("/")
-            buckets.add(bucket)
-            keys.append((s, key))
-        if len(buckets) != 1:
-            raise PublishError(f"a storageS3 record holds one bucket; the shards are in {sorted(buckets)}")
-        endpoint = endpoint or getattr(ds.source, "endpoint", None)
-        region = region or getattr(ds.source, "region", None)
-        stor: dict[str, Any] = {
-            "$type": f"{lex.NS}.storageS3",
-            "bucket": buckets.pop(),
-            "shards": [{"key": k, "checksum": self._remote_sha256(ds, s)} for s, k in keys],
-        }
-        if region:
-            stor["region"] = str(region)
-        if endpoint:
-            stor["endpoint"] = str(endpoint)
-        return stor, self._remote_size(ds, shards)
-
-    def _upload(self, data: bytes | memoryview, mime: str, what: str) -> dict[str, Any]:
-        client, _ = self._me()
-        if self.max_blob_bytes is not None and len(data) > self.max_blob_bytes:
-            raise self._too_large(what, len(data))
-        try:
-            up = self._call(
-                f"uploading {what}",
-                lambda: _upload_blob(client, bytes(data), mime),
-                where=self.pds,
-            )
-        except BlobLimitError:
-            raise self._too_large(what, len(data)) from None
-        return {"$type": "blob", "ref": {"$link": str(up.blob.ref.link)}, "mimeType": mime, "size": int(up.blob.size)}
-
-    def _too_large(self, what: str, size: int) -> BlobLimitError:
-        limit = (
-            f"its limit is {self.max_blob_bytes:,} bytes"
-            if self.max_blob_bytes is not None
-            else "it answered 413 PayloadTooLarge"
-        )
-        return BlobLimitError(
-            f"{what} is {size:,} bytes, larger than {self.pds} accepts as one blob ({limit}; a self-hosted PDS "
-            "raises it with PDS_BLOB_UPLOAD_LIMIT). Write smaller shards (ShardWriter(maxsize=...)), or put the "
-            "shards on a web server or S3 and publish with storage='http' / 's3'",
-            shard=what,
-        )
-
-    def _blob_storage(
-        self, ds: Dataset[Any], shards: list[str], progress: bool | None
-    ) -> tuple[dict[str, Any], dict[str, int]]:
-        sizes: list[int] = []
-        for s in shards:
-            if _is_local(s):
-                sizes.append(os.path.getsize(_local_path(s)))
-            else:
-                side = ds._sidecar(s)
-                sizes.append(side.size if side is not None else -1)
-        if self.max_blob_bytes is not None:  # refuse before uploading anything
-            for s, n in zip(shards, sizes, strict=True):
-                if n > self.max_blob_bytes:
-                    raise self._too_large(_shard_name(s), n)
-        blobs = []
-        total_samples = 0
-        bar = tqdm(
-            total=sum(max(n, 0) for n in sizes),
-            unit="B",
-            unit_scale=True,
-            desc="uploading shards",
-            leave=False,
-            disable=None if progress is None else not progress,
-        )
-        try:
-            for s in shards:
-                if _is_local(s):
-                    path = _local_path(s)
-                    with open(path, "rb") as f:
-                        data: bytes | memoryview = f.read()
-                else:
-                    data = ds._buffer(s)
-                digest = hashlib.sha256(data).hexdigest()
-                blob = self._upload(data, "application/x-tar", f"shard {_shard_name(s)}")
-                idx = ds.shard_index(s, data)
-                total_samples += idx.count
-                index_blob = self._upload(idx.to_json(), "application/octet-stream", f"index of {_shard_name(s)}")
-                blobs.append(
-                    {
-                        "blob": blob,
-                        "checksum": {"algorithm": "sha256", "digest": digest},
-                        # Extensions the original ignores: the file name (splits), its index sidecar, its samples.
-                        lex.EXT_KEY: {"name": _shard_name(s), "index": index_blob, "samples": idx.count},
-                    }
-                )
-                bar.update(len(data))
-        finally:
-            bar.close()
-        size = {"samples": total_samples, "bytes": sum(b["blob"]["size"] for b in blobs), "shards": len(blobs)}
-        return {"$type": f"{lex.NS}.storageBlobs", "blobs": blobs}, size
 
     def list_datasets(self, repo: str | None = None) -> list[lex.DatasetRecord]:
         """The dataset entries of a repo (either namespace), newest first."""
@@ -845,53 +638,7 @@ class Atmosphere:
                 split expression.
             **source_options: Passed to the sources (``cache_dir=``, ``retries=``, S3 credentials, ...).
         """
-        rec = self.get_dataset(ref)
-        st: Any = sample_type
-        if st is None:
-            if rec.schema_ref.startswith("at://"):
-                st = self.schema_type(rec.schema_ref)
-            else:
-                log.warning(
-                    "atdata_torch: %s has schema %r, not an at:// record; reading DictSample", rec.uri, rec.schema_ref
-                )
-                st = DictSample
-        groups: dict[str, list[lex.Shard]] = {}
-        meta_split = (
-            (rec.record.get("metadata") or {}).get("split") if isinstance(rec.record.get("metadata"), dict) else None
-        )
-        for sh in rec.shards:
-            label = meta_split or detect_split(sh.name or _shard_name(sh.url)) or "train"
-            groups.setdefault(str(label), []).append(sh)
-        if not groups:
-            raise RecordNotFoundError(f"{rec.uri} lists no shards")
-        splits = DatasetDict({k: self._dataset(rec, v, st, source_options) for k, v in groups.items()}, st)
-        return splits if split is None else _select(splits, split)
-
-    def _dataset(self, rec: lex.DatasetRecord, shards: list[lex.Shard], st: Any, options: dict[str, Any]) -> Any:
-        urls = [s.url for s in shards]
-        checksums = {s.url: s.sha256 for s in shards if s.sha256}
-        if rec.storage == "blobs":
-            from ._blobs import BlobSource
-
-            opts = dict(options)
-            cache_dir = opts.pop("cache_dir", None)
-            cache_max = opts.pop("cache_max_bytes", None)
-            if cache_dir is not None:
-                from ..cache import ShardCache
-
-                opts["cache"] = ShardCache(cache_dir, max_bytes=cache_max)
-            index_urls = {s.url: s.index_url for s in shards if s.index_url}
-            src = BlobSource(urls, checksums=checksums, index_urls=index_urls, **opts)
-            return Dataset(src, sample_type=st)
-        opts = dict(options)
-        if rec.storage == "s3":
-            if rec.s3.get("endpoint"):
-                opts.setdefault("endpoint", rec.s3["endpoint"])
-            if rec.s3.get("region"):
-                opts.setdefault("region", rec.s3["region"])
-        if checksums:
-            opts.setdefault("checksums", checksums)
-        return Dataset(urls, sample_type=st, **opts)
+        return load_entry(self, self.get_dataset(ref), sample_type, split=split, **source_options)
 
     # ================================================================================================ labels
     def label(self, name: str, dataset_uri: str, *, version: str | None = None, description: str | None = None) -> str:
@@ -946,19 +693,7 @@ class Atmosphere:
     ) -> list[lex.LensRecord]:
         """Lens records of a repo, optionally only those from / to a schema (a class, its name, or an at-uri)."""
 
-        def matches(ref: str, want: type | str | None) -> bool:
-            if want is None:
-                return True
-            if isinstance(want, str) and want.startswith("at://"):
-                return ref == want
-            wanted = want if isinstance(want, str) else want.__name__
-            try:
-                return self.get_schema(ref).name == wanted
-            except PublishError:
-                return False
-
-        out = [lex.parse_lens(u, v) for u, v in self._list_kind("lens", repo)]
-        return [r for r in out if matches(r.source_schema, source) and matches(r.target_schema, target)]
+        return find_lenses(self, source=source, target=target, repo=repo)
 
     def load_lens(
         self, lens: lex.LensRecord | str, *, allow: Iterable[str] = (), register: bool = False
@@ -978,49 +713,7 @@ class Atmosphere:
             LensNotFoundError: the module is not installed, or the name is not a lens/function.
             SchemaError: the installed lens's types do not match the record's schemas.
         """
-        from ..index._lenses import import_code_ref
-
-        rec = lens if isinstance(lens, lex.LensRecord) else lex.parse_lens(*self.get_record(lens))
-        allowed = set(allow)
-
-        def permitted(ref: lex.CodeRef) -> bool:
-            parts = ref.module.split(".")
-            prefixes = {".".join(parts[: i + 1]) for i in range(len(parts))}
-            return ref.path in allowed or bool(prefixes & allowed)
-
-        for ref in {rec.getter, rec.putter}:
-            if not permitted(ref):
-                raise AuthError(
-                    f"lens {rec.name!r} ({rec.uri}) points at code {ref.path} from {ref.repository} @ "
-                    f"{ref.commit[:12]}; records are data, so that code runs only if you install it and allow it: "
-                    f"load_lens(..., allow=[{ref.module!r}])"
-                )
-        getter = import_code_ref(rec.getter.module, rec.getter.qualname, lens=rec.name)
-        if isinstance(getter, Lens):
-            out: Lens[Any, Any] = getter
-        else:
-            putter = None
-            if rec.putter.path != rec.getter.path:
-                putter = import_code_ref(rec.putter.module, rec.putter.qualname, lens=rec.name)
-            src_t = self.schema_type(rec.source_schema)
-            dst_t = self.schema_type(rec.target_schema)
-            out = Lens(getter, putter, source=src_t, view=dst_t, name=rec.name)
-        for what, schema_ref, have in (
-            ("source", rec.source_schema, out.source_type),
-            ("target", rec.target_schema, out.view_type),
-        ):
-            expected = self.get_schema(schema_ref)
-            if lex.class_signature(have) != lex.signature(expected.record):
-                raise SchemaError(
-                    f"lens {rec.name!r}: the installed code's {what} type {have.__name__} does not match the "
-                    f"published schema {expected.name}@{expected.version} ({schema_ref}); install the commit "
-                    f"{rec.getter.commit[:12]} of {rec.getter.repository}"
-                )
-        if register:
-            from ..lens import registry
-
-            registry.register(out)
-        return out
+        return load_lens(self, lens, allow=allow, register=register)
 
     # ================================================================================================ discovery
     def list_repos(self, pds: str | None = None, *, limit: int = 10_000) -> list[str]:

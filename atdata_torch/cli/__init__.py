@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import click
@@ -330,14 +330,14 @@ def _list_published(repo: str, as_json: bool) -> None:
         for e in entries
         if not name or e.name == name
     ]
-    if as_json:
-        click.echo(json.dumps(rows, indent=2))
-        return
-    if not rows:
-        click.echo("(no datasets)")
-    for r in rows:
-        vs = ",".join(r["versions"]) or "-"
-        click.echo(f"{r['name']:<24} {r['storage']:<6} {r['shards']} shard(s)  versions {vs}  {r['uri']}")
+    _print_rows(
+        rows,
+        as_json,
+        lambda r: (
+            f"{r['name']:<24} {r['storage']:<6} {r['shards']} shard(s)  versions "
+            f"{','.join(r['versions']) or '-'}  {r['uri']}"
+        ),
+    )
 
 
 @main.command()
@@ -420,13 +420,17 @@ def _list_datasets(index_url: str | None, as_json: bool) -> None:
     idx = _index(index_url)
     entries = list(idx.list_datasets())
     rows = [{"name": e.name, "cid": e.cid, "schema": e.schema_ref, "shards": len(e.data_urls)} for e in entries]
+    _print_rows(rows, as_json, lambda r: f"{r['name']:<24} {r['cid'][:20]}...  {r['shards']} shard(s)  {r['schema']}")
+
+
+def _print_rows(rows: list[dict[str, Any]], as_json: bool, line: Callable[[dict[str, Any]], str]) -> None:
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
     if not rows:
         click.echo("(no datasets)")
     for r in rows:
-        click.echo(f"{r['name']:<24} {r['cid'][:20]}...  {r['shards']} shard(s)  {r['schema']}")
+        click.echo(line(r))
 
 
 @main.group("schema")
