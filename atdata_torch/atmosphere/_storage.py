@@ -176,7 +176,7 @@ def _too_large(atmo: Atmosphere, what: str, size: int) -> BlobLimitError:
     limit = (
         f"its limit is {atmo.max_blob_bytes:,} bytes"
         if atmo.max_blob_bytes is not None
-        else "it answered 413 PayloadTooLarge"
+        else "it answered 413 PayloadTooLarge; the reference PDS's default limit is 5 MiB (5,242,880 bytes)"
     )
     return BlobLimitError(
         f"{what} is {size:,} bytes, larger than {atmo.pds} accepts as one blob ({limit}; a self-hosted PDS "
