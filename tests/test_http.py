@@ -492,3 +492,35 @@ def test_dataset_with_ranged_parts_downloads_each_shard_once(
             tiles = sorted([*tiles, (4096 + 500, 8192)])
         # One download of each shard (the cache's second pass asked for nothing): parts tiling it exactly.
         assert spans == tiles
+
+
+@pytest.mark.parametrize("ranges", [True, False])
+def test_checksums_hold_across_resumed_transfers(http_server: FaultServer, shards: list[Path], ranges: bool) -> None:
+    """The sha256 is computed as bytes arrive; a broken and resumed transfer (with or without Range) still checks."""
+    import hashlib
+
+    name = NAMES[0]
+    url = http_server.url(name)
+    data = shards[0].read_bytes()
+    http_server.ranges_supported = ranges
+    http_server.drop(name, after=5000, times=2)
+    src = HTTPSource([url], checksums={url: hashlib.sha256(data).hexdigest().upper()}, **fast())
+    assert bytes(src.buffer(url)) == data
+    http_server.drop(name, after=7000, times=1)
+    bad = HTTPSource([url], checksums={url: "0" * 64}, **fast())
+    with pytest.raises(atd.ChecksumError, match="record says 0000000000000000") as ei:
+        bad.buffer(url)
+    assert ei.value.shard == url
+
+
+def test_checksums_with_parallel_parts(http_server: FaultServer, shards: list[Path]) -> None:
+    import hashlib
+
+    name = NAMES[1]
+    url = http_server.url(name)
+    data = shards[1].read_bytes()
+    src = HTTPSource([url], checksums={url: hashlib.sha256(data).hexdigest()}, chunk_size=4096, parallel=3, **fast())
+    assert bytes(src.buffer(url)) == data
+    bad = HTTPSource([url], checksums={url: "1" * 64}, chunk_size=4096, **fast())
+    with pytest.raises(atd.ChecksumError):
+        bad.buffer(url)

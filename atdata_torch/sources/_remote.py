@@ -216,17 +216,25 @@ class RemoteSource(ShardSource):
                 opener=_map_file,
                 sha256=self._expected_sha256(shard),
             )
-        data = self._download(shard, priority)
         expected = self.checksums.get(shard)
-        if expected is not None:
-            digest = hashlib.sha256(data).hexdigest()
-            if digest != expected:
-                raise ChecksumError(
-                    f"downloaded shard has sha256 {digest[:16]}..., its record says {expected[:16]}...: the "
-                    "remote copy changed or is corrupt; re-publish the dataset or fix the stored shard",
-                    shard=self._display(shard),
-                )
+        if expected is None:
+            return self._download(shard, priority)
+        data, digest = self._download_hashed(shard, priority)
+        if digest != expected:
+            raise ChecksumError(
+                f"downloaded shard has sha256 {digest[:16]}..., its record says {expected[:16]}...: the "
+                "remote copy changed or is corrupt; re-publish the dataset or fix the stored shard",
+                shard=self._display(shard),
+            )
         return data
+
+    def _download_hashed(self, shard: str, priority: tuple[int, int]) -> tuple[memoryview, str]:
+        """:meth:`_download` and the sha256 of the bytes, hashed as they arrive when the shard comes as one stream
+        (hashing overlaps the transfer), else after the parts are in."""
+        job = _Job(self, shard, priority, hash_stream=True)
+        self._downloader().submit(job, 0, job.head)
+        view = job.future.result()
+        return view, job.digest or hashlib.sha256(view).hexdigest()
 
     def _download(self, shard: str, priority: tuple[int, int]) -> memoryview:
         """The whole shard in memory: ranged parts in parallel on the download threads (see ``chunk_size``)."""
@@ -376,8 +384,10 @@ class _Job:
     """One shard download into memory: a head request (the first part, which also tells the size), then the other
     parts, each retried and resumed on its own. ``future`` gets the shard's bytes or the first part's error."""
 
-    def __init__(self, src: RemoteSource, shard: str, priority: tuple[int, int]) -> None:
+    def __init__(self, src: RemoteSource, shard: str, priority: tuple[int, int], *, hash_stream: bool = False) -> None:
         self.src = src
+        self.hash_stream = hash_stream
+        self.digest: str | None = None  # sha256 of a shard that came as one stream (with hash_stream)
         self.shard = shard
         self.priority = priority
         self.future: Future[memoryview] = Future()
@@ -413,6 +423,8 @@ class _Job:
     def _head(self) -> None:
         src, shard, chunk = self.src, self.shard, self.src.chunk_size
         sink = _MemorySink()
+        if self.hash_stream:
+            sink.hasher = hashlib.sha256()
         end: int | None = None  # where the head's bytes stop (None: at the end of the stream)
         size: int | None = None
         started = False
@@ -448,10 +460,13 @@ class _Job:
         src._with_retries(shard, "download of", attempt)
         if self._view is None:  # one stream: the whole shard
             self._view = sink.data[: sink.pos]
+            if sink.hasher is not None:
+                self.digest = sink.hasher.hexdigest()
 
     def _split(self, sink: _MemorySink, total: int) -> None:
         """Queue the parts after the head's (the buffer is allocated: ``total`` bytes)."""
         chunk = self.src.chunk_size
+        sink.hasher = None  # parts arrive out of order: hashed once they are all in
         self._view = sink.data[:total]
         bounds = [(lo, min(lo + chunk, total)) for lo in range(chunk, total, chunk)]
         with self._lock:
@@ -546,6 +561,7 @@ class _MemorySink:
         self._arr = np.empty(0, np.uint8)
         self._view = memoryview(self._arr)  # type: ignore[arg-type]
         self.pos = 0
+        self.hasher: Any = None  # hashlib object fed the bytes in order, when set
 
     @property
     def data(self) -> memoryview:
@@ -562,6 +578,8 @@ class _MemorySink:
         if self.pos + n > len(self._arr):
             self.reserve(max(self.pos + n, 2 * len(self._arr)))
         got = _read_into(stream, self._view[self.pos : self.pos + n])
+        if self.hasher is not None and got:
+            self.hasher.update(self._view[self.pos : self.pos + got])
         self.pos += got
         return got
 
