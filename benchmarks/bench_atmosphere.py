@@ -40,12 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeat", type=int, default=2)
     args = p.parse_args(argv)
     root = tempfile.mkdtemp(prefix="atdata-bench-atmo-")
-    shape = br.SHAPES["image"]
-    shape = br.Shape(**{**shape.__dict__, "count": max(64, int(shape.count * args.scale))})
-    rng = br.np.random.default_rng(0)
-    samples = [shape.make(rng, i) for i in range(shape.count)]
-    ds = atd.write_samples(samples, os.path.join(root, "image.tar"), maxcount=shape.maxcount, progress=False)
-    del samples
+    shape, ds = br.write_image_shards(root, args.scale)
     biggest = max(os.path.getsize(s) for s in ds.list_shards())
     decode = br.original_decode(("image",))
     prefix = default_prefix()

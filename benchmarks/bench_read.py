@@ -151,6 +151,16 @@ def batch_len(b: Any) -> int:
     return len(b)
 
 
+def write_image_shards(root: str, scale: float) -> tuple[Shape, Any]:
+    """The image shape scaled by ``scale``, written as ``<root>/image-%06d.tar``: ``(shape, Dataset)``."""
+    base = SHAPES["image"]
+    shape = Shape(**{**base.__dict__, "count": max(64, int(base.count * scale))})
+    rng = np.random.default_rng(0)
+    samples = [shape.make(rng, i) for i in range(shape.count)]
+    ds = atd.write_samples(samples, os.path.join(root, "image.tar"), maxcount=shape.maxcount, progress=False)
+    return shape, ds
+
+
 def timed(make_iter: Callable[[], Iterable[Any]], repeat: int) -> tuple[float, int]:
     best = float("inf")
     n = 0

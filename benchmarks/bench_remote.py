@@ -76,12 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-s3", action="store_true")
     args = p.parse_args(argv)
     root = tempfile.mkdtemp(prefix="atdata-bench-remote-")
-    shape = br.SHAPES["image"]
-    shape = br.Shape(**{**shape.__dict__, "count": max(64, int(shape.count * args.scale))})
-    rng = br.np.random.default_rng(0)
-    samples = [shape.make(rng, i) for i in range(shape.count)]
-    ds = atd.write_samples(samples, os.path.join(root, "image.tar"), maxcount=shape.maxcount, progress=False)
-    del samples
+    shape, ds = br.write_image_shards(root, args.scale)
     n = len(ds.list_shards())
     names = [f"image-{i:06d}.tar" for i in range(n)]
     pattern = f"image-{{000000..{n - 1:06d}}}.tar"
