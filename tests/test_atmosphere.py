@@ -510,3 +510,26 @@ def test_blob_source_asks_for_the_identity_encoding() -> None:
     src = BlobSource(["http://pds/xrpc/com.atproto.sync.getBlob?did=d&cid=c"], headers={"X-A": "1"})
     assert src._headers == {"Accept-Encoding": "identity", "X-A": "1"}
     assert src.read_sidecar(src.list_shards()[0]) is None  # no index blob recorded: no request at all
+
+
+def test_a_token_the_pds_rejects_is_refreshed_once(atproto_net: Net, tmp_path: Path) -> None:
+    """An access token the PDS refuses (here: a forged one that has not expired by its own clock) is refreshed with
+    the refresh token and the call retried once; the new tokens are saved."""
+    path = tmp_path / "session.json"
+    Atmosphere.login(
+        "alice.test", "alice-pass", pds=atproto_net["pdsUrl"], plc=atproto_net["plcUrl"], session_file=path
+    ).close()
+    data = json.loads(path.read_text())
+    parts = data["session"].split(":::")
+    access = next(i for i, p in enumerate(parts) if p.count(".") == 2 and p.startswith("ey"))
+    head, payload, _sig = parts[access].split(".")
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    claims["exp"] = int(time.time()) + 36_000
+    forged_payload = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode()
+    parts[access] = f"{head}.{forged_payload}.{base64.urlsafe_b64encode(b'x' * 64).rstrip(b'=').decode()}"
+    data["session"] = ":::".join(parts)
+    path.write_text(json.dumps(data))
+    path.chmod(0o600)
+    with Atmosphere.from_session(path) as a:
+        assert a.publish_schema(AtmoLabel).startswith("at://")
+    assert json.loads(path.read_text())["session"] != data["session"]
