@@ -530,6 +530,10 @@ def test_a_token_the_pds_rejects_is_refreshed_once(atproto_net: Net, tmp_path: P
     data["session"] = ":::".join(parts)
     path.write_text(json.dumps(data))
     path.chmod(0o600)
+    @atd.packable
+    class TokenProbe:  # a schema not yet in the repo, so a write (which needs a valid token) happens
+        n: int
+
     with Atmosphere.from_session(path) as a:
-        assert a.publish_schema(AtmoLabel).startswith("at://")
+        assert a.publish_schema(TokenProbe).startswith("at://")
     assert json.loads(path.read_text())["session"] != data["session"]
