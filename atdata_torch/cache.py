@@ -215,32 +215,25 @@ class ShardCache:
                     break
                 if keep is not None and p == keep:
                     continue
-                lock = FileLock(str(self.root / "locks" / f"{p.stem}.lock"), timeout=0)
-                try:
-                    with lock:
-                        p.unlink()
-                        with contextlib.suppress(FileNotFoundError):
-                            (p.parent / (p.name + ".sha256")).unlink()
-                except (Timeout, FileNotFoundError):
-                    continue
-                total -= size
-                freed += size
+                if self._remove(p):
+                    total -= size
+                    freed += size
         return freed
+
+    def _remove(self, p: Path) -> bool:
+        """Delete an entry and its digest record, unless it is locked (being downloaded or read)."""
+        try:
+            with FileLock(str(self.root / "locks" / f"{p.stem}.lock"), timeout=0):
+                p.unlink()
+                with contextlib.suppress(FileNotFoundError):
+                    (p.parent / (p.name + ".sha256")).unlink()
+        except (Timeout, FileNotFoundError):
+            return False
+        return True
 
     def clear(self) -> int:
         """Delete every entry this cache wrote (skipping entries being downloaded). Returns how many."""
-        n = 0
-        for p in self.entries():
-            lock = FileLock(str(self.root / "locks" / f"{p.stem}.lock"), timeout=0)
-            try:
-                with lock:
-                    p.unlink()
-                    with contextlib.suppress(FileNotFoundError):
-                        (p.parent / (p.name + ".sha256")).unlink()
-                n += 1
-            except (Timeout, FileNotFoundError):
-                continue
-        return n
+        return sum(self._remove(p) for p in self.entries())
 
     def __repr__(self) -> str:
         limit = "unbounded" if self.max_bytes is None else f"max_bytes={self.max_bytes}"

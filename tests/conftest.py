@@ -248,16 +248,9 @@ def s3_upload(moto_endpoint: str, aws_env: dict[str, str]) -> Iterator[Callable[
     sidecars when present) to a new bucket on the moto server as ``<prefix><file name>``."""
     import uuid
 
-    import boto3
-    from remote_data import MOTO_ACCESS_KEY, MOTO_SECRET_KEY
+    from remote_data import moto_s3_client
 
-    client = boto3.client(
-        "s3",
-        endpoint_url=moto_endpoint,
-        region_name="us-east-1",
-        aws_access_key_id=MOTO_ACCESS_KEY,
-        aws_secret_access_key=MOTO_SECRET_KEY,
-    )
+    client = moto_s3_client(moto_endpoint)
 
     def upload(files: Sequence[Path], prefix: str = "", bucket: str | None = None) -> str:
         if bucket is None:

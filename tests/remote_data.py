@@ -10,15 +10,45 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 from numpy.typing import NDArray
 
 import atdata_torch as atd
 
-__all__ = ["MOTO_ACCESS_KEY", "MOTO_SECRET_KEY", "Rec", "deadline", "records", "rows", "write_shards"]
+__all__ = [
+    "FORK_WITH_THREADS",
+    "MOTO_ACCESS_KEY",
+    "MOTO_SECRET_KEY",
+    "Rec",
+    "deadline",
+    "moto_s3_client",
+    "records",
+    "rows",
+    "write_shards",
+]
 
 # The credentials the S3 tests give moto (which accepts any unless its IAM authentication is switched on).
 MOTO_ACCESS_KEY = "testing-access-key"
 MOTO_SECRET_KEY = "testing-secret-key-do-not-leak"
+
+# DataLoader workers are forked from a test process that runs server threads (the HTTP fault server, moto); Python
+# >= 3.12 warns about fork() in a multi-threaded process. The children only talk to the servers over sockets.
+FORK_WITH_THREADS = pytest.mark.filterwarnings(
+    "ignore:This process .* is multi-threaded, use of fork\\(\\) may lead to deadlocks:DeprecationWarning"
+)
+
+
+def moto_s3_client(endpoint: str) -> Any:
+    """A boto3 S3 client for the moto server, with the tests' credentials."""
+    import boto3
+
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id=MOTO_ACCESS_KEY,
+        aws_secret_access_key=MOTO_SECRET_KEY,
+    )
 
 
 @atd.packable

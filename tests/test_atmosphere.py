@@ -504,12 +504,15 @@ def test_blob_dataset_in_dataloader_workers(alice: Atmosphere, digits: Path, net
     assert sorted(labels) == list(range(6))
 
 
-def test_blob_source_asks_for_the_identity_encoding() -> None:
+def test_blob_source_asks_for_the_identity_encoding(http_server: Any, http_root: Path) -> None:
     from atdata_torch.atmosphere import BlobSource
 
-    src = BlobSource(["http://pds/xrpc/com.atproto.sync.getBlob?did=d&cid=c"], headers={"X-A": "1"})
+    (http_root / "a.tar").write_bytes(b"x")
+    (http_root / "a.tar.idx.json").write_bytes(b"{}")  # would be found if the source looked next to the URL
+    src = BlobSource([http_server.url("a.tar")], headers={"X-A": "1"})
     assert src._headers == {"Accept-Encoding": "identity", "X-A": "1"}
     assert src.read_sidecar(src.list_shards()[0]) is None  # no index blob recorded: no request at all
+    assert http_server.requests("a.tar.idx.json") == []
 
 
 def test_a_token_the_pds_rejects_is_refreshed_once(atproto_net: Net, tmp_path: Path) -> None:
@@ -530,6 +533,7 @@ def test_a_token_the_pds_rejects_is_refreshed_once(atproto_net: Net, tmp_path: P
     data["session"] = ":::".join(parts)
     path.write_text(json.dumps(data))
     path.chmod(0o600)
+
     @atd.packable
     class TokenProbe:  # a schema not yet in the repo, so a write (which needs a valid token) happens
         n: int

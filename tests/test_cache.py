@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from http_server import FaultServer
-from remote_data import Rec, deadline, rows, write_shards
+from remote_data import FORK_WITH_THREADS, Rec, deadline, rows, write_shards
 
 import atdata_torch as atd
 from atdata_torch._sidecar import ShardIndex
@@ -22,12 +22,6 @@ from atdata_torch.sources.http import HTTPSource
 
 NAMES = [f"data-{i:06d}.tar" for i in range(4)]
 PATTERN = "data-{000000..000003}.tar"
-
-# The reader processes (and their DataLoader workers) are forked from this process, which runs the HTTP server's
-# threads; Python >= 3.12 warns about fork() in a multi-threaded process. The children only use sockets.
-FORK_WITH_THREADS = pytest.mark.filterwarnings(
-    "ignore:This process .* is multi-threaded, use of fork\\(\\) may lead to deadlocks:DeprecationWarning"
-)
 
 
 @pytest.fixture

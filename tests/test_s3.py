@@ -19,7 +19,16 @@ from typing import Any
 import pytest
 import torch
 from http_server import FaultServer
-from remote_data import MOTO_ACCESS_KEY, MOTO_SECRET_KEY, Rec, deadline, rows, write_shards
+from remote_data import (
+    FORK_WITH_THREADS,
+    MOTO_ACCESS_KEY,
+    MOTO_SECRET_KEY,
+    Rec,
+    deadline,
+    moto_s3_client,
+    rows,
+    write_shards,
+)
 
 import atdata_torch as atd
 from atdata_torch.sources.s3 import S3Source
@@ -27,12 +36,6 @@ from atdata_torch.sources.s3 import S3Source
 # Every test here but the policy check needs moto (or the fault server posing as S3); tests that need moto skip
 # when it cannot start, and fail instead under ATDATA_TORCH_REQUIRE_SERVICES=1 (conftest.require_service).
 PATTERN = "train-{000000..000003}.tar"
-
-# DataLoader workers are forked from this process, which runs moto's server threads; Python >= 3.12 warns about
-# fork() in a multi-threaded process. The children only talk to the server over sockets.
-FORK_WITH_THREADS = pytest.mark.filterwarnings(
-    "ignore:This process .* is multi-threaded, use of fork\\(\\) may lead to deadlocks:DeprecationWarning"
-)
 
 
 @pytest.fixture
@@ -84,15 +87,7 @@ def test_require_service_policy(monkeypatch: pytest.MonkeyPatch) -> None:
 # ---------------------------------------------------------------------------------------------------- reading
 @pytest.mark.integration
 def test_boto3_and_s3source_agree(moto_endpoint: str, bucket: str, shards: list[Path]) -> None:
-    import boto3
-
-    client = boto3.client(
-        "s3",
-        endpoint_url=moto_endpoint,
-        region_name="us-east-1",
-        aws_access_key_id=MOTO_ACCESS_KEY,
-        aws_secret_access_key=MOTO_SECRET_KEY,
-    )
+    client = moto_s3_client(moto_endpoint)
     try:
         body = client.get_object(Bucket=bucket, Key="ds/train-000001.tar")["Body"]
         via_boto3 = body.read()

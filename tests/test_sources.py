@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from http_server import FaultServer
-from remote_data import MOTO_ACCESS_KEY, MOTO_SECRET_KEY, Rec, rows, write_shards
+from remote_data import FORK_WITH_THREADS, MOTO_ACCESS_KEY, MOTO_SECRET_KEY, Rec, rows, write_shards
 
 import atdata_torch as atd
 from atdata_torch.sources import (
@@ -26,11 +26,6 @@ from atdata_torch.sources import (
 )
 from atdata_torch.sources.http import HTTPSource
 from atdata_torch.sources.s3 import S3Source
-
-FORK_WITH_THREADS = pytest.mark.filterwarnings(
-    # Forked DataLoader workers; the HTTP / moto server threads of this process are not used by the children.
-    "ignore:This process .* is multi-threaded, use of fork\\(\\) may lead to deadlocks:DeprecationWarning"
-)
 
 HTTP_PASSWORD = "pw-Secret-99"
 

@@ -14,10 +14,8 @@ Example:
 
 from __future__ import annotations
 
-import io
 from typing import Any
 
-from ..errors import ShardNotFoundError, SourceError
 from ..sources.http import HTTPSource
 
 __all__ = ["BlobSource"]
@@ -46,21 +44,9 @@ class BlobSource(HTTPSource):
         super().__init__(urls, headers=headers, checksums=checksums, **kwargs)
         self.index_urls = dict(index_urls or {})
 
-    def read_sidecar(self, shard: str) -> bytes | None:
-        """The index sidecar blob the record names for this shard, else ``None`` (no request)."""
-        url = self.index_urls.get(shard)
-        if url is None:
-            return None
-        st = self._state()
-        cache: dict[str, bytes | None] = st["sidecars"]
-        if shard not in cache:
-            buf = io.BytesIO()
-            try:
-                self.download_to(url, buf)
-                cache[shard] = buf.getvalue()
-            except (ShardNotFoundError, SourceError):
-                cache[shard] = None  # optional: the shard itself is still read (and checked) in full
-        return cache[shard]
+    def _sidecar_url(self, shard: str) -> str | None:
+        """The index blob the record names for this shard; ``None`` (no request) when it names none."""
+        return self.index_urls.get(shard)
 
     def __repr__(self) -> str:
         shards = self.list_shards()

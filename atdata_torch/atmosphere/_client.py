@@ -33,6 +33,7 @@ from ..errors import (
     RecordNotFoundError,
     SchemaError,
 )
+from ..index._records import latest_semver, parse_semver
 from ..lens import Lens
 from ..load import DatasetDict
 from ..schema import DictSample, PackableSample
@@ -62,18 +63,9 @@ def _status(exc: Exception) -> tuple[int | None, str, str]:
     return status, error, message
 
 
-def _semver_key(v: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(p) for p in v.split("."))
-    except ValueError:
-        return ()
-
-
 def _bump(v: str) -> str:
-    parts = v.split(".")
-    if len(parts) == 3 and all(p.isdigit() for p in parts):
-        return f"{parts[0]}.{parts[1]}.{int(parts[2]) + 1}"
-    return v + ".1"
+    sv = parse_semver(v)
+    return f"{sv[0]}.{sv[1]}.{sv[2] + 1}" if sv else v + ".1"
 
 
 class Atmosphere:
@@ -489,8 +481,8 @@ class Atmosphere:
                 f"publish the new fields as another version (e.g. version={_bump(version)!r})"
             )
         if version is None and same_name:
-            latest = max((s.version for s in same_name), key=_semver_key)
-            version = _bump(latest)
+            latest = latest_semver(s.version for s in same_name)
+            version = _bump(latest) if latest else "1.0.0"
         rec = lex.schema_record(
             sample_type, version=version or "1.0.0", description=description, license=license, tags=tags
         )

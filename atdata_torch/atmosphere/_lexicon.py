@@ -240,13 +240,16 @@ def schema_record(
 def signature(record: Mapping[str, Any]) -> str:
     """What must match for two schema records to describe the same type (name, fields, kinds, dtypes); the order
     of the properties does not count (a PDS returns them sorted)."""
-    name, fields = json.loads(record_signature(record))
-    return json.dumps([name, sorted(fields, key=lambda f: str(f.get("name")))], sort_keys=True)
+    return _order_free(record_signature(record))
 
 
 def class_signature(cls: type) -> str:
     """:func:`signature` of the schema a ``@packable`` class would publish."""
-    name, fields = json.loads(_class_signature(cls))
+    return _order_free(_class_signature(cls))
+
+
+def _order_free(sig: str) -> str:
+    name, fields = json.loads(sig)
     return json.dumps([name, sorted(fields, key=lambda f: str(f.get("name")))], sort_keys=True)
 
 

@@ -55,15 +55,10 @@ def _dataset(rec: lex.DatasetRecord, shards: list[lex.Shard], st: Any, options: 
     urls = [s.url for s in shards]
     checksums = {s.url: s.sha256 for s in shards if s.sha256}
     if rec.storage == "blobs":
+        from ..sources._base import _options_for
         from ._blobs import BlobSource
 
-        opts = dict(options)
-        cache_dir = opts.pop("cache_dir", None)
-        cache_max = opts.pop("cache_max_bytes", None)
-        if cache_dir is not None:
-            from ..cache import ShardCache
-
-            opts["cache"] = ShardCache(cache_dir, max_bytes=cache_max)
+        opts = _options_for("https", options)
         index_urls = {s.url: s.index_url for s in shards if s.index_url}
         src = BlobSource(urls, checksums=checksums, index_urls=index_urls, **opts)
         return Dataset(src, sample_type=st)

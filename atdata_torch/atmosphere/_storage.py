@@ -7,7 +7,6 @@ sidecar); remote shards are recorded by URL. A local path never goes into a reco
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import warnings
 from typing import TYPE_CHECKING, Any
@@ -90,25 +89,15 @@ def _local_refusal(shard: str, storage: str) -> PublishError:
 
 
 def _remote_sha256(ds: Dataset[Any], shard: str) -> dict[str, str]:
-    read = getattr(ds.source, "read_sidecar", None)
-    raw = read(shard) if read is not None else None
-    if raw:
-        try:
-            digest = json.loads(raw).get("sha256")
-        except ValueError:
-            digest = None
-        if isinstance(digest, str) and len(digest) == 64:
-            return {"algorithm": "sha256", "digest": digest}
+    side = ds._sidecar(shard)
+    if side is not None and side.sha256:
+        return {"algorithm": "sha256", "digest": side.sha256}
     return dict(lex.NO_CHECKSUM)
 
 
-def _remote_size(ds: Dataset[Any], shards: list[str]) -> dict[str, int]:
-    size = {"shards": len(shards)}
-    sides = [ds._sidecar(s) for s in shards]
-    if all(s is not None for s in sides):
-        size["samples"] = sum(s.count for s in sides if s is not None)
-        size["bytes"] = sum(s.size for s in sides if s is not None)
-    return size
+def _remote_size(ds: Dataset[Any]) -> dict[str, int]:
+    d = ds.describe()  # samples and bytes from the sidecars, when every shard has one
+    return {k: int(d[k]) for k in ("shards", "samples", "bytes") if d[k] is not None}
 
 
 def _http_storage(ds: Dataset[Any], shards: list[str]) -> tuple[dict[str, Any], dict[str, int]]:
@@ -125,7 +114,7 @@ def _http_storage(ds: Dataset[Any], shards: list[str]) -> tuple[dict[str, Any], 
                 shard=s,
             )
         out.append({"url": s, "checksum": _remote_sha256(ds, s)})
-    return {"$type": f"{lex.NS}.storageHttp", "shards": out}, _remote_size(ds, shards)
+    return {"$type": f"{lex.NS}.storageHttp", "shards": out}, _remote_size(ds)
 
 
 def _s3_storage(
@@ -154,7 +143,7 @@ def _s3_storage(
         stor["region"] = str(region)
     if endpoint:
         stor["endpoint"] = str(endpoint)
-    return stor, _remote_size(ds, shards)
+    return stor, _remote_size(ds)
 
 
 def _upload(atmo: Atmosphere, data: bytes | memoryview, mime: str, what: str) -> dict[str, Any]:

@@ -329,13 +329,21 @@ class RemoteSource(ShardSource):
         """A sequential stream of the shard (downloaded with resume; from the cache when configured)."""
         return io.BytesIO(bytes(self.buffer(shard)))
 
+    def _sidecar_url(self, shard: str) -> str | None:
+        """Where the shard's index sidecar is (``None``: it has none, and nothing is requested)."""
+        return sidecar_url(shard)
+
     def read_sidecar(self, shard: str) -> bytes | None:
         st = self._state()
         cache: dict[str, bytes | None] = st["sidecars"]
         if shard not in cache:
+            url = self._sidecar_url(shard)
+            if url is None:
+                cache[shard] = None
+                return None
             buf = io.BytesIO()
             try:
-                self.download_to(sidecar_url(shard), buf)
+                self.download_to(url, buf)
                 cache[shard] = buf.getvalue()
             except ShardNotFoundError:
                 cache[shard] = None
