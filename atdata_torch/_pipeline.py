@@ -34,6 +34,7 @@ from ._reader import Record, read_record
 from ._topology import Topology, control_slot, resolve_rank_world
 from .errors import AtdataError, DecodeError, ShardFormatError, SkippedSamplesWarning
 from .schema import DictSample, PackableSample
+from .sources._base import Filling
 
 if TYPE_CHECKING:
     from .dataset import Dataset
@@ -248,6 +249,7 @@ class Pipeline(IterableDataset[T], Generic[T]):
         if self.on_error == "raise":
             return ds.shard_indexes()
         out = []
+        ds._warm_sidecars()
         for shard in ds.list_shards():
             idx, err = ds.salvage_index(shard)
             if err is not None and report is not None:
@@ -365,6 +367,7 @@ class Pipeline(IterableDataset[T], Generic[T]):
         n = len(shard_of)
         shards = ds.list_shards()
         views: dict[int, memoryview] = {}
+        fills: dict[int, Filling] = {}  # shards still downloading (remote sources)
         batched = self.batch_size is not None
         fast = batched and self._fast_batches_possible()
         groups = list(self._groups(n, start, topo))
@@ -374,7 +377,7 @@ class Pipeline(IterableDataset[T], Generic[T]):
             _, first = np.unique(order, return_index=True)
             prefetch([shards[s] for s in order[np.sort(first)].tolist()])
         for positions in groups:
-            recs, kept = self._read(positions, shard_of, index_of, shards, indexes, views, report)
+            recs, kept = self._read(positions, shard_of, index_of, shards, indexes, views, fills, report)
             if not batched:
                 for _key, sample in self._samples(recs, report, kept, epoch):
                     yield sample
@@ -397,6 +400,7 @@ class Pipeline(IterableDataset[T], Generic[T]):
         shards: list[str],
         indexes: list[Any],
         views: dict[int, memoryview],
+        fills: dict[int, Filling],
         report: SkipReport,
     ) -> tuple[list[Record], list[int]]:
         """The records at these global positions, and the positions that could be read."""
@@ -410,9 +414,37 @@ class Pipeline(IterableDataset[T], Generic[T]):
                 # Few shards stay mapped: a mapped shard's pages count in RSS (ordered reads need one at a time,
                 # shuffled reads one per block of the window).
                 if len(views) >= (self.window + 2 if self.shuffle else 2):
-                    del views[next(iter(views))]
-                view = views[s] = memoryview(ds._buffer(shards[s]))
+                    gone = next(iter(views))
+                    del views[gone]
+                    fills.pop(gone, None)
+                got = ds._stream_buffer(shards[s])
+                if isinstance(got, Filling):
+                    fills[s] = got
+                    view = views[s] = got.view
+                else:
+                    view = views[s] = memoryview(got)
             ix = indexes[s]
+            need = ix.offsets[i] + ix.lengths[i]
+            if need > len(view):
+                exc = ShardFormatError(
+                    f"the shard index puts sample {ix.keys[i]!r} at bytes [{ix.offsets[i]}, {need}) but the shard "
+                    f"has {len(view)} bytes: the index sidecar is stale or the shard was replaced; rebuild the "
+                    "index with atd.build_index()",
+                    shard=shards[s],
+                    key=ix.keys[i],
+                    offset=ix.offsets[i],
+                )
+                if self.on_error == "raise":
+                    raise exc
+                self._note(report, exc)
+                continue
+            if fills:  # the shard is still downloading: wait for the bytes this record needs
+                fill = fills.get(s)
+                if fill is not None:
+                    if fill.filled < need:
+                        fill.wait(need)
+                    if fill.done:
+                        del fills[s]
             ext = ix.payload_ext
             if ext is not None:
                 p = ix.payload_offsets[i]

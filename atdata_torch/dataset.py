@@ -36,6 +36,7 @@ from .errors import AtdataError, ShardFormatError
 from .lens import Lens, registry
 from .schema import DictSample, PackableSample, schema_id
 from .sources import DataSource, resolve_source
+from .sources._base import Filling
 
 if TYPE_CHECKING:
     from .loader import Loader
@@ -139,6 +140,23 @@ class Dataset(IterableDataset[T], Generic[T]):
                 buf = f.read()
         return buf
 
+    def _stream_buffer(self, shard: str) -> Buffer | Filling:
+        """The shard for one in-order pass: a :class:`~atdata_torch.sources.Filling` while a remote source is still
+        downloading it, else the whole buffer."""
+        get = getattr(self.source, "stream_buffer", None)
+        if get is not None:
+            got: Buffer | Filling | None = get(shard)
+            if got is not None:
+                return got
+        return self._buffer(shard)
+
+    def _warm_sidecars(self) -> None:
+        """Let a remote source fetch the sidecars not read yet all at once (see ``RemoteSource.read_sidecars``)."""
+        warm = getattr(self.source, "read_sidecars", None)
+        if warm is not None:
+            known = self._shared.indexes
+            warm([s for s in self.list_shards() if s not in known and s not in self._shared.sidecars])
+
     def _sidecar(self, shard: str) -> ShardIndex | None:
         cache = self._shared.sidecars
         if shard not in cache:
@@ -198,6 +216,7 @@ class Dataset(IterableDataset[T], Generic[T]):
     def shard_indexes(self) -> list[ShardIndex]:
         """The index of every shard this dataset reads (restricted to its sample ranges, see
         :meth:`select_range`)."""
+        self._warm_sidecars()
         return [self._ranged(s, self.shard_index(s)) for s in self.list_shards()]
 
     def _ranged(self, shard: str, idx: ShardIndex) -> ShardIndex:
@@ -205,6 +224,7 @@ class Dataset(IterableDataset[T], Generic[T]):
         return idx if r is None else idx.slice(*r)
 
     def _count(self) -> int:
+        self._warm_sidecars()
         total = 0
         for shard in self.list_shards():
             cached = self._shared.indexes.get(shard)

@@ -172,6 +172,7 @@ class PipelineNode(BaseNode[T], Generic[T]):  # type: ignore[misc]
         n = len(shard_of)
         shards = p.dataset.list_shards()
         views: dict[int, memoryview] = {}
+        fills: dict[int, Any] = {}  # shards still downloading (remote sources)
         rank, world = p.rank, p.world_size
         g = p.global_batch_size
         pad = p.last_batch == "pad"
@@ -190,7 +191,7 @@ class PipelineNode(BaseNode[T], Generic[T]):  # type: ignore[misc]
                 positions = np.arange(lo, hi, dtype=np.int64)
                 if pad:
                     positions %= n
-                recs, kept = p._read(positions, shard_of, index_of, shards, indexes, views, report)
+                recs, kept = p._read(positions, shard_of, index_of, shards, indexes, views, fills, report)
                 batch = p._fast_batch(recs, report) if fast else p._slow_batch(recs, report, kept, epoch)
                 if batch is not None:
                     yield consumed(j), batch  # type: ignore[misc]  # T is SampleBatch for a batched pipeline
@@ -200,7 +201,7 @@ class PipelineNode(BaseNode[T], Generic[T]):  # type: ignore[misc]
                 positions = start + rank + world * js
                 if pad:
                     positions %= n
-                recs, kept = p._read(positions, shard_of, index_of, shards, indexes, views, report)
+                recs, kept = p._read(positions, shard_of, index_of, shards, indexes, views, fills, report)
                 wanted = positions.tolist()
                 k = 0
                 for rec, pos in zip(recs, kept, strict=True):

@@ -1,8 +1,9 @@
 """Remote reads over loopback: atdata_torch against webdataset reading the same URLs, in the same run.
 
-- HTTP: a threaded static server on 127.0.0.1 (``sendfile``, ``Range``). atdata_torch streams in-process
-  (urllib3, read-ahead, no cache); webdataset opens ``http://`` URLs as webdataset users do, through its default
-  ``pipe:curl`` opener.
+- HTTP: a threaded static server on 127.0.0.1 (``sendfile``, ``Range``), in a process of its own, as a real server
+  would be (in the reader's process, its Python threads would share the reader's GIL). atdata_torch streams
+  in-process (urllib3, read-ahead, no cache); webdataset opens ``http://`` URLs as webdataset users do, through its
+  default ``pipe:curl`` opener.
 - S3: moto's server mode on 127.0.0.1. atdata_torch reads ``s3://`` URLs through boto3; webdataset reads
   ``pipe:aws s3 cp --endpoint-url ... s3://... -`` (the AWS CLI), as its docs suggest.
 
@@ -19,9 +20,12 @@ import functools
 import http.server
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import webdataset as wds
@@ -69,12 +73,39 @@ def start_http(root: str) -> tuple[http.server.ThreadingHTTPServer, str]:
     return srv, f"http://127.0.0.1:{srv.server_port}"
 
 
+@contextmanager
+def http_server_process(root: str) -> Iterator[str]:
+    """The static server of :func:`start_http` in a child process; yields its base URL."""
+    proc = subprocess.Popen(
+        [sys.executable, os.path.abspath(__file__), "--serve", root], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout is not None
+        base = proc.stdout.readline().strip()
+        if not base.startswith("http://"):
+            raise SystemExit(f"the benchmark's HTTP server did not start (it printed {base!r})")
+        yield base
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def serve(root: str) -> int:
+    srv, base = start_http(root)
+    print(base, flush=True)
+    threading.Event().wait()  # until the parent kills this process
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--scale", type=float, default=1.0)
     p.add_argument("--repeat", type=int, default=2)
     p.add_argument("--no-s3", action="store_true")
+    p.add_argument("--serve", metavar="ROOT", help=argparse.SUPPRESS)  # the HTTP server's child process
     args = p.parse_args(argv)
+    if args.serve:
+        return serve(args.serve)
     root = tempfile.mkdtemp(prefix="atdata-bench-remote-")
     shape, ds = br.write_image_shards(root, args.scale)
     n = len(ds.list_shards())
@@ -82,20 +113,20 @@ def main(argv: list[str] | None = None) -> int:
     pattern = f"image-{{000000..{n - 1:06d}}}.tar"
     decode = br.original_decode(("image",))
     rows: list[tuple[str, float, float]] = []
-    srv, base = start_http(root)
     try:
-        t_local, _ = br.timed(
-            lambda: atd.Dataset[br.Image](os.path.join(root, pattern)).ordered(batch_size=64), args.repeat
-        )
-        url = f"{base}/{pattern}"
-        t_http, _ = br.timed(lambda: atd.Dataset[br.Image](url).ordered(batch_size=64), args.repeat)
-        t_http_wds, _ = br.timed(lambda: wds.WebDataset(url, shardshuffle=False).map(decode).batched(64), args.repeat)
+        with http_server_process(root) as base:
+            t_local, _ = br.timed(
+                lambda: atd.Dataset[br.Image](os.path.join(root, pattern)).ordered(batch_size=64), args.repeat
+            )
+            url = f"{base}/{pattern}"
+            t_http, _ = br.timed(lambda: atd.Dataset[br.Image](url).ordered(batch_size=64), args.repeat)
+            t_http_wds, _ = br.timed(
+                lambda: wds.WebDataset(url, shardshuffle=False).map(decode).batched(64), args.repeat
+            )
         rows.append(("http", t_http, t_http_wds))
         if not args.no_s3:
             rows.append(run_s3(root, names, decode, args.repeat))
     finally:
-        srv.shutdown()
-        srv.server_close()
         shutil.rmtree(root, ignore_errors=True)
     mb = shape.count * shape.payload_bytes / 1e6
     print()

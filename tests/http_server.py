@@ -11,6 +11,8 @@ path, headers, start and end time) and injects faults per path, each for the nex
 - :meth:`FaultServer.throttle`: ``429`` with ``Retry-After: 0``;
 - :meth:`FaultServer.stall`: wait ``seconds`` before answering (longer than the client timeout: a stall; shorter:
   a slow server);
+- :meth:`FaultServer.pause`: send ``after`` bytes of the body, then wait until a gate (a ``threading.Event``) opens
+  before sending the rest (a transfer caught in the middle);
 - :meth:`FaultServer.require_auth`: ``401`` unless the request carries these basic-auth credentials.
 
 A fault registered for the path ``"*"`` applies to every path.
@@ -56,7 +58,7 @@ _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 class Fault:
     """One injected fault; ``times`` is how many more requests it applies to (``None``: all of them)."""
 
-    kind: str  # "drop" | "status" | "stall"
+    kind: str  # "drop" | "status" | "stall" | "pause"
     times: int | None
     status: int = 500
     after: int = 0
@@ -64,6 +66,7 @@ class Fault:
     headers: dict[str, str] = field(default_factory=dict)
     body: bytes = b""
     range_from: int | None = None  # only requests whose ``Range`` starts at this byte
+    gate: threading.Event | None = None  # "pause": the rest of the body waits for it
 
 
 @dataclass
@@ -179,6 +182,12 @@ class FaultServer:
     def stall(self, path: str, seconds: float, *, times: int | None = 1) -> None:
         """Wait ``seconds`` before answering (then answer normally, if the client is still there)."""
         self._add(path, Fault("stall", times, seconds=seconds))
+
+    def pause(
+        self, path: str, after: int, gate: threading.Event, *, seconds: float = 30.0, times: int | None = 1
+    ) -> None:
+        """Send ``after`` bytes of the body, then wait until ``gate`` is set (at most ``seconds``) to send the rest."""
+        self._add(path, Fault("pause", times, after=after, seconds=seconds, gate=gate))
 
     def require_auth(self, user: str, password: str) -> None:
         """Answer ``401`` to requests without these basic-auth credentials."""
@@ -343,5 +352,10 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(k, v)
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
-        if body:
+        if body and fault is not None and fault.kind == "pause" and fault.gate is not None:
+            self.wfile.write(data[: fault.after])
+            self.wfile.flush()
+            fault.gate.wait(fault.seconds)
+            self.wfile.write(data[fault.after :])
+        elif body:
             self.wfile.write(data)

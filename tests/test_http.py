@@ -4,13 +4,17 @@ byte, read-ahead, and DataLoader workers."""
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import logging
 import pickle
+import threading
 import time
 import traceback
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 from http_server import FaultServer
 from remote_data import FORK_WITH_THREADS, Rec, deadline, rows, write_shards
@@ -518,3 +522,137 @@ def test_checksums_with_parallel_parts(http_server: FaultServer, shards: list[Pa
     bad = HTTPSource([url], checksums={url: "1" * 64}, chunk_size=4096, **fast())
     with pytest.raises(atd.ChecksumError):
         bad.buffer(url)
+
+
+# ---------------------------------------------------------------------------------------------------- streaming
+BIG = [f"big-{i:06d}.tar" for i in range(2)]
+
+
+@pytest.fixture
+def big_shards(http_root: Path) -> list[Path]:
+    """2 shards of 12 samples of 1 MiB each: larger than one read (4 MiB), so a shard arrives in several."""
+    return write_shards(http_root, "big", n=24, per_shard=12, width=1 << 18)
+
+
+def test_decoding_starts_before_the_shard_has_arrived(http_server: FaultServer, big_shards: list[Path]) -> None:
+    gate = threading.Event()
+    http_server.pause(BIG[0], after=6 << 20, gate=gate)  # half the shard, then wait for the test
+    ds = atd.Dataset[Rec](f"{http_server.base_url}/big-{{000000..000001}}.tar", **fast(timeout=20.0))
+    local = atd.Dataset[Rec]([str(p) for p in big_shards])
+    it = iter(ds.ordered(batch_size=2))
+    with deadline(10):
+        first = next(it)  # the first batch decodes from the first bytes...
+    [req] = http_server.requests(BIG[0])
+    assert req.end is None and not gate.is_set()  # ...while the rest of the shard is still held back
+    gate.set()
+    with deadline(20):
+        got = rows([first, *it])
+    assert got == rows(local.ordered())
+    assert ds.ordered(batch_size=2).last_report is None or not ds.ordered(batch_size=2).last_report
+    assert http_server.gets(BIG[0]) == 1
+
+
+def test_a_stream_broken_mid_shard_resumes_behind_the_reader(
+    http_server: FaultServer, big_shards: list[Path], local_big: atd.Dataset[Rec]
+) -> None:
+    http_server.drop(BIG[0], after=5 << 20, times=1)
+    ds = atd.Dataset[Rec](f"{http_server.base_url}/big-{{000000..000001}}.tar", **fast(timeout=20.0))
+    with deadline(20):
+        assert rows(ds.ordered(batch_size=5)) == rows(local_big.ordered())
+    assert http_server.ranges(BIG[0]) == [None, f"bytes={5 << 20}-"]
+
+
+def test_a_stream_that_keeps_failing_raises_after_the_samples_it_had(
+    http_server: FaultServer, big_shards: list[Path], local_big: atd.Dataset[Rec]
+) -> None:
+    http_server.drop(BIG[0], after=5 << 20, times=1)
+    http_server.drop(BIG[0], after=0, times=None, range_from=5 << 20)  # every resume breaks at once
+    ds = atd.Dataset[Rec](f"{http_server.base_url}/big-{{000000..000001}}.tar", **fast(retries=2, timeout=20.0))
+    got: list[Any] = []
+    with deadline(20), pytest.raises(atd.SourceError, match="failed after 3 attempts") as info:
+        for batch in ds.ordered(batch_size=1):
+            got.append(batch)
+    assert BIG[0] in str(info.value)
+    assert len(got) == 4  # the samples that arrived whole were read, in order; then it raised (nothing dropped)
+    assert rows(got) == rows(local_big.ordered())[:4]
+
+
+def test_a_shard_shorter_than_its_sidecar_is_a_format_error(
+    http_server: FaultServer, big_shards: list[Path], local_big: atd.Dataset[Rec]
+) -> None:
+    want = rows(local_big.ordered())
+    data = big_shards[0].read_bytes()
+    big_shards[0].write_bytes(data[: 7 << 20])  # the sidecar still describes the whole shard
+    url = f"{http_server.base_url}/big-{{000000..000001}}.tar"
+    with deadline(20), pytest.raises(atd.ShardFormatError, match="stale") as info:
+        list(atd.Dataset[Rec](url, **fast()).ordered())
+    assert info.value.shard is not None and BIG[0] in info.value.shard
+    assert info.value.key == "00000006" and "build_index" in str(info.value)
+    with deadline(20), pytest.warns(atd.SkippedSamplesWarning, match="6 undecodable"):
+        got = rows(atd.Dataset[Rec](url, **fast()).ordered(on_error="skip"))
+    assert got == want[:6] + want[12:]  # samples 0-5 end within the first 7 MiB; 6-11 are reported, not dropped
+
+
+def test_streaming_only_where_nothing_is_checked_first(http_server: FaultServer, big_shards: list[Path]) -> None:
+    from atdata_torch.sources import Filling
+
+    url = http_server.url(BIG[0])
+    assert isinstance(HTTPSource([url], **fast()).stream_buffer(url), Filling)
+    digest = hashlib.sha256(big_shards[0].read_bytes()).hexdigest()
+    for opts in ({"checksums": {url: digest}}, {"chunk_size": 1 << 20}):
+        got = HTTPSource([url], **fast(**opts)).stream_buffer(url)
+        assert not isinstance(got, Filling) and bytes(got) == big_shards[0].read_bytes()
+
+
+def test_concurrent_sidecar_reads(http_server: FaultServer, shards: list[Path], local: atd.Dataset[Rec]) -> None:
+    sidecars = [n + ".idx.json" for n in NAMES]
+    for name in sidecars:
+        http_server.stall(name, 0.2, times=1)
+    ds = atd.Dataset[Rec](f"{http_server.base_url}/{PATTERN}", **fast(timeout=5.0, max_concurrency=4))
+    with deadline(10):
+        assert len(ds) == 20
+    assert [http_server.gets(n) for n in sidecars] == [1, 1, 1, 1]
+    assert http_server.max_in_flight(sidecars) >= 2  # fetched together, not one round trip after another
+    assert all(http_server.gets(n) == 0 for n in NAMES)  # len() downloads no shard
+    assert rows(ds.ordered()) == rows(local.ordered())
+
+
+# ---------------------------------------------------------------------------------------------------- buffers
+def test_buffers_are_reused_only_once_nothing_refers_to_them() -> None:
+    from atdata_torch.sources._remote import _BufferPool
+
+    pool = _BufferPool(keep=2)
+    a = pool.get(1000)
+    b = pool.get(1000)
+    assert not np.shares_memory(a, b)
+    c = pool.get(1000)  # the pool is full and both buffers are held: a fresh, unpooled one
+    assert not np.shares_memory(c, a) and not np.shares_memory(c, b) and len(pool) == 2
+    held = memoryview(a)[10:20]  # a view of a view keeps the buffer
+    del a
+    assert not np.shares_memory(pool.get(1000), held)
+    base = np.frombuffer(held, np.uint8).ctypes.data - 10
+    del held
+    reused = pool.get(900)  # free again: the same memory, for a size that fits
+    assert reused.ctypes.data == base and len(reused) == 900
+    assert not np.shares_memory(pool.get(3000), reused)  # too small for 3000 bytes
+    del reused, b
+    pool.release(idle=60.0)
+    assert len(pool) == 2  # freed just now: kept for the next shard
+    pool.release()
+    assert len(pool) == 0
+
+
+def test_samples_kept_from_one_pass_survive_the_next(
+    http_server: FaultServer, big_shards: list[Path], local_big: atd.Dataset[Rec]
+) -> None:
+    url = f"{http_server.base_url}/big-{{000000..000001}}.tar"
+    with deadline(30):
+        kept = list(atd.Dataset[Rec](url, **fast()).ordered())  # arrays may alias the downloaded shard...
+        for _ in range(2):  # ...which later passes must not overwrite
+            assert rows(atd.Dataset[Rec](url, **fast()).ordered(batch_size=7)) == rows(local_big.ordered())
+    assert rows(kept) == rows(local_big.ordered())
+
+
+@pytest.fixture
+def local_big(big_shards: list[Path]) -> atd.Dataset[Rec]:
+    return atd.Dataset[Rec]([str(p) for p in big_shards])

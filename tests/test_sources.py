@@ -245,3 +245,45 @@ def test_cache_options_build_a_shared_cache(tmp_path: Path) -> None:
 def test_empty_url_list_is_an_empty_source() -> None:
     src = source_for_urls([])
     assert src.list_shards() == []
+
+
+# ---------------------------------------------------------------------------------------------------- Filling
+def test_filling_hands_over_bytes_as_they_arrive() -> None:
+    import threading
+
+    from atdata_torch.sources import Filling
+
+    fill = Filling(memoryview(bytearray(10)), "a.tar")
+    waited = threading.Event()
+
+    def reader() -> None:
+        fill.wait(6)
+        waited.set()
+
+    t = threading.Thread(target=reader)
+    t.start()
+    fill.view[:4] = b"abcd"
+    fill.advance(4)
+    assert not waited.wait(0.1)  # 4 of the 6 bytes it needs
+    fill.view[4:8] = b"efgh"
+    fill.advance(8)
+    assert waited.wait(5)
+    t.join()
+    fill.finish()
+    assert fill.done and fill.filled == 10
+    fill.wait(10)
+    with pytest.raises(atd.ShardFormatError, match="has 10 bytes") as info:
+        fill.wait(11)
+    assert info.value.shard == "a.tar"
+    assert repr(fill) == "Filling('a.tar', 10/10 bytes, done)"
+
+
+def test_filling_passes_the_download_error_to_waiters() -> None:
+    from atdata_torch.sources import Filling
+
+    fill = Filling(memoryview(bytearray(10)), "a.tar")
+    fill.advance(3)
+    fill.finish(atd.SourceError("download of 'a.tar' failed", shard="a.tar"))
+    fill.wait(3)  # what arrived stays readable
+    with pytest.raises(atd.SourceError, match="failed"):
+        fill.wait(4)

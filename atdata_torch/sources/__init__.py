@@ -12,7 +12,7 @@ Example:
 
 from __future__ import annotations
 
-from ._base import ConcatSource, DataSource, ShardSource, register_source, resolve_source, source_for_urls
+from ._base import ConcatSource, DataSource, Filling, ShardSource, register_source, resolve_source, source_for_urls
 from .local import LocalSource
 from .memory import MemorySource
 from .url import URLSource
@@ -35,6 +35,7 @@ def __getattr__(name: str) -> object:
 __all__ = [
     "ConcatSource",
     "DataSource",
+    "Filling",
     "HTTPSource",
     "LocalSource",
     "MemorySource",

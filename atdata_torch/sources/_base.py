@@ -4,11 +4,73 @@ from __future__ import annotations
 
 import importlib
 import os
+import threading
 from typing import IO, Any, Protocol, runtime_checkable
 
 from .._shards import expand_urls
+from ..errors import ShardFormatError
 
 Buffer = bytes | memoryview
+
+
+class Filling:
+    """A shard buffer that a download is still filling, in order: :attr:`view` has the shard's full size and bytes
+    ``[0, filled)`` are in. Readers :meth:`wait` for the prefix they need, so decoding starts with the first bytes
+    instead of after the last (see :meth:`RemoteSource.stream_buffer`).
+
+    Example:
+        >>> f = Filling(memoryview(bytearray(8)), "a.tar")
+        >>> f.view[:4] = b"tar!"; f.advance(4)
+        >>> f.wait(4); bytes(f.view[:4])
+        b'tar!'
+        >>> f.finish(); f.done
+        True
+    """
+
+    __slots__ = ("_cv", "_error", "done", "filled", "shard", "view")
+
+    def __init__(self, view: memoryview, shard: str) -> None:
+        self.view = view
+        self.shard = shard  # as shown in messages
+        self.filled = 0
+        self.done = False
+        self._error: BaseException | None = None
+        self._cv = threading.Condition()
+
+    def advance(self, filled: int) -> None:
+        """The download got bytes ``[0, filled)`` (called by the downloading thread)."""
+        self.filled = filled
+        with self._cv:
+            self._cv.notify_all()
+
+    def finish(self, error: BaseException | None = None) -> None:
+        """The download ended: every byte is in, or it failed with ``error`` (waiters get the error)."""
+        with self._cv:
+            if error is None:
+                self.filled = len(self.view)
+            else:
+                self._error = error
+            self.done = True
+            self._cv.notify_all()
+
+    def wait(self, end: int) -> None:
+        """Block until bytes ``[0, end)`` are in; raise the download's error if it failed first."""
+        if end > len(self.view):
+            raise ShardFormatError(
+                f"the shard index needs byte {end} but the shard has {len(self.view)} bytes: the index sidecar is "
+                "stale or the shard was replaced; rebuild the index with atd.build_index()",
+                shard=self.shard,
+                offset=len(self.view),
+            )
+        with self._cv:
+            while self.filled < end and not self.done:
+                self._cv.wait(1.0)
+        if self.filled < end:
+            assert self._error is not None
+            raise self._error
+
+    def __repr__(self) -> str:
+        return f"Filling({self.shard!r}, {self.filled}/{len(self.view)} bytes{', done' if self.done else ''})"
 
 
 @runtime_checkable
@@ -177,9 +239,19 @@ class ConcatSource(ShardSource):
         get = getattr(self._owner[shard], "buffer", None)
         return get(shard) if get is not None else None
 
+    def stream_buffer(self, shard: str) -> Buffer | Filling | None:
+        get = getattr(self._owner[shard], "stream_buffer", None)
+        return get(shard) if get is not None else self.buffer(shard)
+
     def read_sidecar(self, shard: str) -> bytes | None:
         get = getattr(self._owner[shard], "read_sidecar", None)
         return get(shard) if get is not None else None
+
+    def read_sidecars(self, shards: list[str]) -> None:
+        for src in self.sources:
+            warm = getattr(src, "read_sidecars", None)
+            if warm is not None:
+                warm([s for s in shards if self._owner.get(s) is src])
 
     def prefetch(self, shards: list[str]) -> None:
         for src in self.sources:

@@ -9,6 +9,10 @@ and :meth:`RemoteSource._classify` (is an exception transient?). Everything else
   cache when one is configured (then an mmap of the cached file), and read ahead: when the pipeline announces the
   shards it will read (:meth:`prefetch`), the next ``readahead`` ones download in background threads. Parts are
   served in the order the shards will be read, so the shard needed next is never starved by the ones after it.
+- ``stream_buffer(shard)``: the same download, handed over while it is still arriving (a :class:`Filling`), so the
+  pipeline decodes the first samples of a shard while its last bytes are on the wire. Only where nothing has to
+  be checked before the first sample is read: no cache (it verifies the sidecar's sha256 first) and no
+  ``checksums`` entry for the shard; one stream per shard (not with ``chunk_size``). Else the finished buffer.
 - ``read_range(shard, start, end)``: a ranged read for random access without downloading the shard.
 - ``read_sidecar(shard)``: the ``<shard>.idx.json`` index, or ``None``.
 """
@@ -25,15 +29,16 @@ import mmap
 import os
 import threading
 import time
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from typing import IO, Any
 
 import numpy as np
 
 from ..errors import ChecksumError, ShardNotFoundError, SourceError
-from ._base import Buffer, ShardSource
+from ._base import Buffer, Filling, ShardSource
 
 log = logging.getLogger("atdata_torch")
 
@@ -113,8 +118,8 @@ class RemoteSource(ShardSource):
         if st.get("pid") != pid:
             st.clear()
             st["pid"] = pid
-            st["lock"] = threading.Lock()
-            st["pending"] = OrderedDict()  # shard -> Future[Buffer]
+            st["lock"] = threading.RLock()  # _schedule starts downloads (which may create the downloader) under it
+            st["pending"] = OrderedDict()  # shard -> _Job (streamable download) | Future[Buffer] (_fetch)
             st["plan"] = []
             st["sidecars"] = {}
             st["tickets"] = itertools.count()
@@ -304,26 +309,43 @@ class RemoteSource(ShardSource):
         st = self._state()
         with st["lock"]:
             plan: list[str] = st["plan"]
-            pending: OrderedDict[str, Future[Buffer]] = st["pending"]
+            pending: OrderedDict[str, _Job | Future[Buffer]] = st["pending"]
             start = plan.index(current) + 1 if current in plan else 0
             for shard in plan[start : start + self.readahead]:
                 if shard not in pending:
                     # Read-ahead parts come after those of any shard being waited for, in plan order.
-                    pending[shard] = self._pool().submit(self._fetch, shard, (1, next(st["tickets"])))
+                    pending[shard] = self._begin(shard, (1, next(st["tickets"])))
             # Bound memory: forget downloads that fell far behind the plan.
             while len(pending) > self.readahead + self.max_concurrency:
                 _, fut = pending.popitem(last=False)
                 fut.cancel()
 
-    def buffer(self, shard: str) -> Buffer:
+    def _begin(self, shard: str, priority: tuple[int, int]) -> _Job | Future[Buffer]:
+        """Start downloading a shard: a streamable job where nothing has to be checked first, else :meth:`_fetch`
+        (cache, checksum) on the pool."""
+        if self.cache is None and shard not in self.checksums and not self.chunk_size:
+            job = _Job(self, shard, priority, streamable=True)
+            self._downloader().submit(job, 0, job.head)
+            return job
+        return self._pool().submit(self._fetch, shard, priority)
+
+    def _take(self, shard: str) -> _Job | Future[Buffer]:
         st = self._state()
         with st["lock"]:
-            fut = st["pending"].pop(shard, None)
+            got = st["pending"].pop(shard, None)
         self._schedule(shard)
-        if fut is not None:
-            result: Buffer = fut.result()
-            return result
-        return self._fetch(shard, (0, next(st["tickets"])))
+        return got if got is not None else self._begin(shard, (0, next(st["tickets"])))
+
+    def buffer(self, shard: str) -> Buffer:
+        got = self._take(shard)
+        result: Buffer = got.future.result() if isinstance(got, _Job) else got.result()
+        return result
+
+    def stream_buffer(self, shard: str) -> Buffer | Filling:
+        """The shard as :meth:`buffer` gives it, or, while its download is still arriving, a :class:`Filling` of it
+        (readers wait for the bytes they need; a download that fails raises from :meth:`Filling.wait`)."""
+        got = self._take(shard)
+        return got.take() if isinstance(got, _Job) else got.result()
 
     def open_shard(self, shard: str) -> IO[bytes]:
         """A sequential stream of the shard (downloaded with resume; from the cache when configured)."""
@@ -354,6 +376,15 @@ class RemoteSource(ShardSource):
                 cache[shard] = None
         return cache[shard]
 
+    def read_sidecars(self, shards: list[str]) -> None:
+        """Fetch the index sidecars of these shards concurrently (``max_concurrency`` at once) into the cache that
+        :meth:`read_sidecar` reads: a dataset of many remote shards learns its length in a few round trips rather
+        than one per shard."""
+        cached = self._state()["sidecars"]
+        todo = [s for s in dict.fromkeys(shards) if s not in cached]
+        if len(todo) > 1:
+            list(self._pool().map(self.read_sidecar, todo))
+
     def iter_chunks(self, shard: str) -> Iterator[bytes]:
         """The shard as a sequence of chunks (no retry across chunks: for tools that stream once)."""
         stream, _ = self._open_range(shard, 0)
@@ -368,16 +399,19 @@ _SCRATCH = threading.local()  # per download thread: a reused receive buffer (re
 
 
 def _read_into(stream: Any, view: memoryview) -> int:
-    """Read from ``stream`` into ``view``: ``readinto`` a reused per-thread buffer, then one copy (measured faster
-    than receiving straight into a large shard buffer, and than ``read()``, which allocates every call)."""
+    """Read from ``stream`` into ``view``: ``readinto`` a reused per-thread buffer, then one copy by numpy, which
+    lets go of the GIL while it copies (measured faster than receiving straight into a large shard buffer, than a
+    memoryview copy, which holds the GIL and stalls the thread decoding, and than ``read()``, which allocates)."""
     try:
         readinto = getattr(stream, "readinto", None)
         if readinto is not None:
             scratch = getattr(_SCRATCH, "buf", None)
             if scratch is None:
-                scratch = _SCRATCH.buf = memoryview(bytearray(CHUNK))
-            n = int(readinto(scratch[: min(len(view), CHUNK)]))
-            view[:n] = scratch[:n]
+                arr = np.empty(CHUNK, np.uint8)
+                scratch = _SCRATCH.buf = (arr, memoryview(arr))  # type: ignore[arg-type]
+            n = int(readinto(scratch[1][: min(len(view), CHUNK)]))
+            if n:
+                np.copyto(np.frombuffer(view, np.uint8, n), scratch[0][:n])
             return n
         data = stream.read(len(view))
         view[: len(data)] = data
@@ -392,15 +426,27 @@ class _Job:
     """One shard download into memory: a head request (the first part, which also tells the size), then the other
     parts, each retried and resumed on its own. ``future`` gets the shard's bytes or the first part's error."""
 
-    def __init__(self, src: RemoteSource, shard: str, priority: tuple[int, int], *, hash_stream: bool = False) -> None:
+    def __init__(
+        self,
+        src: RemoteSource,
+        shard: str,
+        priority: tuple[int, int],
+        *,
+        hash_stream: bool = False,
+        streamable: bool = False,
+    ) -> None:
         self.src = src
         self.hash_stream = hash_stream
+        self.streamable = streamable  # hand the buffer over while it fills (a Filling, see take())
         self.digest: str | None = None  # sha256 of a shard that came as one stream (with hash_stream)
         self.shard = shard
         self.priority = priority
         self.future: Future[memoryview] = Future()
+        self.filling: Filling | None = None
         self.active = 0  # parts being downloaded (the downloader's lock)
+        self.cancelled = False
         self._lock = threading.Lock()
+        self._handed = threading.Event()  # a Filling was published, or the job ended
         self._left = 1
         self._view: memoryview | None = None
 
@@ -408,17 +454,38 @@ class _Job:
     def failed(self) -> bool:
         return self.future.done()
 
+    def cancel(self) -> bool:
+        """Stop a read-ahead download nobody took (it ends at its next chunk)."""
+        self.cancelled = True
+        return True
+
+    def take(self) -> Buffer | Filling:
+        """The shard's bytes: a :class:`Filling` once the download knows the size (one stream), else the finished
+        buffer (or the download's error)."""
+        while True:
+            if self.filling is not None:
+                return self.filling
+            if self.future.done():
+                return self.future.result()
+            self._handed.wait(1.0)
+
     def _finish(self, exc: BaseException | None = None) -> None:
         with self._lock:
             if self.future.done():
                 return
             if exc is not None:
                 self.future.set_exception(exc)
+                if self.filling is not None:
+                    self.filling.finish(exc)
+                self._handed.set()
                 return
             self._left -= 1
             if self._left == 0:
                 assert self._view is not None
                 self.future.set_result(self._view)
+                if self.filling is not None:
+                    self.filling.finish()
+                self._handed.set()
 
     def head(self) -> None:
         try:
@@ -430,15 +497,16 @@ class _Job:
 
     def _head(self) -> None:
         src, shard, chunk = self.src, self.shard, self.src.chunk_size
-        sink = _MemorySink()
+        sink = _MemorySink(_buffer_pool(src.readahead + src.max_concurrency + 2))
         if self.hash_stream:
             sink.hasher = hashlib.sha256()
         end: int | None = None  # where the head's bytes stop (None: at the end of the stream)
         size: int | None = None
         started = False
+        fill: Filling | None = None
 
         def attempt() -> int:
-            nonlocal end, size, started
+            nonlocal end, size, started, fill
             if not started:
                 stream, total = src._open_range(shard, 0, chunk or None)
                 started = True
@@ -449,6 +517,9 @@ class _Job:
                     if ranged and total > chunk:
                         end = chunk
                         self._split(sink, total)
+                    elif self.streamable:
+                        fill = self.filling = Filling(sink.data[:total], src._display(shard))
+                        self._handed.set()
             else:  # resume from the last byte received (to the end of the shard: an open range, as in download_to)
                 stream, total = src._open_range(shard, sink.pos, None if end is None or end == size else end)
                 if total is not None and end is None:
@@ -456,9 +527,13 @@ class _Job:
                     sink.reserve(total)
             try:
                 while end is None or sink.pos < end:
+                    if self.cancelled:
+                        raise CancelledError(f"read-ahead of {src._display(shard)} cancelled")
                     n = sink.read_from(stream, CHUNK if end is None else min(CHUNK, end - sink.pos))
                     if not n:
                         break
+                    if fill is not None:
+                        fill.advance(sink.pos)
             finally:
                 stream.close()
             if end is not None and sink.pos < end:
@@ -536,6 +611,8 @@ class _Downloader:
                 self._idle -= 1
                 if not woken and not self._tasks:
                     self._started -= 1  # idle for a while: this thread ends (a later submit starts another)
+                    if self._started == 0:  # this source is idle: drop buffers no source used for as long
+                        _buffer_pool(0).release(self.IDLE_EXIT)
                     return None
 
     def _work(self) -> None:
@@ -562,10 +639,97 @@ def _map_file(path: Any) -> Buffer:
         return memoryview(mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ))
 
 
-class _MemorySink:
-    """A write target that allocates once the size is known (numpy memory: no zero-fill, huge pages when large)."""
+class _BufferPool:
+    """Download buffers reused across shards, so that a shard arrives in memory that is already mapped.
 
-    def __init__(self) -> None:
+    One pool per process, shared by every remote source and epoch in it. A fresh shard-sized buffer costs a page
+    fault per page, which the kernel zero-fills while the download waits (measured on loopback: zeroing pages was
+    the largest single cost of a remote read, and reusing buffers made it about 3x faster). A buffer is handed
+    out as a numpy view and reused only once that view is gone: everything that refers to the shard's bytes (the
+    memoryview of the shard, records' payloads, decoded arrays that alias them) keeps the view alive. At most
+    ``keep`` buffers are kept; the spare ones are dropped when downloads go idle (:meth:`release`).
+    """
+
+    def __init__(self, keep: int) -> None:
+        self.keep = keep
+        self.pid = os.getpid()
+        self._slots: list[_Slot] = []
+        self._lock = threading.Lock()
+
+    def get(self, size: int) -> np.ndarray:
+        """An uninitialised ``uint8`` array of ``size`` bytes (a view of a pooled buffer when one is free)."""
+        with self._lock:
+            best: _Slot | None = None
+            for slot in self._slots:
+                # A free buffer that fits without wasting more than half of it; the smallest such.
+                if slot.free and size <= len(slot.arr) <= 2 * size and (best is None or len(slot.arr) < len(best.arr)):
+                    best = slot
+            if best is None:
+                arr = np.empty(size, np.uint8)
+                if len(self._slots) < self.keep:
+                    best = _Slot(arr)
+                    self._slots.append(best)
+                else:  # full: replace a free buffer, if any (the new size is the likelier one from now on)
+                    free = [i for i, slot in enumerate(self._slots) if slot.free]
+                    if not free:
+                        return arr
+                    best = self._slots[free[0]] = _Slot(arr)
+            return best.hand_out(size)
+
+    def release(self, idle: float = 0.0) -> None:
+        """Drop the buffers nothing has referred to for ``idle`` seconds."""
+        cutoff = time.monotonic() - idle
+        with self._lock:
+            self._slots = [slot for slot in self._slots if not (slot.free and slot.free_since <= cutoff)]
+
+    def __len__(self) -> int:
+        return len(self._slots)
+
+
+class _Slot:
+    """A pooled buffer, and the view of it handed out (freed when that view is gone)."""
+
+    __slots__ = ("__weakref__", "arr", "free_since", "view")
+
+    def __init__(self, arr: np.ndarray) -> None:
+        self.arr = arr
+        self.view: weakref.ref[np.ndarray] | None = None
+        self.free_since = time.monotonic()
+
+    @property
+    def free(self) -> bool:
+        return self.view is None or self.view() is None
+
+    def hand_out(self, size: int) -> np.ndarray:
+        view = self.arr[:size]
+        self.view = weakref.ref(view, self._freed)
+        return view
+
+    def _freed(self, _ref: object) -> None:
+        self.free_since = time.monotonic()
+
+
+_POOL: list[_BufferPool] = []  # this process's pool (one per process: sources and epochs share it)
+_POOL_LOCK = threading.Lock()
+
+
+def _buffer_pool(keep: int) -> _BufferPool:
+    """This process's buffer pool, keeping at least ``keep`` buffers (a forked child starts its own)."""
+    with _POOL_LOCK:
+        pid = os.getpid()
+        if not _POOL or _POOL[0].pid != pid:
+            _POOL[:] = [_BufferPool(keep)]
+        pool = _POOL[0]
+        pool.keep = max(pool.keep, keep)
+        return pool
+
+
+class _MemorySink:
+    """A write target that allocates once the size is known (numpy memory: no zero-fill, huge pages when large;
+    from a :class:`_BufferPool` when given one)."""
+
+    def __init__(self, pool: _BufferPool | None = None) -> None:
+        self._pool = pool
         self._arr = np.empty(0, np.uint8)
         self._view = memoryview(self._arr)  # type: ignore[arg-type]
         self.pos = 0
@@ -577,7 +741,7 @@ class _MemorySink:
 
     def reserve(self, size: int) -> None:
         if len(self._arr) < size:
-            new = np.empty(size, np.uint8)
+            new = self._pool.get(size) if self._pool is not None else np.empty(size, np.uint8)
             new[: self.pos] = self._arr[: self.pos]
             self._arr, self._view = new, memoryview(new)  # type: ignore[arg-type]
 

@@ -63,17 +63,22 @@ class HTTPSource(RemoteSource):
     def _http(self) -> Any:
         st = self._state()
         pm = st.get("http")
-        if pm is None:
-            import urllib3
+        if pm is not None:
+            return pm
+        with st["lock"]:  # one pool per process, also when download threads ask at once
+            return st.get("http") or self._new_http(st)
 
-            # Status-based retries are ours (to resume from the right byte); urllib3 only retries connecting.
-            retry = urllib3.Retry(total=None, connect=0, read=0, status=0, redirect=5, raise_on_status=False)
-            pm = st["http"] = urllib3.PoolManager(
-                num_pools=16,
-                maxsize=self.max_concurrency + 2,
-                retries=retry,
-                timeout=urllib3.Timeout(connect=self.timeout, read=self.timeout),
-            )
+    def _new_http(self, st: dict[str, Any]) -> Any:
+        import urllib3
+
+        # Status-based retries are ours (to resume from the right byte); urllib3 only retries connecting.
+        retry = urllib3.Retry(total=None, connect=0, read=0, status=0, redirect=5, raise_on_status=False)
+        pm = st["http"] = urllib3.PoolManager(
+            num_pools=16,
+            maxsize=self.max_concurrency + 2,
+            retries=retry,
+            timeout=urllib3.Timeout(connect=self.timeout, read=self.timeout),
+        )
         return pm
 
     def _request_parts(self, url: str) -> tuple[str, dict[str, str]]:

@@ -125,26 +125,31 @@ class S3Source(RemoteSource):
     def _client(self) -> Any:
         st = self._state()
         client = st.get("s3")
-        if client is None:
-            boto3 = _boto3()
-            from botocore.config import Config
+        if client is not None:
+            return client
+        with st["lock"]:  # one client per process, also when download threads ask at once
+            return st.get("s3") or self._new_client(st)
 
-            access, secret, token = self.__credentials
-            session = boto3.session.Session(profile_name=self.profile) if self.profile else boto3.session.Session()
-            client = st["s3"] = session.client(
-                "s3",
-                endpoint_url=self.endpoint,
-                region_name=self.region,
-                aws_access_key_id=access,
-                aws_secret_access_key=secret,
-                aws_session_token=token,
-                config=Config(
-                    retries={"max_attempts": self.retries + 1, "mode": "standard"},
-                    max_pool_connections=self.max_concurrency + 2,
-                    connect_timeout=self.timeout,
-                    read_timeout=self.timeout,
-                ),
-            )
+    def _new_client(self, st: dict[str, Any]) -> Any:
+        boto3 = _boto3()
+        from botocore.config import Config
+
+        access, secret, token = self.__credentials
+        session = boto3.session.Session(profile_name=self.profile) if self.profile else boto3.session.Session()
+        client = st["s3"] = session.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            region_name=self.region,
+            aws_access_key_id=access,
+            aws_secret_access_key=secret,
+            aws_session_token=token,
+            config=Config(
+                retries={"max_attempts": self.retries + 1, "mode": "standard"},
+                max_pool_connections=self.max_concurrency + 2,
+                connect_timeout=self.timeout,
+                read_timeout=self.timeout,
+            ),
+        )
         return client
 
     def _translate(self, exc: Exception, shard: str) -> Exception:
