@@ -91,7 +91,7 @@ def http_server_process(root: str) -> Iterator[str]:
 
 
 def serve(root: str) -> int:
-    srv, base = start_http(root)
+    _srv, base = start_http(root)  # keep the server referenced while this process lives
     print(base, flush=True)
     threading.Event().wait()  # until the parent kills this process
     return 0
