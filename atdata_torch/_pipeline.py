@@ -362,16 +362,20 @@ class Pipeline(IterableDataset[T], Generic[T]):
         report = SkipReport()
         self.last_report = report
         ds = self.dataset
+        shards = ds.list_shards()
+        prefetch = getattr(ds.source, "prefetch", None)
+        if prefetch is not None and not self.shuffle and start == 0:
+            # An ordered pass from the start reads the shards in list order: their downloads can start while the
+            # indexes are read (the exact plan follows below).
+            prefetch(shards)
         indexes = self._indexes(report)
         shard_of, index_of = self.epoch_order(epoch, indexes)
         n = len(shard_of)
-        shards = ds.list_shards()
         views: dict[int, memoryview] = {}
         fills: dict[int, Filling] = {}  # shards still downloading (remote sources)
         batched = self.batch_size is not None
         fast = batched and self._fast_batches_possible()
         groups = list(self._groups(n, start, topo))
-        prefetch = getattr(ds.source, "prefetch", None)
         if prefetch is not None and groups:
             order = shard_of[np.concatenate(groups)]
             _, first = np.unique(order, return_index=True)

@@ -656,3 +656,41 @@ def test_samples_kept_from_one_pass_survive_the_next(
 @pytest.fixture
 def local_big(big_shards: list[Path]) -> atd.Dataset[Rec]:
     return atd.Dataset[Rec]([str(p) for p in big_shards])
+
+
+def test_an_ordered_pass_starts_downloading_while_the_sidecars_are_read(
+    http_server: FaultServer, shards: list[Path], local: atd.Dataset[Rec]
+) -> None:
+    sidecars = [n + ".idx.json" for n in NAMES]
+    for name in sidecars:
+        http_server.stall(name, 0.3, times=1)
+    ds = atd.Dataset[Rec](f"{http_server.base_url}/{PATTERN}", **fast(timeout=5.0))
+    with deadline(10):
+        assert rows(ds.ordered()) == rows(local.ordered())
+    first_get = http_server.requests(NAMES[0])[0].start
+    sidecars_done = max(r.end or 0.0 for n in sidecars for r in http_server.requests(n))
+    assert first_get < sidecars_done  # shard 0 was on its way before the index was complete
+    assert [http_server.gets(n) for n in NAMES] == [1, 1, 1, 1]  # and nothing was fetched twice
+
+
+@FORK_WITH_THREADS
+def test_a_forked_worker_starts_its_own_buffer_pool() -> None:
+    import os
+
+    from atdata_torch.sources import _remote
+
+    held = _remote._buffer_pool(2).get(1000)
+    with _remote._POOL_LOCK:  # as a download thread of the parent might hold it at the fork
+        pid = os.fork()
+        if pid == 0:  # the child: a fresh, empty pool behind a lock nobody holds
+            ok = _remote._POOL == [] and len(_remote._buffer_pool(2).get(10)) == 10
+            os._exit(0 if ok else 1)
+    end = time.monotonic() + 10
+    while (done := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.monotonic() < end:
+        time.sleep(0.01)
+    if done[0] == 0:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+        pytest.fail("the forked child hung on the buffer pool's lock")
+    assert os.waitstatus_to_exitcode(done[1]) == 0
+    assert len(_remote._buffer_pool(2)) >= 1 and held is not None

@@ -44,6 +44,7 @@ log = logging.getLogger("atdata_torch")
 
 SIDECAR_SUFFIX = ".idx.json"
 CHUNK = 4 << 20  # bytes per read call
+FIRST_READ = 256 << 10  # the first read of a shard that is decoded as it arrives (then doubling up to CHUNK)
 
 
 def sidecar_url(shard: str) -> str:
@@ -529,7 +530,10 @@ class _Job:
                 while end is None or sink.pos < end:
                     if self.cancelled:
                         raise CancelledError(f"read-ahead of {src._display(shard)} cancelled")
-                    n = sink.read_from(stream, CHUNK if end is None else min(CHUNK, end - sink.pos))
+                    # Reads grow from FIRST_READ to CHUNK: a shard being decoded as it arrives (a Filling) hands over
+                    # its first samples after a few hundred kilobytes rather than after the first CHUNK.
+                    step = min(CHUNK, max(FIRST_READ, sink.pos)) if fill is not None else CHUNK
+                    n = sink.read_from(stream, step if end is None else min(step, end - sink.pos))
                     if not n:
                         break
                     if fill is not None:
@@ -711,6 +715,17 @@ class _Slot:
 
 _POOL: list[_BufferPool] = []  # this process's pool (one per process: sources and epochs share it)
 _POOL_LOCK = threading.Lock()
+
+
+def _pool_after_fork() -> None:
+    """A forked child (a DataLoader worker) starts with no pool and a fresh lock (a download thread of the parent
+    may have held it at the fork)."""
+    global _POOL_LOCK
+    _POOL_LOCK = threading.Lock()
+    _POOL.clear()
+
+
+os.register_at_fork(after_in_child=_pool_after_fork)
 
 
 def _buffer_pool(keep: int) -> _BufferPool:
