@@ -34,7 +34,7 @@ from ._reader import Record, read_record
 from ._topology import Topology, control_slot, resolve_rank_world
 from .errors import AtdataError, DecodeError, ShardFormatError, SkippedSamplesWarning
 from .schema import DictSample, PackableSample
-from .sources._base import Filling
+from .sources._base import Filling, past_end
 
 if TYPE_CHECKING:
     from .dataset import Dataset
@@ -430,14 +430,7 @@ class Pipeline(IterableDataset[T], Generic[T]):
             ix = indexes[s]
             need = ix.offsets[i] + ix.lengths[i]
             if need > len(view):
-                exc = ShardFormatError(
-                    f"the shard index puts sample {ix.keys[i]!r} at bytes [{ix.offsets[i]}, {need}) but the shard "
-                    f"has {len(view)} bytes: the index sidecar is stale or the shard was replaced; rebuild the "
-                    "index with atd.build_index()",
-                    shard=shards[s],
-                    key=ix.keys[i],
-                    offset=ix.offsets[i],
-                )
+                exc = past_end(shards[s], need, len(view), key=ix.keys[i], start=ix.offsets[i])
                 if self.on_error == "raise":
                     raise exc
                 self._note(report, exc)

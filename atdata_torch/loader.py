@@ -98,6 +98,7 @@ class Loader(StatefulDataLoader):  # type: ignore[misc]
         pipeline.dataset.shard_indexes()
         # torchdata's per-worker snapshots are not used (the resume state is global): take them rarely.
         kwargs.setdefault("snapshot_every_n_steps", 1 << 30)
+        fn = collate_fn if collate_fn is not None else _identity
         with warnings.catch_warnings():
             # torchdata 0.11 calls the deprecated torch.set_vital() in every constructor: not the user's concern.
             warnings.filterwarnings("ignore", message="'set_vital' is deprecated", category=UserWarning)
@@ -107,9 +108,7 @@ class Loader(StatefulDataLoader):  # type: ignore[misc]
                 num_workers=num_workers,
                 pin_memory=pin_memory,
                 persistent_workers=persistent_workers and num_workers > 0,
-                collate_fn=_SendCheck(collate_fn if collate_fn is not None else _identity)
-                if num_workers
-                else (collate_fn if collate_fn is not None else _identity),
+                collate_fn=_SendCheck(fn) if num_workers else fn,
                 **kwargs,
             )
         self.pipeline = pipeline

@@ -69,13 +69,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"image shape, {shape.count} samples in {len(urls)} blobs, {mb:,.0f} MB of arrays, batches of 64, no cache")
     print(f"publish_dataset (upload + records): {t_upload:.2f} s, {mb / t_upload:,.0f} MB/s")
     print(f"load_dataset(at://...) and len() (identity, records, schema, index blobs): {t_resolve * 1000:.0f} ms")
-    print(f"{'reader':<44}{'samples/s':>12}{'MB/s':>10}")
-    for name, t in (
+    readers = [
         ("atdata_torch local", t_local),
         ("atdata_torch at:// (PDS blobs)", t_ours),
         ("webdataset (pipe:curl getBlob)", t_wds),
-    ):
-        print(f"{name:<44}{shape.count / t:>12,.0f}{mb / t:>10,.0f}")
+    ]
+    br.print_readers(shape.count, mb, readers)
     print()
     print(f"ratio blobs atdata_torch / webdataset = {t_wds / t_ours:.2f}x   remote / local = {t_local / t_ours:.0%}")
     return 0

@@ -161,6 +161,13 @@ def write_image_shards(root: str, scale: float) -> tuple[Shape, Any]:
     return shape, ds
 
 
+def print_readers(count: int, mb: float, readers: list[tuple[str, float]]) -> None:
+    """A table of readers, ``(name, seconds for count samples)``: samples/s and MB/s (the remote benchmarks)."""
+    print(f"{'reader':<44}{'samples/s':>12}{'MB/s':>10}")
+    for name, t in readers:
+        print(f"{name:<44}{count / t:>12,.0f}{mb / t:>10,.0f}")
+
+
 def timed(make_iter: Callable[[], Iterable[Any]], repeat: int) -> tuple[float, int]:
     best = float("inf")
     n = 0

@@ -131,12 +131,11 @@ def main(argv: list[str] | None = None) -> int:
     mb = shape.count * shape.payload_bytes / 1e6
     print()
     print(f"image shape, {shape.count} samples, {mb:,.0f} MB of arrays, batches of 64, no cache")
-    print(f"{'reader':<44}{'samples/s':>12}{'MB/s':>10}")
-    print(f"{'atdata_torch local':<44}{shape.count / t_local:>12,.0f}{mb / t_local:>10,.0f}")
+    readers = [("atdata_torch local", t_local)]
     for name, ours, theirs in rows:
-        print(f"{'atdata_torch ' + name:<44}{shape.count / ours:>12,.0f}{mb / ours:>10,.0f}")
-        label = "webdataset " + ("(pipe:curl)" if name == "http" else "(pipe:aws s3 cp)")
-        print(f"{label:<44}{shape.count / theirs:>12,.0f}{mb / theirs:>10,.0f}")
+        baseline = "webdataset " + ("(pipe:curl)" if name == "http" else "(pipe:aws s3 cp)")
+        readers += [("atdata_torch " + name, ours), (baseline, theirs)]
+    br.print_readers(shape.count, mb, readers)
     print()
     for name, ours, theirs in rows:
         print(

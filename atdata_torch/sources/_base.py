@@ -13,6 +13,18 @@ from ..errors import ShardFormatError
 Buffer = bytes | memoryview
 
 
+def past_end(shard: str, end: int, size: int, *, key: str | None = None, start: int | None = None) -> ShardFormatError:
+    """The error for an index that points past the end of its shard (bytes ``[start, end)``, ``size`` in all)."""
+    what = f"sample {key!r} at bytes [{start}, {end})" if key is not None else f"bytes up to {end}"
+    return ShardFormatError(
+        f"the shard index puts {what} but the shard has {size} bytes: the index sidecar is stale or the shard was "
+        "replaced; rebuild the index with atd.build_index()",
+        shard=shard,
+        key=key,
+        offset=start if start is not None else size,
+    )
+
+
 class Filling:
     """A shard buffer that a download is still filling, in order: :attr:`view` has the shard's full size and bytes
     ``[0, filled)`` are in. Readers :meth:`wait` for the prefix they need, so decoding starts with the first bytes
@@ -56,12 +68,7 @@ class Filling:
     def wait(self, end: int) -> None:
         """Block until bytes ``[0, end)`` are in; raise the download's error if it failed first."""
         if end > len(self.view):
-            raise ShardFormatError(
-                f"the shard index needs byte {end} but the shard has {len(self.view)} bytes: the index sidecar is "
-                "stale or the shard was replaced; rebuild the index with atd.build_index()",
-                shard=self.shard,
-                offset=len(self.view),
-            )
+            raise past_end(self.shard, end, len(self.view))
         with self._cv:
             while self.filled < end and not self.done:
                 self._cv.wait(1.0)

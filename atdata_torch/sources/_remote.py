@@ -126,6 +126,18 @@ class RemoteSource(ShardSource):
             st["tickets"] = itertools.count()
         return st
 
+    def _per_process(self, key: str, make: Callable[[], Any]) -> Any:
+        """This process's ``key`` object (a client, a thread pool), made once by ``make`` even when download threads
+        ask for it at the same time."""
+        st = self._state()
+        got = st.get(key)
+        if got is None:
+            with st["lock"]:
+                got = st.get(key)
+                if got is None:
+                    got = st[key] = make()
+        return got
+
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state["_local"] = {}
@@ -249,11 +261,7 @@ class RemoteSource(ShardSource):
         return job.future.result()
 
     def _downloader(self) -> _Downloader:
-        st = self._state()
-        with st["lock"]:
-            dl = st.get("downloader")
-            if dl is None:
-                dl = st["downloader"] = _Downloader(self.max_concurrency, self.parallel)
+        dl: _Downloader = self._per_process("downloader", lambda: _Downloader(self.max_concurrency, self.parallel))
         return dl
 
     def _read_part(self, shard: str, view: memoryview, lo: int, hi: int) -> None:
@@ -291,10 +299,9 @@ class RemoteSource(ShardSource):
         return shard
 
     def _pool(self) -> ThreadPoolExecutor:
-        st = self._state()
-        pool = st.get("pool")
-        if pool is None:
-            pool = st["pool"] = ThreadPoolExecutor(self.max_concurrency, thread_name_prefix="atdata-fetch")
+        pool: ThreadPoolExecutor = self._per_process(
+            "pool", lambda: ThreadPoolExecutor(self.max_concurrency, thread_name_prefix="atdata-fetch")
+        )
         return pool
 
     def prefetch(self, shards: Iterable[str]) -> None:
@@ -504,10 +511,9 @@ class _Job:
         end: int | None = None  # where the head's bytes stop (None: at the end of the stream)
         size: int | None = None
         started = False
-        fill: Filling | None = None
 
         def attempt() -> int:
-            nonlocal end, size, started, fill
+            nonlocal end, size, started
             if not started:
                 stream, total = src._open_range(shard, 0, chunk or None)
                 started = True
@@ -519,13 +525,14 @@ class _Job:
                         end = chunk
                         self._split(sink, total)
                     elif self.streamable:
-                        fill = self.filling = Filling(sink.data[:total], src._display(shard))
+                        self.filling = Filling(sink.data[:total], src._display(shard))
                         self._handed.set()
             else:  # resume from the last byte received (to the end of the shard: an open range, as in download_to)
                 stream, total = src._open_range(shard, sink.pos, None if end is None or end == size else end)
                 if total is not None and end is None:
                     size = end = total
                     sink.reserve(total)
+            fill = self.filling
             try:
                 while end is None or sink.pos < end:
                     if self.cancelled:
@@ -647,8 +654,9 @@ class _BufferPool:
     """Download buffers reused across shards, so that a shard arrives in memory that is already mapped.
 
     One pool per process, shared by every remote source and epoch in it. A fresh shard-sized buffer costs a page
-    fault per page, which the kernel zero-fills while the download waits (measured on loopback: zeroing pages was
-    the largest single cost of a remote read, and reusing buffers made it about 3x faster). A buffer is handed
+    fault per page, which the kernel zero-fills while the download waits (measured on loopback, image shape: page
+    zeroing was the largest single cost in a profile; reuse gave a median of 12,196 vs 10,420 samples/s, and took
+    away the slow passes, 4,263-11,003 with fresh buffers vs 10,288-12,660). A buffer is handed
     out as a numpy view and reused only once that view is gone: everything that refers to the shard's bytes (the
     memoryview of the shard, records' payloads, decoded arrays that alias them) keeps the view alive. At most
     ``keep`` buffers are kept; the spare ones are dropped when downloads go idle (:meth:`release`).
@@ -656,7 +664,6 @@ class _BufferPool:
 
     def __init__(self, keep: int) -> None:
         self.keep = keep
-        self.pid = os.getpid()
         self._slots: list[_Slot] = []
         self._lock = threading.Lock()
 
@@ -731,9 +738,8 @@ os.register_at_fork(after_in_child=_pool_after_fork)
 def _buffer_pool(keep: int) -> _BufferPool:
     """This process's buffer pool, keeping at least ``keep`` buffers (a forked child starts its own)."""
     with _POOL_LOCK:
-        pid = os.getpid()
-        if not _POOL or _POOL[0].pid != pid:
-            _POOL[:] = [_BufferPool(keep)]
+        if not _POOL:
+            _POOL.append(_BufferPool(keep))
         pool = _POOL[0]
         pool.keep = max(pool.keep, keep)
         return pool
@@ -769,11 +775,3 @@ class _MemorySink:
             self.hasher.update(self._view[self.pos : self.pos + got])
         self.pos += got
         return got
-
-    def write(self, chunk: bytes) -> int:
-        end = self.pos + len(chunk)
-        if end > len(self._arr):
-            self.reserve(max(end, 2 * len(self._arr)))
-        self._view[self.pos : end] = chunk
-        self.pos = end
-        return len(chunk)

@@ -61,25 +61,19 @@ class HTTPSource(RemoteSource):
         return redact(shard)
 
     def _http(self) -> Any:
-        st = self._state()
-        pm = st.get("http")
-        if pm is not None:
-            return pm
-        with st["lock"]:  # one pool per process, also when download threads ask at once
-            return st.get("http") or self._new_http(st)
+        return self._per_process("http", self._new_http)
 
-    def _new_http(self, st: dict[str, Any]) -> Any:
+    def _new_http(self) -> Any:
         import urllib3
 
         # Status-based retries are ours (to resume from the right byte); urllib3 only retries connecting.
         retry = urllib3.Retry(total=None, connect=0, read=0, status=0, redirect=5, raise_on_status=False)
-        pm = st["http"] = urllib3.PoolManager(
+        return urllib3.PoolManager(
             num_pools=16,
             maxsize=self.max_concurrency + 2,
             retries=retry,
             timeout=urllib3.Timeout(connect=self.timeout, read=self.timeout),
         )
-        return pm
 
     def _request_parts(self, url: str) -> tuple[str, dict[str, str]]:
         import urllib3

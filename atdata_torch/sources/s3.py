@@ -123,20 +123,15 @@ class S3Source(RemoteSource):
         return [f"s3://{self.bucket}/{k}" for k in self.keys]
 
     def _client(self) -> Any:
-        st = self._state()
-        client = st.get("s3")
-        if client is not None:
-            return client
-        with st["lock"]:  # one client per process, also when download threads ask at once
-            return st.get("s3") or self._new_client(st)
+        return self._per_process("s3", self._new_client)
 
-    def _new_client(self, st: dict[str, Any]) -> Any:
+    def _new_client(self) -> Any:
         boto3 = _boto3()
         from botocore.config import Config
 
         access, secret, token = self.__credentials
         session = boto3.session.Session(profile_name=self.profile) if self.profile else boto3.session.Session()
-        client = st["s3"] = session.client(
+        return session.client(
             "s3",
             endpoint_url=self.endpoint,
             region_name=self.region,
@@ -150,7 +145,6 @@ class S3Source(RemoteSource):
                 read_timeout=self.timeout,
             ),
         )
-        return client
 
     def _translate(self, exc: Exception, shard: str) -> Exception:
         code = ""
