@@ -371,7 +371,7 @@ class Pipeline(IterableDataset[T], Generic[T]):
         indexes = self._indexes(report)
         shard_of, index_of = self.epoch_order(epoch, indexes)
         n = len(shard_of)
-        views: dict[int, memoryview] = {}
+        views: dict[int, memoryview | Filling] = {}  # a segmented download is sliced like a memoryview
         fills: dict[int, Filling] = {}  # shards still downloading (remote sources)
         batched = self.batch_size is not None
         fast = batched and self._fast_batches_possible()
@@ -387,6 +387,7 @@ class Pipeline(IterableDataset[T], Generic[T]):
                     yield sample
                 continue
             batch = self._fast_batch(recs, report) if fast else self._slow_batch(recs, report, kept, epoch)
+            del recs  # the records' bytes may be download segments: they go back to the pool before the next read
             # One batch per step, even when filter() or skipped samples emptied it: step counts stay equal across
             # ranks (DDP), workers stay in round-robin order, and a resume position is steps x global batch size.
             yield batch if batch is not None else self._empty_batch()
@@ -403,7 +404,7 @@ class Pipeline(IterableDataset[T], Generic[T]):
         index_of: np.ndarray,
         shards: list[str],
         indexes: list[Any],
-        views: dict[int, memoryview],
+        views: dict[int, memoryview | Filling],
         fills: dict[int, Filling],
         report: SkipReport,
     ) -> tuple[list[Record], list[int]]:
@@ -411,6 +412,9 @@ class Pipeline(IterableDataset[T], Generic[T]):
         out: list[Record] = []
         kept: list[int] = []
         ds = self.dataset
+        # Positions only grow within a shard (in order, no wrap-around padding): the download segments before the
+        # record being read can go back to the pool (see Filling.drop_before).
+        forward = not self.shuffle and self.last_batch != "pad"
         pos_list = positions.tolist()
         for k, (s, i) in enumerate(zip(shard_of[positions].tolist(), index_of[positions].tolist(), strict=True)):
             view = views.get(s)
@@ -424,7 +428,7 @@ class Pipeline(IterableDataset[T], Generic[T]):
                 got = ds._stream_buffer(shards[s])
                 if isinstance(got, Filling):
                     fills[s] = got
-                    view = views[s] = got.view
+                    view = views[s] = got.view if got.view is not None else got
                 else:
                     view = views[s] = memoryview(got)
             ix = indexes[s]
@@ -442,6 +446,8 @@ class Pipeline(IterableDataset[T], Generic[T]):
                         fill.wait(need)
                     if fill.done:
                         del fills[s]
+            if forward and view.__class__ is Filling:
+                view.drop_before(ix.offsets[i])
             ext = ix.payload_ext
             if ext is not None:
                 p = ix.payload_offsets[i]

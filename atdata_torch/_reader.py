@@ -6,7 +6,7 @@ import re
 from collections.abc import Iterator
 from typing import IO, TYPE_CHECKING, NamedTuple
 
-from ._tar import iter_members, read_member_stream
+from ._tar import Sliceable, iter_members, read_member_stream
 from .errors import ShardFormatError
 
 if TYPE_CHECKING:
@@ -78,9 +78,12 @@ def _group(members: Iterator[tuple[str, int, int, Buffer]], shard: str) -> Itera
         yield Record(shard, key, offset, end - offset, group, data_at)
 
 
-def iter_records(buf: Buffer, shard: str, start: int = 0, end: int | None = None) -> Iterator[Record]:
+def iter_records(buf: Sliceable, shard: str, start: int = 0, end: int | None = None) -> Iterator[Record]:
     """Group the members of a buffered tar into records, as webdataset's ``group_by_keys`` does."""
-    view = memoryview(buf)
+    try:
+        view: Sliceable = memoryview(buf)  # type: ignore[arg-type]
+    except TypeError:  # no buffer protocol (a segmented Filling): sliced as it is
+        view = buf
     return _group(
         (
             (m.name, m.header_offset, m.data_offset, view[m.data_offset : m.data_offset + m.size])
@@ -90,7 +93,7 @@ def iter_records(buf: Buffer, shard: str, start: int = 0, end: int | None = None
     )
 
 
-def read_record(buf: Buffer, shard: str, offset: int, length: int) -> Record:
+def read_record(buf: Sliceable, shard: str, offset: int, length: int) -> Record:
     """Read the one record stored in ``[offset, offset + length)`` (a range taken from a shard index).
 
     The headers in that range are parsed and checked; see :func:`indexed_record` for the header-free path.

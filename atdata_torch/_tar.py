@@ -11,7 +11,7 @@ from __future__ import annotations
 import struct
 import zlib
 from collections.abc import Iterator
-from typing import IO, NamedTuple
+from typing import IO, NamedTuple, Protocol
 
 from .errors import ShardFormatError
 
@@ -19,6 +19,15 @@ BLOCK = 512
 RECORD = 10240  # tarfile's record size; shards are padded to a multiple of it, like the original writes
 ZERO_BLOCK = bytes(BLOCK)
 _ADLER_MOD = 65521
+
+
+class Sliceable(Protocol):
+    """What the buffer walkers read: bytes, a memoryview, an mmap, or a segmented download
+    (:class:`~atdata_torch.sources.Filling`)."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, sl: slice, /) -> bytes | memoryview: ...
 
 
 class Member(NamedTuple):
@@ -98,7 +107,7 @@ def _key_of(name: str) -> str:
     return f"{head}/{key}" if head else key
 
 
-def iter_members(buf: bytes | memoryview, shard: str, start: int = 0, end: int | None = None) -> Iterator[Member]:
+def iter_members(buf: Sliceable, shard: str, start: int = 0, end: int | None = None) -> Iterator[Member]:
     """Yield the regular-file members of a tar held in a buffer (bytes or mmap), in archive order.
 
     Args:

@@ -171,7 +171,7 @@ class PipelineNode(BaseNode[T], Generic[T]):  # type: ignore[misc]
         shard_of, index_of = p.epoch_order(epoch, indexes)
         n = len(shard_of)
         shards = p.dataset.list_shards()
-        views: dict[int, memoryview] = {}
+        views: dict[int, Any] = {}  # shard -> memoryview, or a segmented Filling (see Pipeline._read)
         fills: dict[int, Any] = {}  # shards still downloading (remote sources)
         rank, world = p.rank, p.world_size
         g = p.global_batch_size
@@ -193,6 +193,7 @@ class PipelineNode(BaseNode[T], Generic[T]):  # type: ignore[misc]
                     positions %= n
                 recs, kept = p._read(positions, shard_of, index_of, shards, indexes, views, fills, report)
                 batch = p._fast_batch(recs, report) if fast else p._slow_batch(recs, report, kept, epoch)
+                del recs  # the records' bytes may be download segments: they go back to the pool before the next read
                 if batch is not None:
                     yield consumed(j), batch  # type: ignore[misc]  # T is SampleBatch for a batched pipeline
         else:

@@ -107,6 +107,7 @@ class FaultServer:
         self._log: list[Request] = []
         self._auth: str | None = None
         self.ranges_supported = True  # False: ignore Range headers and answer 200 with the whole file
+        self.send_lengths = True  # False: no Content-Length; the body ends when the server closes the connection
         self._stopping = threading.Event()
         self._httpd: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -200,6 +201,7 @@ class FaultServer:
             self._log.clear()
             self._auth = None
             self.ranges_supported = True
+            self.send_lengths = True
 
     def _take_fault(self, path: str, rng: str | None = None) -> Fault | None:
         m = _RANGE.match(rng.strip()) if rng else None
@@ -350,7 +352,11 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(status)
         for k, v in headers.items():
             self.send_header(k, v)
-        self.send_header("Content-Length", str(len(data)))
+        if srv.send_lengths:
+            self.send_header("Content-Length", str(len(data)))
+        else:  # as an HTTP/1.0-style server or a proxy may answer: the body runs to the connection's end
+            self.send_header("Connection", "close")
+            self.close_connection = True
         self.end_headers()
         if body and fault is not None and fault.kind == "pause" and fault.gate is not None:
             self.wfile.write(data[: fault.after])

@@ -682,7 +682,7 @@ def test_a_forked_worker_starts_its_own_buffer_pool() -> None:
     with _remote._POOL_LOCK:  # as a download thread of the parent might hold it at the fork
         pid = os.fork()
         if pid == 0:  # the child: a fresh, empty pool behind a lock nobody holds
-            ok = _remote._POOL == [] and len(_remote._buffer_pool(2).get(10)) == 10
+            ok = _remote._POOLS == {} and len(_remote._buffer_pool(2).get(10)) == 10
             os._exit(0 if ok else 1)
     end = time.monotonic() + 10
     while (done := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.monotonic() < end:
@@ -693,3 +693,92 @@ def test_a_forked_worker_starts_its_own_buffer_pool() -> None:
         pytest.fail("the forked child hung on the buffer pool's lock")
     assert os.waitstatus_to_exitcode(done[1]) == 0
     assert len(_remote._buffer_pool(2)) >= 1 and held is not None
+
+
+# ---------------------------------------------------------------------------------------------------- segments
+def test_an_ordered_pass_reads_a_shard_in_segments(http_server: FaultServer, big_shards: list[Path]) -> None:
+    from atdata_torch.sources import Filling
+    from atdata_torch.sources._remote import SEGMENT
+
+    url = http_server.url(BIG[0])
+    got = HTTPSource([url], **fast()).stream_buffer(url)
+    assert isinstance(got, Filling) and got.segment == SEGMENT and got.view is None
+    got.wait(len(got))
+    assert bytes(got.contiguous()) == big_shards[0].read_bytes()  # samples cross segment ends (1 MiB each)
+
+
+def test_a_reader_in_order_lets_go_of_the_segments_behind_it(
+    http_server: FaultServer, big_shards: list[Path], local_big: atd.Dataset[Rec]
+) -> None:
+    import gc
+
+    from atdata_torch.sources import _remote
+
+    pool = _remote._buffer_pool(0, "segment")
+    gc.collect()
+    base = pool.in_use()
+    held: list[int] = []
+    got: list[Any] = []
+    with deadline(20):
+        for batch in atd.Dataset[Rec](http_server.url(BIG[0]), **fast()).ordered(batch_size=1):
+            got.append(batch)
+            gc.collect()
+            held.append(pool.in_use() - base)
+    assert rows(got) == rows(local_big.ordered())[:12]
+    ix = local_big.shard_indexes()[0]
+    size = big_shards[0].stat().st_size
+    segments = -(-size // _remote.SEGMENT)
+    # At the last sample, only the segments from the one it starts in to the shard's end are still held.
+    assert held[-1] == segments - ix.offsets[-1] // _remote.SEGMENT < segments
+    gc.collect()
+    assert pool.in_use() == base  # and after the pass, none
+
+
+def test_a_padded_last_batch_wraps_around_a_segmented_shard(
+    http_server: FaultServer, big_shards: list[Path], local_big: atd.Dataset[Rec]
+) -> None:
+    # Padding reads the shard's first samples again after its last: its segments must still be there.
+    ds = atd.Dataset[Rec](http_server.url(BIG[0]), **fast())
+    local = atd.Dataset[Rec](str(big_shards[0]))
+    with deadline(20):
+        got = rows(ds.ordered(batch_size=5, last_batch="pad"))
+    assert got == rows(local.ordered(batch_size=5, last_batch="pad")) and len(got) == 15
+    assert http_server.gets(BIG[0]) == 1
+
+
+def test_plain_webdataset_samples_across_segment_ends(http_server: FaultServer, http_root: Path) -> None:
+    import webdataset as wds
+
+    rng = np.random.default_rng(7)
+    path = http_root / "plain-000000.tar"
+    with wds.TarWriter(str(path)) as w:  # two members per sample: read through the tar headers, not the index
+        for i in range(14):
+            w.write({"__key__": f"k{i:03d}", "bin": rng.bytes(700_000 + 977 * i), "cls": str(i).encode()})
+    atd.build_index(str(path), progress=False)
+
+    def plain(ds: atd.Dataset[Any]) -> list[tuple[bytes, Any]]:
+        return [(bytes(s["bin"]), s["cls"]) for s in ds.ordered()]
+
+    with deadline(20):
+        got = plain(atd.Dataset(http_server.url(path.name), **fast()))
+    assert got == plain(atd.Dataset(str(path))) and len(got) == 14
+
+
+def test_a_shard_read_ahead_in_segments_is_also_served_whole(http_server: FaultServer, big_shards: list[Path]) -> None:
+    url = http_server.url(BIG[0])
+    src = HTTPSource([url], **fast())
+    src.prefetch([url])  # starts the download as an ordered pass would, in segments
+    assert http_server.wait_for(lambda: http_server.gets(BIG[0]) == 1)
+    with deadline(20):
+        assert bytes(src.buffer(url)) == big_shards[0].read_bytes()  # joined for a caller that wants one buffer
+    assert http_server.gets(BIG[0]) == 1
+
+
+def test_a_response_without_content_length_is_read_to_its_end(
+    http_server: FaultServer, big_shards: list[Path], local_big: atd.Dataset[Rec]
+) -> None:
+    http_server.send_lengths = False
+    ds = atd.Dataset[Rec](f"{http_server.base_url}/big-{{000000..000001}}.tar", **fast(timeout=20.0))
+    with deadline(20):
+        assert rows(ds.ordered(batch_size=5)) == rows(local_big.ordered())
+    assert http_server.gets(BIG[0]) == 1

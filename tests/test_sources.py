@@ -287,3 +287,67 @@ def test_filling_passes_the_download_error_to_waiters() -> None:
     fill.wait(3)  # what arrived stays readable
     with pytest.raises(atd.SourceError, match="failed"):
         fill.wait(4)
+
+
+def test_segmented_filling_slices_like_one_buffer() -> None:
+    from atdata_torch.sources import Filling
+
+    data = bytes(range(256)) * 4  # 1024 bytes in segments of 100: the last one is short
+    fill = Filling.segmented(len(data), 100, "a.tar")
+    assert len(fill) == 1024 and fill.view is None
+    for k in range(11):
+        seg = memoryview(bytearray(100))
+        chunk = data[k * 100 : (k + 1) * 100]
+        seg[: len(chunk)] = chunk
+        fill.put(k, seg)
+    fill.advance(1024)
+    within = fill[210:290]
+    assert bytes(within) == data[210:290]
+    assert within.obj is not None and len(within.obj) == 100  # a view of its segment: no copy
+    for a, b in [(0, 1024), (95, 105), (199, 401), (1000, 1024), (300, 300), (-24, 1024)]:
+        assert bytes(fill[a:b]) == data[a:b], (a, b)  # across segments: copied in order
+    assert bytes(fill.contiguous()) == data
+    assert "segments of 100" in repr(fill)
+
+
+def test_segmented_filling_lets_go_of_the_segments_a_reader_passed() -> None:
+    import gc
+    import weakref
+
+    import numpy as np
+
+    from atdata_torch.sources import Filling
+
+    fill = Filling.segmented(300, 100, "a.tar")
+    arrays = [np.full(100, k, np.uint8) for k in range(3)]
+    refs = [weakref.ref(a) for a in arrays]
+    for k, a in enumerate(arrays):
+        fill.put(k, memoryview(a))  # type: ignore[arg-type]
+    fill.finish()
+    del arrays, a
+    held = fill[150:160]  # a record the reader still holds keeps its segment
+    fill.drop_before(250)  # the reader is at byte 250: segments 0 and 1 end before it
+    gc.collect()
+    assert [r() is None for r in refs] == [True, False, False]
+    assert bytes(held) == bytes([1] * 10)
+    del held
+    gc.collect()
+    assert refs[1]() is None and refs[2]() is not None
+    assert bytes(fill[250:300]) == bytes([2] * 50)
+
+
+def test_segmented_filling_waits_and_fails_like_one_buffer() -> None:
+    from atdata_torch.sources import Filling
+
+    fill = Filling.segmented(10, 4, "a.tar")
+    fill.put(0, memoryview(bytearray(b"abcd")))
+    fill.advance(4)
+    fill.finish(atd.SourceError("download of 'a.tar' failed", shard="a.tar"))
+    fill.wait(4)
+    assert bytes(fill[0:4]) == b"abcd"
+    with pytest.raises(atd.SourceError, match="failed"):
+        fill.wait(5)
+    with pytest.raises(atd.SourceError, match="failed"):
+        fill.contiguous()
+    with pytest.raises(atd.ShardFormatError, match="has 10 bytes"):
+        fill.wait(11)
