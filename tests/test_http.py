@@ -782,3 +782,72 @@ def test_a_response_without_content_length_is_read_to_its_end(
     with deadline(20):
         assert rows(ds.ordered(batch_size=5)) == rows(local_big.ordered())
     assert http_server.gets(BIG[0]) == 1
+
+
+# ---------------------------------------------------------------------------------------------------- receive buffer
+def _rcvbuf(sock: Any) -> int:
+    import socket
+
+    return int(sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF))
+
+
+def _probe(size: int | None) -> int:
+    """What this kernel reports for a socket whose SO_RCVBUF was set to ``size`` (or left alone)."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        if size is not None:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+        return _rcvbuf(s)
+
+
+def test_the_receive_buffer_is_fixed_only_towards_this_machine() -> None:
+    import socket
+
+    from atdata_torch.sources.http import LOOPBACK_RECV_BUFFER, _tune_receive_buffer
+
+    tuned = _probe(LOOPBACK_RECV_BUFFER)
+    assert tuned != _probe(None)  # the setting is visible on this kernel
+    for peer, expect_tuned in [("127.0.0.1", True), ("10.255.255.1", False)]:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.connect((peer, 9))  # a datagram socket only records its peer: nothing is sent
+            before = _rcvbuf(s)
+            _tune_receive_buffer(s, "loopback")
+            assert _rcvbuf(s) == (tuned if expect_tuned else before), peer
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.connect(("10.255.255.1", 9))
+        _tune_receive_buffer(s, 1 << 20)  # a number: on every connection
+        assert _rcvbuf(s) == _probe(1 << 20)
+
+
+@pytest.mark.parametrize("recv_buffer", ["loopback", None, 1 << 20])
+def test_connections_get_the_receive_buffer_asked_for(
+    http_server: FaultServer,
+    shards: list[Path],
+    local: atd.Dataset[Rec],
+    monkeypatch: pytest.MonkeyPatch,
+    recv_buffer: Any,
+) -> None:
+    from atdata_torch.sources import http as http_module
+    from atdata_torch.sources.http import LOOPBACK_RECV_BUFFER
+
+    seen: list[int] = []
+    real = http_module._tune_receive_buffer
+
+    def spy(sock: Any, value: Any) -> None:
+        real(sock, value)
+        seen.append(_rcvbuf(sock))
+
+    monkeypatch.setattr(http_module, "_tune_receive_buffer", spy)
+    ds = atd.Dataset[Rec](f"{http_server.base_url}/{PATTERN}", **fast(recv_buffer=recv_buffer))
+    assert rows(ds.ordered()) == rows(local.ordered())
+    if recv_buffer is None:
+        assert seen == []  # the kernel's autotuning
+    else:
+        want = _probe(LOOPBACK_RECV_BUFFER if recv_buffer == "loopback" else recv_buffer)
+        assert seen and all(v == want for v in seen)
+
+
+def test_a_wrong_receive_buffer_is_refused() -> None:
+    with pytest.raises(TypeError, match="recv_buffer"):
+        HTTPSource(["http://127.0.0.1/a.tar"], recv_buffer="big")  # type: ignore[arg-type]

@@ -9,7 +9,9 @@ Example:
 from __future__ import annotations
 
 import http.client
-from typing import IO, Any
+import ipaddress
+import socket
+from typing import IO, Any, Literal
 from urllib.parse import unquote
 
 from ..errors import ShardNotFoundError, SourceError
@@ -19,6 +21,7 @@ from .url import redact
 __all__ = ["HTTPSource"]
 
 _TRANSIENT_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
+LOOPBACK_RECV_BUFFER = 4 << 20  # SO_RCVBUF of connections to this machine (recv_buffer="loopback")
 
 
 class HTTPSource(RemoteSource):
@@ -30,6 +33,12 @@ class HTTPSource(RemoteSource):
         urls: Shard URLs (``user:password@`` in a URL becomes basic auth and never appears in messages).
         headers: Extra request headers (e.g. ``{"Authorization": "Bearer ..."}``; never logged).
         timeout: Connect and read timeout in seconds (a stalled server counts as a transient failure).
+        recv_buffer: The socket receive buffer (``SO_RCVBUF``). ``"loopback"`` (default): 4 MiB on connections to
+            this machine (a local object store, a sidecar proxy), where the round trip is microseconds and a
+            fixed buffer costs nothing, and the kernel's autotuning elsewhere. A number of bytes: that buffer on
+            every connection (the kernel caps it at ``net.core.rmem_max``, and a fixed buffer turns autotuning off:
+            on long, fast links it can be slower). ``None``: autotuning everywhere. Measured on loopback (image
+            shape, 2 cores): 4 MiB instead of autotuning took a single stream from 1.1 to 1.75 GB/s.
         **kwargs: ``cache``, ``retries``, ``backoff``, ``max_concurrency``, ``readahead``, ``chunk_size``,
             ``parallel`` (see RemoteSource). With ``chunk_size`` a shard is fetched as ``Range`` requests of that
             many bytes, ``parallel`` of them at once; a server that answers ``200`` to a range request (no
@@ -42,12 +51,16 @@ class HTTPSource(RemoteSource):
         *,
         headers: dict[str, str] | None = None,
         timeout: float = 30.0,
+        recv_buffer: int | Literal["loopback"] | None = "loopback",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self._urls = list(urls)
         self._headers = dict(headers or {})
         self.timeout = timeout
+        if recv_buffer is not None and recv_buffer != "loopback" and not isinstance(recv_buffer, int):
+            raise TypeError(f'recv_buffer is a number of bytes, "loopback" or None; got {recv_buffer!r}')
+        self.recv_buffer = recv_buffer
 
     @classmethod
     def from_urls(cls, urls: list[str], **kwargs: Any) -> HTTPSource:
@@ -68,12 +81,15 @@ class HTTPSource(RemoteSource):
 
         # Status-based retries are ours (to resume from the right byte); urllib3 only retries connecting.
         retry = urllib3.Retry(total=None, connect=0, read=0, status=0, redirect=5, raise_on_status=False)
-        return urllib3.PoolManager(
+        manager = urllib3.PoolManager(
             num_pools=16,
             maxsize=self.max_concurrency + 2,
             retries=retry,
             timeout=urllib3.Timeout(connect=self.timeout, read=self.timeout),
         )
+        if self.recv_buffer:
+            manager.pool_classes_by_scheme = _tuned_pools(self.recv_buffer)
+        return manager
 
     def _request_parts(self, url: str) -> tuple[str, dict[str, str]]:
         import urllib3
@@ -139,6 +155,57 @@ class HTTPSource(RemoteSource):
         n = len(self._urls)
         first = f", first={redact(self._urls[0])!r}" if n else ""
         return f"HTTPSource({n} shards{first})"
+
+
+def _tuned_pools(recv_buffer: int | str) -> dict[str, Any]:
+    """urllib3 pool classes whose new connections get their receive buffer from :func:`_tune_receive_buffer`
+    (decided per connection, from the address it reached: redirects and host names resolving to this machine
+    included)."""
+    from urllib3.connection import HTTPConnection, HTTPSConnection
+    from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+
+    def tuned(base: type) -> type:
+        def _new_conn(self: Any) -> socket.socket:
+            sock: socket.socket = base._new_conn(self)  # type: ignore[attr-defined]
+            _tune_receive_buffer(sock, recv_buffer)
+            return sock
+
+        return type(f"Tuned{base.__name__}", (base,), {"_new_conn": _new_conn})
+
+    return {
+        "http": type("TunedHTTPConnectionPool", (HTTPConnectionPool,), {"ConnectionCls": tuned(HTTPConnection)}),
+        "https": type("TunedHTTPSConnectionPool", (HTTPSConnectionPool,), {"ConnectionCls": tuned(HTTPSConnection)}),
+    }
+
+
+def _tune_receive_buffer(sock: socket.socket, recv_buffer: int | str) -> None:
+    """Set ``SO_RCVBUF``: ``recv_buffer`` bytes, or for ``"loopback"`` :data:`LOOPBACK_RECV_BUFFER` when the peer
+    is this machine (best effort: a socket that refuses keeps the kernel's default)."""
+    try:
+        if recv_buffer == "loopback":
+            if not _is_loopback(sock.getpeername()[0]):
+                return
+            size = LOOPBACK_RECV_BUFFER
+        else:
+            size = int(recv_buffer)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+    except (OSError, ValueError, IndexError):
+        pass
+
+
+def _is_loopback(address: str) -> bool:
+    """``127.0.0.0/8``, ``::1`` and IPv4-mapped loopback addresses.
+
+    Example:
+        >>> _is_loopback("127.0.0.1"), _is_loopback("::ffff:127.0.0.1"), _is_loopback("10.0.0.1")
+        (True, True, False)
+    """
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return False
+    mapped = getattr(ip, "ipv4_mapped", None)
+    return bool(ip.is_loopback or (mapped is not None and mapped.is_loopback))
 
 
 class _Body:
