@@ -31,7 +31,7 @@ class Filling:
     last (see :meth:`RemoteSource.stream_buffer`).
 
     The bytes are one buffer (:attr:`view`), or, for a download that arrives in segments (:meth:`segmented`),
-    fixed-size pieces that are received straight into reused, cache-warm memory: ``filling[a:b]`` is a zero-copy
+    fixed-size pieces that are received straight into reused buffers: ``filling[a:b]`` is a zero-copy
     slice when ``[a, b)`` lies in one segment and a copy when it spans two; :meth:`drop_before` lets the segments
     that a sequential reader has passed go back to the pool once nothing refers to them.
 

@@ -414,7 +414,8 @@ _SCRATCH = threading.local()  # per download thread: a reused receive buffer (re
 def _read_into(stream: Any, view: memoryview, direct: bool = False) -> int:
     """Read from ``stream`` into ``view``: ``readinto`` a reused per-thread buffer, then one copy by numpy, which
     lets go of the GIL while it copies (measured faster than receiving straight into a large shard buffer, than a
-    memoryview copy, which holds the GIL and stalls the thread decoding, and than ``read()``, which allocates)."""
+    memoryview copy, which holds the GIL and stalls the thread decoding, and than ``read()``, which allocates).
+    ``direct``: ``readinto`` the view itself (a recycled segment, see :class:`_SegmentSink`)."""
     try:
         readinto = getattr(stream, "readinto", None)
         if readinto is not None and direct:
