@@ -371,8 +371,7 @@ class Pipeline(IterableDataset[T], Generic[T]):
         indexes = self._indexes(report)
         shard_of, index_of = self.epoch_order(epoch, indexes)
         n = len(shard_of)
-        views: dict[int, memoryview | Filling] = {}  # a segmented download is sliced like a memoryview
-        fills: dict[int, Filling] = {}  # shards still downloading (remote sources)
+        views: dict[int, memoryview | Filling] = {}  # a Filling (remote, maybe still arriving) slices like a memoryview
         batched = self.batch_size is not None
         fast = batched and self._fast_batches_possible()
         groups = list(self._groups(n, start, topo))
@@ -381,7 +380,7 @@ class Pipeline(IterableDataset[T], Generic[T]):
             _, first = np.unique(order, return_index=True)
             prefetch([shards[s] for s in order[np.sort(first)].tolist()])
         for positions in groups:
-            recs, kept = self._read(positions, shard_of, index_of, shards, indexes, views, fills, report)
+            recs, kept = self._read(positions, shard_of, index_of, shards, indexes, views, report)
             if not batched:
                 for _key, sample in self._samples(recs, report, kept, epoch):
                     yield sample
@@ -405,7 +404,6 @@ class Pipeline(IterableDataset[T], Generic[T]):
         shards: list[str],
         indexes: list[Any],
         views: dict[int, memoryview | Filling],
-        fills: dict[int, Filling],
         report: SkipReport,
     ) -> tuple[list[Record], list[int]]:
         """The records at these global positions, and the positions that could be read."""
@@ -422,15 +420,9 @@ class Pipeline(IterableDataset[T], Generic[T]):
                 # Few shards stay mapped: a mapped shard's pages count in RSS (ordered reads need one at a time,
                 # shuffled reads one per block of the window).
                 if len(views) >= (self.window + 2 if self.shuffle else 2):
-                    gone = next(iter(views))
-                    del views[gone]
-                    fills.pop(gone, None)
+                    del views[next(iter(views))]
                 got = ds._stream_buffer(shards[s])
-                if isinstance(got, Filling):
-                    fills[s] = got
-                    view = views[s] = got.view if got.view is not None else got
-                else:
-                    view = views[s] = memoryview(got)
+                view = views[s] = got if isinstance(got, Filling) else memoryview(got)
             ix = indexes[s]
             need = ix.offsets[i] + ix.lengths[i]
             if need > len(view):
@@ -439,15 +431,11 @@ class Pipeline(IterableDataset[T], Generic[T]):
                     raise exc
                 self._note(report, exc)
                 continue
-            if fills:  # the shard is still downloading: wait for the bytes this record needs
-                fill = fills.get(s)
-                if fill is not None:
-                    if fill.filled < need:
-                        fill.wait(need)
-                    if fill.done:
-                        del fills[s]
-            if forward and view.__class__ is Filling:
-                view.drop_before(ix.offsets[i])
+            if view.__class__ is Filling:  # a remote shard: wait for the bytes this record needs, if not in yet
+                if view.filled < need:
+                    view.wait(need)
+                if forward:
+                    view.drop_before(ix.offsets[i])
             ext = ix.payload_ext
             if ext is not None:
                 p = ix.payload_offsets[i]

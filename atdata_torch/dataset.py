@@ -141,8 +141,8 @@ class Dataset(IterableDataset[T], Generic[T]):
         return buf
 
     def _stream_buffer(self, shard: str) -> Buffer | Filling:
-        """The shard for one in-order pass: a :class:`~atdata_torch.sources.Filling` while a remote source is still
-        downloading it, else the whole buffer."""
+        """The shard for a pass: a :class:`~atdata_torch.sources.Filling` when a remote source streams it (readers
+        wait for the bytes they need), else the whole buffer."""
         get = getattr(self.source, "stream_buffer", None)
         if get is not None:
             got: Buffer | Filling | None = get(shard)

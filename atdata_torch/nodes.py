@@ -171,8 +171,7 @@ class PipelineNode(BaseNode[T], Generic[T]):  # type: ignore[misc]
         shard_of, index_of = p.epoch_order(epoch, indexes)
         n = len(shard_of)
         shards = p.dataset.list_shards()
-        views: dict[int, Any] = {}  # shard -> memoryview, or a segmented Filling (see Pipeline._read)
-        fills: dict[int, Any] = {}  # shards still downloading (remote sources)
+        views: dict[int, Any] = {}  # shard -> memoryview, or a Filling (see Pipeline._read)
         rank, world = p.rank, p.world_size
         g = p.global_batch_size
         pad = p.last_batch == "pad"
@@ -191,7 +190,7 @@ class PipelineNode(BaseNode[T], Generic[T]):  # type: ignore[misc]
                 positions = np.arange(lo, hi, dtype=np.int64)
                 if pad:
                     positions %= n
-                recs, kept = p._read(positions, shard_of, index_of, shards, indexes, views, fills, report)
+                recs, kept = p._read(positions, shard_of, index_of, shards, indexes, views, report)
                 batch = p._fast_batch(recs, report) if fast else p._slow_batch(recs, report, kept, epoch)
                 del recs  # the records' bytes may be download segments: they go back to the pool before the next read
                 if batch is not None:
@@ -202,7 +201,7 @@ class PipelineNode(BaseNode[T], Generic[T]):  # type: ignore[misc]
                 positions = start + rank + world * js
                 if pad:
                     positions %= n
-                recs, kept = p._read(positions, shard_of, index_of, shards, indexes, views, fills, report)
+                recs, kept = p._read(positions, shard_of, index_of, shards, indexes, views, report)
                 wanted = positions.tolist()
                 k = 0
                 for rec, pos in zip(recs, kept, strict=True):

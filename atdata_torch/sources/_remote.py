@@ -333,31 +333,37 @@ class RemoteSource(ShardSource):
                 _, fut = pending.popitem(last=False)
                 fut.cancel()
 
-    def _begin(self, shard: str, priority: tuple[int, int], segmented: bool = True) -> _Job | Future[Buffer]:
-        """Start downloading a shard: a streamable job where nothing has to be checked first, else :meth:`_fetch`
+    def _begin(self, shard: str, priority: tuple[int, int]) -> _Job | Future[Buffer]:
+        """Start downloading a shard: a streamed job where nothing has to be checked first, else :meth:`_fetch`
         (cache, checksum) on the pool."""
         if self.cache is None and shard not in self.checksums and not self.chunk_size:
-            job = _Job(self, shard, priority, streamable=True, segmented=segmented)
+            job = _Job(self, shard, priority, streamed=True)
             self._downloader().submit(job, 0, job.head)
             return job
         return self._pool().submit(self._fetch, shard, priority)
 
-    def _take(self, shard: str, segmented: bool) -> _Job | Future[Buffer]:
+    def _take(self, shard: str) -> tuple[_Job | Future[Buffer] | None, tuple[int, int]]:
+        """The read-ahead download of ``shard``, if one was started (the next ones start now), and the priority of
+        a download started for it now."""
         st = self._state()
         with st["lock"]:
             got = st["pending"].pop(shard, None)
         self._schedule(shard)
-        return got if got is not None else self._begin(shard, (0, next(st["tickets"])), segmented)
+        return got, (0, next(st["tickets"]))
 
     def buffer(self, shard: str) -> Buffer:
-        got = self._take(shard, False)
+        got, priority = self._take(shard)
+        if got is None:
+            return self._fetch(shard, priority)
         result = got.future.result() if isinstance(got, _Job) else got.result()
         return result.contiguous() if isinstance(result, Filling) else result
 
     def stream_buffer(self, shard: str) -> Buffer | Filling:
         """The shard as :meth:`buffer` gives it, or, while its download is still arriving, a :class:`Filling` of it
         (readers wait for the bytes they need; a download that fails raises from :meth:`Filling.wait`)."""
-        got = self._take(shard, True)
+        got, priority = self._take(shard)
+        if got is None:
+            got = self._begin(shard, priority)
         return got.take() if isinstance(got, _Job) else got.result()
 
     def open_shard(self, shard: str) -> IO[bytes]:
@@ -449,17 +455,15 @@ class _Job:
         priority: tuple[int, int],
         *,
         hash_stream: bool = False,
-        streamable: bool = False,
-        segmented: bool = False,
+        streamed: bool = False,
     ) -> None:
         self.src = src
         self.hash_stream = hash_stream
-        self.streamable = streamable  # hand the buffer over while it fills (a Filling, see take())
-        self.segmented = streamable and segmented  # ... received in segments (see _SegmentSink)
+        self.streamed = streamed  # received in segments, handed over while it arrives (a Filling, see take())
         self.digest: str | None = None  # sha256 of a shard that came as one stream (with hash_stream)
         self.shard = shard
         self.priority = priority
-        self.future: Future[Any] = Future()  # memoryview, or a Filling of a segmented download
+        self.future: Future[Any] = Future()  # a memoryview, or the Filling of a streamed download
         self.filling: Filling | None = None
         self.active = 0  # parts being downloaded (the downloader's lock)
         self.cancelled = False
@@ -517,12 +521,12 @@ class _Job:
     def _head(self) -> None:
         src, shard, chunk = self.src, self.shard, self.src.chunk_size
         sink: _MemorySink | _SegmentSink
-        if self.segmented and not chunk:
+        if self.streamed:  # (never with chunk_size: see RemoteSource._begin)
             sink = _SegmentSink(_buffer_pool(0, "segment"), src._display(shard), src.readahead + 2)
         else:
             sink = _MemorySink(_buffer_pool(src.readahead + src.max_concurrency + 2))
-        if self.hash_stream:
-            sink.hasher = hashlib.sha256()
+            if self.hash_stream:
+                sink.hasher = hashlib.sha256()
         end: int | None = None  # where the head's bytes stop (None: at the end of the stream)
         size: int | None = None
         started = False
@@ -542,9 +546,6 @@ class _Job:
                     elif ranged and total > chunk:
                         end = chunk
                         self._split(sink, total)
-                    elif self.streamable:
-                        self.filling = Filling(sink.data[:total], src._display(shard))
-                        self._handed.set()
             else:  # resume from the last byte received (to the end of the shard: an open range, as in download_to)
                 stream, total = src._open_range(shard, sink.pos, None if end is None or end == size else end)
                 if total is not None and end is None:
@@ -577,7 +578,7 @@ class _Job:
             if sink.hasher is not None:
                 self.digest = sink.hasher.hexdigest()
 
-    def _split(self, sink: Any, total: int) -> None:
+    def _split(self, sink: _MemorySink, total: int) -> None:
         """Queue the parts after the head's (the buffer is allocated: ``total`` bytes)."""
         chunk = self.src.chunk_size
         sink.hasher = None  # parts arrive out of order: hashed once they are all in
@@ -594,7 +595,7 @@ class _Job:
             if self.failed:
                 return
             try:
-                assert isinstance(self._view, memoryview)  # parts: never segmented
+                assert isinstance(self._view, memoryview)  # parts: never streamed
                 self.src._read_part(self.shard, self._view, lo, hi)
             except BaseException as exc:
                 self._finish(exc)
@@ -715,7 +716,8 @@ class _BufferPool:
 
     def in_use(self) -> int:
         """Buffers handed out and not free yet."""
-        return sum(1 for slot in self._slots if not slot.free)
+        with self._lock:
+            return sum(1 for slot in self._slots if not slot.free)
 
     def release(self, idle: float = 0.0) -> None:
         """Drop the buffers nothing has referred to for ``idle`` seconds."""
@@ -826,7 +828,6 @@ class _SegmentSink:
         self._shard = shard
         self._shards_ahead = shards_ahead  # shards that may be in memory at once (the pool keeps as many)
         self.pos = 0
-        self.hasher: Any = None
         self.fill: Filling | None = None
         self._cur: memoryview | None = None
         self._k = -1
@@ -838,7 +839,7 @@ class _SegmentSink:
             for k, seg in enumerate(self._segs):
                 self.fill.put(k, seg)
             self._segs = []
-            self._pool.keep = max(self._pool.keep, self._shards_ahead * len(self.fill._segs))
+            self._pool.keep = max(self._pool.keep, self._shards_ahead * -(-size // SEGMENT))
 
     def read_from(self, stream: Any, n: int) -> int:
         """Receive up to ``n`` bytes (not past the current segment's end); 0 at the end of the stream."""

@@ -8,6 +8,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import http.client
 import ipaddress
 import socket
@@ -87,8 +88,8 @@ class HTTPSource(RemoteSource):
             retries=retry,
             timeout=urllib3.Timeout(connect=self.timeout, read=self.timeout),
         )
-        if self.recv_buffer:
-            manager.pool_classes_by_scheme = _tuned_pools(self.recv_buffer)
+        if self.recv_buffer:  # (one set of pool classes per setting, made once)
+            manager.pool_classes_by_scheme = dict(_tuned_pools(self.recv_buffer))
         return manager
 
     def _request_parts(self, url: str) -> tuple[str, dict[str, str]]:
@@ -157,6 +158,7 @@ class HTTPSource(RemoteSource):
         return f"HTTPSource({n} shards{first})"
 
 
+@functools.cache
 def _tuned_pools(recv_buffer: int | str) -> dict[str, Any]:
     """urllib3 pool classes whose new connections get their receive buffer from :func:`_tune_receive_buffer`
     (decided per connection, from the address it reached: redirects and host names resolving to this machine
