@@ -30,6 +30,7 @@ from torch.utils.data import IterableDataset
 from . import _codec
 from ._batch import SampleBatch, stack_column, stack_encoded
 from ._order import DEFAULT_BLOCK_SIZE, DEFAULT_WINDOW, iter_epoch_order
+from ._placement import Placement, learn
 from ._reader import Record, read_record
 from ._topology import Topology, control_slot, resolve_rank_world
 from .errors import AtdataError, DecodeError, ShardFormatError, SkippedSamplesWarning
@@ -379,21 +380,75 @@ class Pipeline(IterableDataset[T], Generic[T]):
             order = shard_of[np.concatenate(groups)]
             _, first = np.unique(order, return_index=True)
             prefetch([shards[s] for s in order[np.sort(first)].tolist()])
-        for positions in groups:
-            recs, kept = self._read(positions, shard_of, index_of, shards, indexes, views, report)
-            if not batched:
-                for _key, sample in self._samples(recs, report, kept, epoch):
-                    yield sample
-                continue
-            batch = self._fast_batch(recs, report) if fast else self._slow_batch(recs, report, kept, epoch)
-            del recs  # the records' bytes may be download segments: they go back to the pool before the next read
-            # One batch per step, even when filter() or skipped samples emptied it: step counts stay equal across
-            # ranks (DDP), workers stay in round-robin order, and a resume position is steps x global batch size.
-            yield batch if batch is not None else self._empty_batch()
+        placement = owner = self._placement(groups, indexes) if fast else None
+        try:
+            for j, positions in enumerate(groups):
+                slots: list[int] | None = [] if placement is not None and placement.layout is not None else None
+                recs, kept = self._read(positions, shard_of, index_of, shards, indexes, views, report, placement, slots)
+                if not batched:
+                    for _key, sample in self._samples(recs, report, kept, epoch):
+                        yield sample
+                    continue
+                if placement is not None and j == 0:
+                    placement = self._plan(placement, recs, groups, shard_of, index_of, shards, indexes)
+                if not fast:
+                    batch = self._slow_batch(recs, report, kept, epoch)
+                elif placement is not None and slots is not None and any(x >= 0 for x in slots):
+                    batch = self._fast_batch(recs, report, placement, j, slots)
+                else:  # nothing of this batch went to its rows (the bytes were in before the routes were set)
+                    if placement is not None and slots is not None:
+                        placement.take(j, make=False)
+                    batch = self._fast_batch(recs, report)
+                del recs  # the records' bytes may be download segments: they go back to the pool before the next read
+                # One batch per step, even when filter() or skipped samples emptied it: step counts stay equal across
+                # ranks (DDP), workers stay in round-robin order, and a resume position is steps x global batch size.
+                yield batch if batch is not None else self._empty_batch()
+        finally:
+            if owner is not None:
+                owner.close()
+                unroute = getattr(ds.source, "unroute", None)
+                if unroute is not None:
+                    unroute(owner)
         if report:
             msg = f"atdata_torch epoch {epoch}: {report.summary()}"
             log.warning(msg)
             warnings.warn(msg, SkippedSamplesWarning, stacklevel=2)
+
+    # ------------------------------------------------------------------------------------------------ placement
+    def _placement(self, groups: list[np.ndarray], indexes: list[Any]) -> Placement | None:
+        """A placement for this pass (see ``atdata_torch._placement``) when its array bytes can go straight into
+        batch rows: an in-order pass in batches, over a source that routes downloads, with every shard's payloads
+        located by its index sidecar, for a type with an NDArray field."""
+        if self.shuffle or self.last_batch == "pad" or len(groups) < 2:
+            return None
+        if not callable(getattr(self.dataset.source, "route", None)):
+            return None
+        if not all(ix.payload_ext is not None and ix.payload_offsets is not None for ix in indexes):
+            return None
+        specs = self.dataset._decode_type.__atdata_fields__  # type: ignore[attr-defined]
+        return Placement() if any(spec.kind == "ndarray" for spec in specs) else None
+
+    def _plan(
+        self,
+        placement: Placement,
+        recs: list[Record],
+        groups: list[np.ndarray],
+        shard_of: np.ndarray,
+        index_of: np.ndarray,
+        shards: list[str],
+        indexes: list[Any],
+    ) -> Placement | None:
+        """After the first batch: learn the layout from its first sample, and route the other batches' bytes."""
+        ext = indexes[0].payload_ext
+        fields = {spec.name: spec for spec in self.dataset._decode_type.__atdata_fields__}  # type: ignore[attr-defined]
+        layout = learn(recs[0].members[ext], fields) if recs and ext in recs[0].members else None
+        if layout is None:
+            return None
+        placement.plan(layout, groups[1:], 1, shard_of, index_of, indexes)
+        route = self.dataset.source.route  # type: ignore[attr-defined]
+        for s, router in placement.routers.items():
+            route(shards[s], router)
+        return placement
 
     # ------------------------------------------------------------------------------------------------ records
     def _read(
@@ -405,8 +460,14 @@ class Pipeline(IterableDataset[T], Generic[T]):
         indexes: list[Any],
         views: dict[int, memoryview | Filling],
         report: SkipReport,
+        placement: Placement | None = None,
+        slots: list[int] | None = None,
     ) -> tuple[list[Record], list[int]]:
-        """The records at these global positions, and the positions that could be read."""
+        """The records at these global positions, and the positions that could be read.
+
+        With ``slots`` (a pass that places bytes, see ``atdata_torch._placement``), one slot per record: its row in
+        the batch if its array went there (its record then holds only the payload's bytes after the array), else
+        ``~row``."""
         out: list[Record] = []
         kept: list[int] = []
         ds = self.dataset
@@ -421,7 +482,7 @@ class Pipeline(IterableDataset[T], Generic[T]):
                 # shuffled reads one per block of the window).
                 if len(views) >= (self.window + 2 if self.shuffle else 2):
                     del views[next(iter(views))]
-                got = ds._stream_buffer(shards[s])
+                got = ds._stream_buffer(shards[s], placement)
                 view = views[s] = got if isinstance(got, Filling) else memoryview(got)
             ix = indexes[s]
             need = ix.offsets[i] + ix.lengths[i]
@@ -439,21 +500,49 @@ class Pipeline(IterableDataset[T], Generic[T]):
             ext = ix.payload_ext
             if ext is not None:
                 p = ix.payload_offsets[i]
-                out.append(
-                    Record(
-                        shards[s], ix.keys[i], ix.offsets[i], ix.lengths[i], {ext: view[p : p + ix.payload_sizes[i]]}, p
-                    )
-                )
+                end = p + ix.payload_sizes[i]
+                if slots is not None:
+                    router = view.router if view.__class__ is Filling else None
+                    r = router.placed(i) if router is not None and router.owner is placement else -1
+                    if r >= 0:
+                        out.append(self._placed_record(placement, router, r, view, shards[s], ix, i, slots, k))
+                        kept.append(pos_list[k])
+                        continue
+                    slots.append(~k)
+                out.append(Record(shards[s], ix.keys[i], ix.offsets[i], ix.lengths[i], {ext: view[p:end]}, p))
                 kept.append(pos_list[k])
                 continue
             try:
                 out.append(read_record(view, shards[s], ix.offsets[i], ix.lengths[i]))
                 kept.append(pos_list[k])
+                if slots is not None:
+                    slots.append(~k)
             except ShardFormatError as exc:
                 if self.on_error == "raise":
                     raise
                 self._note(report, exc)
         return out, kept
+
+    @staticmethod
+    def _placed_record(
+        placement: Any, router: Any, r: int, view: Any, shard: str, ix: Any, i: int, slots: list[int], k: int
+    ) -> Record:
+        """The record of a sample whose array bytes went to its batch row: the payload's bytes after the array when
+        the bytes before it are the layout's (slot ``k``), else the whole payload put back together (slot ``~k``)."""
+        layout = placement.layout
+        p = ix.payload_offsets[i]
+        lo = p + len(layout.prefix)
+        hi = lo + layout.nbytes
+        end = p + ix.payload_sizes[i]
+        ext = ix.payload_ext
+        head = view[p:lo]
+        if head == layout.prefix:
+            slots.append(k)
+            return Record(shard, ix.keys[i], ix.offsets[i], ix.lengths[i], {ext: view[hi:end]}, p)
+        row = placement.dest(router.batches[r], router.rows[r])
+        slots.append(~k)
+        payload = memoryview(b"".join((head, row, view[hi:end])))
+        return Record(shard, ix.keys[i], ix.offsets[i], ix.lengths[i], {ext: payload}, p)
 
     def _note(self, report: SkipReport, exc: BaseException, *, shard: str | None = None) -> None:
         report.add(exc, shard=shard)
@@ -513,11 +602,21 @@ class Pipeline(IterableDataset[T], Generic[T]):
         t = self.dataset._decode_type
         return not self.dataset._stages and isinstance(t, type) and issubclass(t, PackableSample)
 
-    def _fast_batch(self, recs: list[Record], report: SkipReport) -> SampleBatch[Any] | None:
+    def _fast_batch(
+        self,
+        recs: list[Record],
+        report: SkipReport,
+        placement: Placement | None = None,
+        j: int = 0,
+        slots: list[int] | None = None,
+    ) -> SampleBatch[Any] | None:
         """Columnar decoding: unpack each payload once, then build one array per NDArray field.
 
         Records that are not plain one-member msgpack samples, or that are broken, go through the per-record
         decoder, which names the record in its error (and applies ``on_error``).
+
+        With ``placement`` and ``slots`` (see :meth:`_read`), batch ``j``'s placed field is the array its download
+        filled: a placed record's payload member holds only the bytes after the array.
         """
         t: type = self.dataset._decode_type
         specs = t.__atdata_fields__  # type: ignore[attr-defined]
@@ -527,9 +626,33 @@ class Pipeline(IterableDataset[T], Generic[T]):
         raise_errors = self.on_error == "raise"
         maps: list[Any] = []
         good: list[Record] = []
-        for rec in recs:
+        good_slots: list[int] = []
+        layout = placement.layout if placement is not None and slots is not None else None
+        placed: tuple[np.ndarray, np.ndarray] | None = None
+        if layout is not None:
+            assert placement is not None
+            placed = placement.take(j)
+        for n, rec in enumerate(recs):
             members = rec.members
             d: Any = None
+            slot = slots[n] if slots is not None else -1
+            if slot >= 0:
+                assert layout is not None and placed is not None and placement is not None
+                ((ext, tail),) = members.items()
+                rest = layout.rest + bytes(tail)
+                try:
+                    d = unpackb(rest) if len(rest) < threshold else skim(rest)
+                except Exception:
+                    d = None
+                if d.__class__ is dict and required.issubset(d.keys() | {layout.field}):
+                    d[layout.field] = _PLACED
+                    good.append(rec)
+                    good_slots.append(slot)
+                    maps.append(d)
+                    continue
+                rec = placement.repair(rec, placed[1][slot], ext)  # decoded as any other (below), and copied
+                slot = ~slot
+                members = rec.members
             if len(members) == 1:
                 payload = members.get("msgpack")
                 if payload is None:
@@ -548,6 +671,7 @@ class Pipeline(IterableDataset[T], Generic[T]):
                     self._note(report, exc)
                     continue
             good.append(rec)
+            good_slots.append(slot)
             maps.append(d)
         if not good:
             return None
@@ -555,6 +679,10 @@ class Pipeline(IterableDataset[T], Generic[T]):
         try:
             for spec in specs:
                 name = spec.name
+                if layout is not None and name == layout.field:
+                    assert placed is not None
+                    columns[name] = _placed_column(placed, maps, good_slots, layout)
+                    continue
                 col = [m[name] for m in maps]  # KeyError -> per-record path
                 kind = spec.kind
                 if kind == "ndarray":
@@ -574,7 +702,10 @@ class Pipeline(IterableDataset[T], Generic[T]):
                     columns[name] = [convert(spec, v) for v in col]
         except (_Fallback, KeyError, TypeError, AtdataError):
             samples: list[tuple[str, Any]] = []
-            for rec in good:
+            for rec, slot in zip(good, good_slots, strict=True):
+                if slot >= 0:  # placed: its whole payload again, for the per-record decoder
+                    assert placement is not None and placed is not None
+                    rec = placement.repair(rec, placed[1][slot], next(iter(rec.members)))
                 try:
                     samples.append((rec.key, decode_record(rec, t)))
                 except (DecodeError, ShardFormatError) as exc:
@@ -589,6 +720,32 @@ class Pipeline(IterableDataset[T], Generic[T]):
 
 class _Fallback(Exception):
     pass
+
+
+_PLACED = object()  # the value of a placed field in a decoded map (its bytes are in the batch's array)
+
+
+def _placed_column(placed: tuple[np.ndarray, np.ndarray], maps: list[Any], slots: list[int], layout: Any) -> Any:
+    """The placed field's column: the batch's array, whose placed rows the download filled; the other rows are
+    copied in from their decoded values here, and the rows of samples that were skipped are left out."""
+    arr, rows = placed
+    for m, slot in zip(maps, slots, strict=True):
+        if slot >= 0:
+            continue
+        v = m[layout.field]
+        if v.__class__ is bytes or v.__class__ is memoryview:
+            dtype, shape, off = _codec.parse_array_header(v)
+            if dtype != layout.dtype or tuple(shape) != layout.shape:
+                raise _Fallback
+            rows[~slot] = np.frombuffer(v, dtype=np.uint8, offset=off)
+        elif isinstance(v, np.ndarray) and v.dtype == layout.dtype and v.shape == layout.shape:
+            arr[~slot] = v
+        else:
+            raise _Fallback
+    used = [s if s >= 0 else ~s for s in slots]
+    if used != list(range(len(arr))):
+        arr = arr[np.asarray(used, dtype=np.int64)]
+    return arr
 
 
 # Field kinds whose decoded values need no conversion when they have exactly this class.

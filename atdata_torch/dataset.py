@@ -140,12 +140,13 @@ class Dataset(IterableDataset[T], Generic[T]):
                 buf = f.read()
         return buf
 
-    def _stream_buffer(self, shard: str) -> Buffer | Filling:
+    def _stream_buffer(self, shard: str, owner: Any = None) -> Buffer | Filling:
         """The shard for a pass: a :class:`~atdata_torch.sources.Filling` when a remote source streams it (readers
-        wait for the bytes they need), else the whole buffer."""
+        wait for the bytes they need), else the whole buffer. ``owner``: the pass's placement, if it places bytes
+        (see ``atdata_torch._placement``)."""
         get = getattr(self.source, "stream_buffer", None)
         if get is not None:
-            got: Buffer | Filling | None = get(shard)
+            got: Buffer | Filling | None = get(shard, owner) if owner is not None else get(shard)
             if got is not None:
                 return got
         return self._buffer(shard)

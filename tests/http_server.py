@@ -66,7 +66,8 @@ class Fault:
     headers: dict[str, str] = field(default_factory=dict)
     body: bytes = b""
     range_from: int | None = None  # only requests whose ``Range`` starts at this byte
-    gate: threading.Event | None = None  # "pause": the rest of the body waits for it
+    gate: threading.Event | None = None  # "pause" (and "drop" with a gate): the rest of the body waits for it
+    gate_at: int = 0  # "drop" with a gate: where the body waits for it
 
 
 @dataclass
@@ -159,10 +160,20 @@ class FaultServer:
         with self._lock:
             self._faults.setdefault(self._key(path), []).append(fault)
 
-    def drop(self, path: str, after: int, *, times: int | None = 1, range_from: int | None = None) -> None:
+    def drop(
+        self,
+        path: str,
+        after: int,
+        *,
+        times: int | None = 1,
+        range_from: int | None = None,
+        gate: threading.Event | None = None,
+        gate_at: int = 0,
+    ) -> None:
         """Cut the connection after ``after`` bytes of the body, for the next ``times`` requests (with
-        ``range_from``: only requests whose ``Range`` starts at that byte, e.g. one part of a parallel download)."""
-        self._add(path, Fault("drop", times, after=after, range_from=range_from))
+        ``range_from``: only requests whose ``Range`` starts at that byte, e.g. one part of a parallel download;
+        with ``gate``: the bytes from ``gate_at`` on wait until it is set, as :meth:`pause`)."""
+        self._add(path, Fault("drop", times, after=after, range_from=range_from, gate=gate, gate_at=gate_at))
 
     def fail(
         self,
@@ -343,7 +354,13 @@ class _Handler(BaseHTTPRequestHandler):
                 self.send_header(k, v)
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
-            self.wfile.write(data[: fault.after])
+            if fault.gate is not None:
+                self.wfile.write(data[: fault.gate_at])
+                self.wfile.flush()
+                fault.gate.wait(30.0)
+                self.wfile.write(data[fault.gate_at : fault.after])
+            else:
+                self.wfile.write(data[: fault.after])
             self.wfile.flush()
             with contextlib.suppress(OSError):
                 self.connection.shutdown(socket.SHUT_RDWR)

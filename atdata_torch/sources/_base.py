@@ -48,7 +48,7 @@ class Filling:
         (b'bc', b'def', 6)
     """
 
-    __slots__ = ("_cv", "_error", "_joined", "_segs", "done", "filled", "segment", "shard", "size", "view")
+    __slots__ = ("_cv", "_error", "_joined", "_segs", "done", "filled", "router", "segment", "shard", "size", "view")
 
     def __init__(self, view: memoryview | None, shard: str, *, size: int | None = None, segment: int = 0) -> None:
         self.view = view
@@ -61,6 +61,9 @@ class Filling:
         self.done = False
         self._error: BaseException | None = None
         self._cv = threading.Condition()
+        # The placement router this download follows (see atdata_torch._placement): the ranges it routes are not
+        # in the segments but in batch rows, which only the router's owner reads.
+        self.router: Any = None
 
     @classmethod
     def segmented(cls, size: int, segment: int, shard: str) -> Filling:

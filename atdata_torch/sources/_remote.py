@@ -36,12 +36,15 @@ import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..errors import ChecksumError, ShardNotFoundError, SourceError
 from ._base import Buffer, Filling, ShardSource
+
+if TYPE_CHECKING:
+    from .._placement import Router
 
 log = logging.getLogger("atdata_torch")
 
@@ -127,6 +130,8 @@ class RemoteSource(ShardSource):
             st["pending"] = OrderedDict()  # shard -> _Job (streamable download) | Future[Buffer] (_fetch)
             st["plan"] = []
             st["sidecars"] = {}
+            st["routers"] = {}  # shard -> Router for a download not started yet (see route())
+            st["taken"] = {}  # shard -> (weakref to its streamed _Job, owner) handed to a pass that places bytes
             st["tickets"] = itertools.count()
         return st
 
@@ -327,27 +332,34 @@ class RemoteSource(ShardSource):
             for shard in plan[start : start + self.readahead]:
                 if shard not in pending:
                     # Read-ahead parts come after those of any shard being waited for, in plan order.
-                    pending[shard] = self._begin(shard, (1, next(st["tickets"])))
+                    pending[shard] = self._begin(shard, (1, next(st["tickets"])), st["routers"].pop(shard, None))
             # Bound memory: forget downloads that fell far behind the plan.
             while len(pending) > self.readahead + self.max_concurrency:
                 _, fut = pending.popitem(last=False)
                 fut.cancel()
 
-    def _begin(self, shard: str, priority: tuple[int, int]) -> _Job | Future[Buffer]:
-        """Start downloading a shard: a streamed job where nothing has to be checked first, else :meth:`_fetch`
-        (cache, checksum) on the pool."""
+    def _begin(self, shard: str, priority: tuple[int, int], router: Router | None = None) -> _Job | Future[Buffer]:
+        """Start downloading a shard: a streamed job where nothing has to be checked first (``router``: where its
+        array bytes go, see :meth:`route`), else :meth:`_fetch` (cache, checksum) on the pool."""
         if self.cache is None and shard not in self.checksums and not self.chunk_size:
             job = _Job(self, shard, priority, streamed=True)
+            job.router = router
             self._downloader().submit(job, 0, job.head)
             return job
         return self._pool().submit(self._fetch, shard, priority)
 
-    def _take(self, shard: str) -> tuple[_Job | Future[Buffer] | None, tuple[int, int]]:
+    def _take(self, shard: str, owner: Any = None) -> tuple[_Job | Future[Buffer] | None, tuple[int, int]]:
         """The read-ahead download of ``shard``, if one was started (the next ones start now), and the priority of
-        a download started for it now."""
+        a download started for it now. A download routed for another reader (see :meth:`route`) is not handed
+        over: it is stopped, and the caller downloads the shard again."""
         st = self._state()
         with st["lock"]:
             got = st["pending"].pop(shard, None)
+            if isinstance(got, _Job) and got.router is not None and got.router.owner is not owner:
+                got.cancel()
+                got = None
+            if owner is not None and isinstance(got, _Job) and got.streamed:
+                st["taken"][shard] = (weakref.ref(got), owner)  # route() may still reach it
         self._schedule(shard)
         return got, (0, next(st["tickets"]))
 
@@ -358,13 +370,56 @@ class RemoteSource(ShardSource):
         result = got.future.result() if isinstance(got, _Job) else got.result()
         return result.contiguous() if isinstance(result, Filling) else result
 
-    def stream_buffer(self, shard: str) -> Buffer | Filling:
+    def stream_buffer(self, shard: str, owner: Any = None) -> Buffer | Filling:
         """The shard as :meth:`buffer` gives it, or, while its download is still arriving, a :class:`Filling` of it
-        (readers wait for the bytes they need; a download that fails raises from :meth:`Filling.wait`)."""
-        got, priority = self._take(shard)
+        (readers wait for the bytes they need; a download that fails raises from :meth:`Filling.wait`).
+
+        ``owner``: the :class:`~atdata_torch._placement.Placement` of the pass reading it, whose routes (see
+        :meth:`route`) this download may follow; nobody else gets a routed download."""
+        got, priority = self._take(shard, owner)
         if got is None:
-            got = self._begin(shard, priority)
+            st = self._state()
+            with st["lock"]:
+                router = st["routers"].get(shard)
+                if router is not None and router.owner is owner:
+                    del st["routers"][shard]
+                else:
+                    router = None
+            got = self._begin(shard, priority, router)
+            if owner is not None and isinstance(got, _Job) and got.streamed:
+                with st["lock"]:
+                    st["taken"][shard] = (weakref.ref(got), owner)
         return got.take() if isinstance(got, _Job) else got.result()
+
+    def route(self, shard: str, router: Router) -> None:
+        """Receive the placed ranges of ``shard`` straight into batch rows (see ``atdata_torch._placement``): the
+        download of it that is on its way takes the router up at the byte it has reached; one started later,
+        from the start. Only the router's owner gets such a download (:meth:`stream_buffer`)."""
+        st = self._state()
+        with st["lock"]:
+            job = st["pending"].get(shard)
+            if job is None:  # the owner took it already and it is still arriving, or it has not started
+                ref, owner = st["taken"].get(shard, (None, None))
+                job = ref() if ref is not None and owner is router.owner else None
+                if job is None:
+                    st["routers"][shard] = router
+            if isinstance(job, _Job) and job.streamed and job.router is None:
+                job.router = router
+
+    def unroute(self, owner: Any) -> None:
+        """The pass of ``owner`` ended: forget its routers, and stop the downloads that follow them."""
+        st = self._state()
+        with st["lock"]:
+            routers: dict[str, Router] = st["routers"]
+            for shard in [s for s, r in routers.items() if r.owner is owner]:
+                del routers[shard]
+            taken = st["taken"]
+            for shard in [s for s, (_, o) in taken.items() if o is owner]:
+                del taken[shard]
+            pending = st["pending"]
+            for shard in [s for s, j in pending.items() if isinstance(j, _Job) and j.router is not None]:
+                if pending[shard].router.owner is owner:
+                    pending.pop(shard).cancel()
 
     def open_shard(self, shard: str) -> IO[bytes]:
         """A sequential stream of the shard (downloaded with resume; from the cache when configured)."""
@@ -465,6 +520,7 @@ class _Job:
         self.priority = priority
         self.future: Future[Any] = Future()  # a memoryview, or the Filling of a streamed download
         self.filling: Filling | None = None
+        self.router: Router | None = None  # where this download's placed ranges go (streamed jobs; see route())
         self.active = 0  # parts being downloaded (the downloader's lock)
         self.cancelled = False
         self._lock = threading.Lock()
@@ -522,7 +578,7 @@ class _Job:
         src, shard, chunk = self.src, self.shard, self.src.chunk_size
         sink: _MemorySink | _SegmentSink
         if self.streamed:  # (never with chunk_size: see RemoteSource._begin)
-            sink = _SegmentSink(_buffer_pool(0, "segment"), src._display(shard), src.readahead + 2)
+            sink = _SegmentSink(_buffer_pool(0, "segment"), src._display(shard), src.readahead + 2, self)
         else:
             sink = _MemorySink(_buffer_pool(src.readahead + src.max_concurrency + 2))
             if self.hash_stream:
@@ -823,7 +879,8 @@ class _SegmentSink:
     Filling holds the others while the reader needs them.
     """
 
-    def __init__(self, pool: _BufferPool, shard: str, shards_ahead: int) -> None:
+    def __init__(self, pool: _BufferPool, shard: str, shards_ahead: int, job: _Job | None = None) -> None:
+        self._job = job  # its router (job.router) may be set while the download runs
         self._pool = pool
         self._shard = shard
         self._shards_ahead = shards_ahead  # shards that may be in memory at once (the pool keeps as many)
@@ -832,6 +889,8 @@ class _SegmentSink:
         self._cur: memoryview | None = None
         self._k = -1
         self._segs: list[memoryview] = []  # all segments, while the size is not known (no Filling yet)
+        self._prev: memoryview | None = None  # segment _k - 1
+        self._route = -1  # the placed range at or after the download's position (-1: router not taken up yet)
 
     def reserve(self, size: int) -> None:
         if self.fill is None:
@@ -842,22 +901,72 @@ class _SegmentSink:
             self._pool.keep = max(self._pool.keep, self._shards_ahead * -(-size // SEGMENT))
 
     def read_from(self, stream: Any, n: int) -> int:
-        """Receive up to ``n`` bytes (not past the current segment's end); 0 at the end of the stream."""
+        """Receive up to ``n`` bytes (not past the current segment's end, nor into or out of a placed range: those
+        bytes go to their batch row); 0 at the end of the stream."""
+        router = self._job.router if self._job is not None else None
+        if router is not None and self.fill is not None and self._route != -2:
+            if self._route < 0:
+                if not getattr(stream, "scatters", False):
+                    self._route = -2  # this stream cannot receive into many buffers at once: nothing is placed
+                    return self.read_from(stream, n)
+                # Take the router up: the ranges from here on are placed. The reader sees the router on the Filling
+                # before any of their bytes are announced.
+                self._route = router.attach(self.pos)
+                self.fill.router = router
+            return self._read_placed(stream, n, router)
         k, off = divmod(self.pos, SEGMENT)
-        if k != self._k or self._cur is None:
-            self._cur = memoryview(self._pool.get(SEGMENT))  # type: ignore[arg-type]
-            self._k = k
-            if self.fill is not None:
-                self.fill.put(k, self._cur)
+        got = _read_into(stream, self._segment(k)[off : off + min(n, SEGMENT - off)], direct=True)
+        self.pos += got
+        return got
+
+    def _segment(self, k: int) -> memoryview:
+        """Segment ``k``, taken from the pool when the download first writes into it. A placed read may ask for the
+        next segment and then receive less than asked for: the one before stays at hand (``_prev``)."""
+        if k == self._k and self._cur is not None:
+            return self._cur
+        if k == self._k - 1 and self._prev is not None:
+            return self._prev
+        self._prev, self._cur = self._cur if k == self._k + 1 else None, memoryview(self._pool.get(SEGMENT))  # type: ignore[arg-type]
+        self._k = k
+        if self.fill is not None:
+            self.fill.put(k, self._cur)
+        else:
+            self._segs.append(self._cur)
+        return self._cur
+
+    def _read_placed(self, stream: Any, n: int, router: Router) -> int:
+        """Receive up to ``n`` bytes in one call: placed ranges into their batch rows, the bytes between them into
+        segments (see ``atdata_torch._placement``)."""
+        pos = limit = self.pos
+        limit += n
+        starts, ends = router.starts, router.ends
+        i = self._route
+        while i < len(starts) and ends[i] <= pos:
+            i += 1
+        self._route = i
+        bufs: list[memoryview] = []
+        while pos < limit:
+            if i < len(starts) and starts[i] <= pos:
+                lo, hi = starts[i], min(ends[i], limit)
+                bufs.append(router.dest(i)[pos - lo : hi - lo])
+                i += hi == ends[i]
             else:
-                self._segs.append(self._cur)
-        got = _read_into(stream, self._cur[off : off + min(n, SEGMENT - off)], direct=True)
+                hi = min(starts[i] if i < len(starts) else limit, limit, (pos // SEGMENT + 1) * SEGMENT)
+                off = pos % SEGMENT
+                bufs.append(self._segment(pos // SEGMENT)[off : off + hi - pos])
+            pos = hi
+        try:
+            got = int(stream.readinto_many(bufs))
+        except (TransientError, SourceError):
+            raise
+        except Exception as exc:
+            raise TransientError(f"{type(exc).__name__}: {exc}") from exc
         self.pos += got
         return got
 
     def finished(self) -> Filling:
         """The whole download as a finished Filling (made here when the size was never announced)."""
-        self._cur = None
+        self._cur = self._prev = None
         if self.fill is None:
             self.reserve(self.pos)
             assert self.fill is not None

@@ -222,6 +222,8 @@ class _Body:
         # Raw http.client bodies only (no content decoding asked, HTTP/1.1): anything else goes through urllib3.
         self._fp = fp if isinstance(fp, http.client.HTTPResponse) and not resp.headers.get("Content-Encoding") else None
         self.ranged = ranged
+        self._sock: Any = None  # the plain socket readinto_many receives from (False: it cannot), found on first use
+        self._drained = False
 
     def read(self, n: int = -1) -> bytes:
         if self._fp is not None:
@@ -235,11 +237,70 @@ class _Body:
         b[: len(data)] = data
         return len(data)
 
+    @property
+    def scatters(self) -> bool:
+        """Whether :meth:`readinto_many` receives in one call (a plain-TCP body of known length)."""
+        if self._sock is None:
+            fp = self._fp
+            raw = getattr(getattr(fp, "fp", None), "raw", None)
+            sock = getattr(raw, "_sock", None)
+            ok = (
+                fp is not None
+                and not fp.chunked
+                and fp.length is not None
+                and type(sock) is socket.socket  # not TLS: ssl sockets have no recvmsg_into
+                and hasattr(sock, "recvmsg_into")
+            )
+            self._sock = sock if ok else False
+        return self._sock is not False
+
+    def readinto_many(self, bufs: list[memoryview]) -> int:
+        """Receive into ``bufs`` in order, in one ``recvmsg_into`` (one system call, the GIL let go once) when the
+        body :attr:`scatters`, else buffer by buffer; returns the bytes received (0 at the end of the body).
+
+        Used to receive a placed shard (see ``atdata_torch._placement``): its array ranges go straight to batch
+        rows and the bytes between them to the download's segments, a few dozen buffers per call."""
+        fp = self._fp
+        if fp is None or not self.scatters:
+            got = 0
+            for b in bufs:
+                n = self.readinto(b)
+                got += n
+                if n < len(b):
+                    break
+            return got
+        left: int = fp.length or 0
+        if left <= 0:
+            fp.readinto(memoryview(bytearray(0)))  # lets http.client end the response (the connection is reused)
+            return 0
+        if not self._drained:
+            # Bytes that the response's buffered reader read along with the headers come first, through it.
+            self._drained = True
+            held = min(len(fp.fp.peek(1)), left)
+            if held:
+                return sum(fp.readinto(b) for b in _first(bufs, held))
+        n = int(self._sock.recvmsg_into(_first(bufs, left))[0])
+        fp.length = left - n
+        if n and left == n:
+            fp.readinto(memoryview(bytearray(0)))
+        return n
+
     def close(self) -> None:
         if self._fp is not None and self._fp.isclosed():
             self._resp.release_conn()  # the whole body was read: keep the connection
         else:
             self._resp.close()
+
+
+def _first(bufs: list[memoryview], n: int) -> list[memoryview]:
+    """The first ``n`` bytes of ``bufs`` (the buffers, the last one cut short)."""
+    out: list[memoryview] = []
+    for b in bufs:
+        if n <= 0:
+            break
+        out.append(b[:n])
+        n -= len(out[-1])
+    return out
 
 
 def _total_size(resp: Any, start: int) -> int | None:
