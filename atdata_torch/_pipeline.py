@@ -382,6 +382,8 @@ class Pipeline(IterableDataset[T], Generic[T]):
             prefetch([shards[s] for s in order[np.sort(first)].tolist()])
         placement = owner = self._placement(groups, indexes) if fast else None
         try:
+            if placement is not None:
+                placement = self._plan(placement, groups, shard_of, index_of, shards, indexes, views)
             for j, positions in enumerate(groups):
                 slots: list[int] | None = [] if placement is not None and placement.layout is not None else None
                 recs, kept = self._read(positions, shard_of, index_of, shards, indexes, views, report, placement, slots)
@@ -389,8 +391,6 @@ class Pipeline(IterableDataset[T], Generic[T]):
                     for _key, sample in self._samples(recs, report, kept, epoch):
                         yield sample
                     continue
-                if placement is not None and j == 0:
-                    placement = self._plan(placement, recs, groups, shard_of, index_of, shards, indexes)
                 if not fast:
                     batch = self._slow_batch(recs, report, kept, epoch)
                 elif placement is not None and slots is not None and any(x >= 0 for x in slots):
@@ -419,7 +419,7 @@ class Pipeline(IterableDataset[T], Generic[T]):
         """A placement for this pass (see ``atdata_torch._placement``) when its array bytes can go straight into
         batch rows: an in-order pass in batches, over a source that routes downloads, with every shard's payloads
         located by its index sidecar, for a type with an NDArray field."""
-        if self.shuffle or self.last_batch == "pad" or len(groups) < 2:
+        if self.shuffle or self.last_batch == "pad" or not groups:
             return None
         if not callable(getattr(self.dataset.source, "route", None)):
             return None
@@ -431,20 +431,31 @@ class Pipeline(IterableDataset[T], Generic[T]):
     def _plan(
         self,
         placement: Placement,
-        recs: list[Record],
         groups: list[np.ndarray],
         shard_of: np.ndarray,
         index_of: np.ndarray,
         shards: list[str],
         indexes: list[Any],
+        views: dict[int, memoryview | Filling],
     ) -> Placement | None:
-        """After the first batch: learn the layout from its first sample, and route the other batches' bytes."""
-        ext = indexes[0].payload_ext
+        """Before the first batch: learn the layout from the pass's first sample (waiting for its bytes only), and
+        route the bytes of every batch that are still to come. ``None`` when the layout cannot be placed."""
+        s, i = int(shard_of[groups[0][0]]), int(index_of[groups[0][0]])
+        ix = indexes[s]
+        view = views.get(s)
+        if view is None:
+            got = self.dataset._stream_buffer(shards[s], placement)
+            view = views[s] = got if isinstance(got, Filling) else memoryview(got)
+        p, size = ix.payload_offsets[i], ix.payload_sizes[i]
+        if p + size > len(view):
+            return None  # a stale index: the pass raises or skips it as usual
+        if isinstance(view, Filling):
+            view.wait(p + size)
         fields = {spec.name: spec for spec in self.dataset._decode_type.__atdata_fields__}  # type: ignore[attr-defined]
-        layout = learn(recs[0].members[ext], fields) if recs and ext in recs[0].members else None
+        layout = learn(view[p : p + size], fields)
         if layout is None:
             return None
-        placement.plan(layout, groups[1:], 1, shard_of, index_of, indexes)
+        placement.plan(layout, groups, 0, shard_of, index_of, indexes)
         route = self.dataset.source.route  # type: ignore[attr-defined]
         for s, router in placement.routers.items():
             route(shards[s], router)

@@ -171,7 +171,7 @@ def test_ragged_arrays_are_put_back_together(http_server: FaultServer, http_root
         got += list(it)
     assert flat(got) == flat(local.ordered(batch_size=4)) and len(got) == 6
     assert isinstance(got[2].x, list)  # the batch with the odd samples is ragged, as a local read gives it
-    assert placed_batches(got[3:]) == 3  # (the second batch's bytes were in before the first batch was)
+    assert placed_batches(got[3:]) == 3  # (the second batch arrived before the routes were set: held at 2 MiB)
 
 
 def test_a_broken_payload_after_a_placed_array_is_skipped_as_locally(http_server: FaultServer, big: list[Path]) -> None:
