@@ -10,9 +10,9 @@ which must be the first sample's, and the fields after the array, decoded as usu
 
 Measured on loopback (image shape, 2 cores, the server on the same machine): the batch copy was 19% of all CPU
 samples in a profile of remote passes, and dropping it altogether (an experiment that left the rows unfilled) took
-a pass from 125-182 ms to 94-129 ms; with placement the copy is 3.5% (the rows of samples whose bytes arrived before
-the routes were set are still copied) and the remote pass went from 51-67% of a local pass to 64-69% (see the
-README for the runs).
+a pass from 125-182 ms to 94-129 ms; with placement the copy is 3.5% of the samples (the rows of samples whose
+bytes arrived before the routes were set are still copied), and ``benchmarks/bench_remote.py`` went from 51-67% of
+local throughput to 61-74% (see the README for the runs).
 
 The bytes go through ``recvmsg_into`` with a list of buffers (rows and the pieces between them, a few dozen per
 call: one system call and one release of the GIL for megabytes), so only bodies that can do that are placed: plain

@@ -237,11 +237,32 @@ def test_another_reader_never_gets_a_download_routed_for_a_pass(http_server: Fau
 def test_dataloader_workers_place_their_own_batches(http_server: FaultServer, big: list[Path]) -> None:
     from torch.utils.data import DataLoader
 
+    gate = threading.Event()
+    hold(http_server, gate)  # each worker learns the layout while most of every shard is still to come
     pipe = atd.Dataset[Rec](f"{http_server.base_url}/{PATTERN}", **fast()).ordered(batch_size=5)
     want = rows(atd.Dataset[Rec]([str(p) for p in big]).ordered())
     with deadline(60):
-        got = list(DataLoader(pipe, batch_size=None, num_workers=2, collate_fn=lambda b: b))
+        it = iter(DataLoader(pipe, batch_size=None, num_workers=2, collate_fn=lambda b: b))
+        got = [next(it)]
+        gate.set()
+        got += list(it)
     assert rows(got) == want
+
+
+def test_a_resumed_pass_places_from_where_it_resumes(http_server: FaultServer, big: list[Path]) -> None:
+    gate = threading.Event()
+    http_server.pause(NAMES[1], after=2 << 20, gate=gate)  # the resumed first batch ends 1 MiB into this shard
+    http_server.pause(NAMES[2], after=100_000, gate=gate)
+    pipe = atd.Dataset[Rec](f"{http_server.base_url}/{PATTERN}", **fast()).ordered(batch_size=8)
+    pipe.resume(0, 16)  # mid-epoch, as a restored StatefulDataLoader does: the pass starts at its third batch
+    with deadline(30):
+        it = iter(pipe)
+        got = [next(it)]
+        gate.set()
+        got += list(it)
+    assert rows(got) == rows(atd.Dataset[Rec]([str(p) for p in big]).ordered())[16:]
+    assert placed_batches(got) >= 4
+    assert [http_server.gets(name) for name in NAMES] == [1, 1, 1]
 
 
 # ---------------------------------------------------------------------------------------------------- receive

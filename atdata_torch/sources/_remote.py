@@ -926,7 +926,8 @@ class _SegmentSink:
             return self._cur
         if k == self._k - 1 and self._prev is not None:
             return self._prev
-        self._prev, self._cur = self._cur if k == self._k + 1 else None, memoryview(self._pool.get(SEGMENT))  # type: ignore[arg-type]
+        self._prev = self._cur if k == self._k + 1 else None
+        self._cur = memoryview(self._pool.get(SEGMENT))  # type: ignore[arg-type]
         self._k = k
         if self.fill is not None:
             self.fill.put(k, self._cur)
