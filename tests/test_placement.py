@@ -265,6 +265,21 @@ def test_a_resumed_pass_places_from_where_it_resumes(http_server: FaultServer, b
     assert [http_server.gets(name) for name in NAMES] == [1, 1, 1]
 
 
+def test_a_body_that_cannot_scatter_is_read_as_before(
+    http_server: FaultServer, big: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # TLS sockets (and S3 bodies) have no recvmsg_into: the download declines its router, nothing is placed.
+    from atdata_torch.sources import http as http_mod
+
+    monkeypatch.setattr(http_mod._Body, "scatters", property(lambda self: False))
+    gate = threading.Event()
+    hold(http_server, gate)
+    ds = atd.Dataset[Rec](f"{http_server.base_url}/{PATTERN}", **fast())
+    with deadline(30):
+        got = gated_pass(http_server, ds, gate)
+    assert rows(got) == rows(atd.Dataset[Rec]([str(p) for p in big]).ordered()) and placed_batches(got) == 0
+
+
 # ---------------------------------------------------------------------------------------------------- receive
 def test_a_body_receives_into_many_buffers(http_server: FaultServer, big: list[Path]) -> None:
     url = http_server.url("big-000000.tar")
