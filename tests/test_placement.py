@@ -297,3 +297,66 @@ def test_a_body_receives_into_many_buffers(http_server: FaultServer, big: list[P
             out += b"".join(bytes(b) for b in bufs)[:got]
     stream.close()
     assert bytes(out) == want
+
+
+class _Scripted:
+    """A body that receives into many buffers, in the amounts a script gives (short receives at chosen bytes)."""
+
+    scatters = True
+
+    def __init__(self, data: bytes, cuts: list[int]) -> None:
+        self.data, self.pos, self.cuts = data, 0, list(cuts)
+
+    def readinto_many(self, bufs: list[memoryview]) -> int:
+        limit = self.cuts.pop(0) if self.cuts else len(self.data)
+        got = 0
+        for b in bufs:
+            n = min(len(b), limit - self.pos)
+            if n <= 0:
+                break
+            b[:n] = self.data[self.pos : self.pos + n]
+            self.pos += n
+            got += n
+        return got
+
+
+def test_short_receives_across_segment_ends_keep_every_byte(big: list[Path]) -> None:
+    import types
+
+    from atdata_torch._placement import Placement
+    from atdata_torch.sources._remote import SEGMENT, _buffer_pool, _SegmentSink
+
+    data = big[0].read_bytes()
+    ix = atd.Dataset[Rec](str(big[0])).shard_indexes()[0]
+    p0, n0 = ix.payload_offsets[0], ix.payload_sizes[0]  # type: ignore[index]
+    layout = learn(data[p0 : p0 + n0], {s.name: s for s in Rec.__atdata_fields__})
+    assert layout is not None
+    placement = Placement()
+    groups = [np.arange(k, min(k + 4, ix.count)) for k in range(0, ix.count, 4)]
+    placement.plan(layout, groups, 0, np.zeros(ix.count, np.int64), np.arange(ix.count), [ix])
+    router = placement.routers[0]
+    sink = _SegmentSink(_buffer_pool(0, "segment"), "big-000000.tar", 2, types.SimpleNamespace(router=router))
+    sink.reserve(len(data))
+    # The third read asks for bytes as far as the second segment (which it takes from the pool) and receives only up
+    # to a point between two rows just before the first segment's end: the next read goes on in the first segment,
+    # which must be the one that holds the bytes before (a new one from the pool would lose them).
+    cut = max(e for e in router.ends if e + 10 < SEGMENT) + 10
+    assert not any(lo <= cut < hi for lo, hi in zip(router.starts, router.ends, strict=True))
+    stream = _Scripted(data, [1000, SEGMENT // 2, cut, SEGMENT + 7, len(data) - 5])
+    held = []  # a reader holds the bytes of the samples it reads (and so their segments)
+    while sink.pos < len(data):  # as the download asks: never past the shard's end
+        assert sink.read_from(stream, min(4 << 20, len(data) - sink.pos))
+        held.append(sink.fill[0:512])  # type: ignore[index]
+    fill = sink.finished()
+    fill.finish()
+    assert router.first == 0 and fill.router is router
+    covered = np.zeros(len(data), bool)
+    for i, (lo, hi) in enumerate(zip(router.starts, router.ends, strict=True)):
+        assert bytes(placement.dest(router.batches[i], router.rows[i])) == data[lo:hi]
+        covered[lo:hi] = True
+    edges = np.diff(np.concatenate([[0], ~covered, [0]]).astype(np.int8))
+    starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+    assert len(starts) == len(router.starts) + 1
+    for lo, hi in zip(starts.tolist(), ends.tolist(), strict=True):  # the bytes between the rows: in the segments
+        assert bytes(fill[lo:hi]) == data[lo:hi]
+    assert all(bytes(h) == data[:512] for h in held)
