@@ -207,6 +207,34 @@ def _skip(buf: memoryview, pos: int) -> int:
     return pos
 
 
+def map_header(view: memoryview) -> tuple[int, int] | None:
+    """A msgpack map's number of entries and the position of its first key; ``None`` when ``view`` is no map."""
+    b = view[0]
+    if 0x80 <= b <= 0x8F:
+        return b & 0x0F, 1
+    if b == 0xDE:
+        return int.from_bytes(view[1:3], "big"), 3
+    if b == 0xDF:
+        return int.from_bytes(view[1:5], "big"), 5
+    return None
+
+
+def pack_map_header(n: int) -> bytes:
+    """The msgpack header of a map of ``n`` entries (the inverse of :func:`map_header`)."""
+    if n < 16:
+        return bytes([0x80 | n])
+    return b"\xde" + n.to_bytes(2, "big") if n < 1 << 16 else b"\xdf" + n.to_bytes(4, "big")
+
+
+def bin_span(view: memoryview, pos: int) -> tuple[int, int] | None:
+    """Where the data of the ``bin`` value at ``pos`` lies, ``(start, end)``; ``None`` when it is no ``bin``."""
+    t = view[pos]
+    if t not in (0xC4, 0xC5, 0xC6):
+        return None
+    start = pos + 1 + _LEN_PREFIX[t]
+    return start, start + int.from_bytes(view[pos + 1 : start], "big")
+
+
 def skim_map(payload: Buffer) -> dict[str, Any]:
     """Decode a msgpack map whose top-level ``bin`` values are returned as zero-copy memoryviews.
 
@@ -215,26 +243,19 @@ def skim_map(payload: Buffer) -> dict[str, Any]:
     """
     view = memoryview(payload)
     try:
-        b = view[0]
-        if 0x80 <= b <= 0x8F:
-            n, pos = b & 0x0F, 1
-        elif b == 0xDE:
-            n, pos = int.from_bytes(view[1:3], "big"), 3
-        elif b == 0xDF:
-            n, pos = int.from_bytes(view[1:5], "big"), 5
-        else:
+        head = map_header(view)
+        if head is None:
             return unpack_map(payload)  # not a map: let msgpack produce the precise error
+        n, pos = head
         out: dict[str, Any] = {}
         unpackb = msgpack.unpackb
         for _ in range(n):
             end = _skip(view, pos)
             key = unpackb(view[pos:end])
             pos = end
-            t = view[pos]
-            if t in (0xC4, 0xC5, 0xC6):
-                w = _LEN_PREFIX[t]
-                start = pos + 1 + w
-                end = start + int.from_bytes(view[pos + 1 : start], "big")
+            span = bin_span(view, pos)
+            if span is not None:
+                start, end = span
                 if end > len(view):
                     raise ValueError("bin value runs past the end of the payload")
                 out[key] = view[start:end]

@@ -516,7 +516,9 @@ class Pipeline(IterableDataset[T], Generic[T]):
                     router = view.router if view.__class__ is Filling else None
                     r = router.placed(i) if router is not None and router.owner is placement else -1
                     if r >= 0:
-                        out.append(self._placed_record(placement, router, r, view, shards[s], ix, i, slots, k))
+                        rec, whole = _placed_record(placement, router, r, view, shards[s], ix, i)
+                        out.append(rec)
+                        slots.append(~k if whole else k)
                         kept.append(pos_list[k])
                         continue
                     slots.append(~k)
@@ -533,27 +535,6 @@ class Pipeline(IterableDataset[T], Generic[T]):
                     raise
                 self._note(report, exc)
         return out, kept
-
-    @staticmethod
-    def _placed_record(
-        placement: Any, router: Any, r: int, view: Any, shard: str, ix: Any, i: int, slots: list[int], k: int
-    ) -> Record:
-        """The record of a sample whose array bytes went to its batch row: the payload's bytes after the array when
-        the bytes before it are the layout's (slot ``k``), else the whole payload put back together (slot ``~k``)."""
-        layout = placement.layout
-        p = ix.payload_offsets[i]
-        lo = p + len(layout.prefix)
-        hi = lo + layout.nbytes
-        end = p + ix.payload_sizes[i]
-        ext = ix.payload_ext
-        head = view[p:lo]
-        if head == layout.prefix:
-            slots.append(k)
-            return Record(shard, ix.keys[i], ix.offsets[i], ix.lengths[i], {ext: view[hi:end]}, p)
-        row = placement.dest(router.batches[r], router.rows[r])
-        slots.append(~k)
-        payload = memoryview(b"".join((head, row, view[hi:end])))
-        return Record(shard, ix.keys[i], ix.offsets[i], ix.lengths[i], {ext: payload}, p)
 
     def _note(self, report: SkipReport, exc: BaseException, *, shard: str | None = None) -> None:
         report.add(exc, shard=shard)
@@ -643,6 +624,7 @@ class Pipeline(IterableDataset[T], Generic[T]):
         if layout is not None:
             assert placement is not None
             placed = placement.take(j)
+            required_rest = required - {layout.field}  # what the fields after a placed array must hold
         for n, rec in enumerate(recs):
             members = rec.members
             d: Any = None
@@ -655,7 +637,7 @@ class Pipeline(IterableDataset[T], Generic[T]):
                     d = unpackb(rest) if len(rest) < threshold else skim(rest)
                 except Exception:
                     d = None
-                if d.__class__ is dict and required.issubset(d.keys() | {layout.field}):
+                if d.__class__ is dict and required_rest.issubset(d):
                     d[layout.field] = _PLACED
                     good.append(rec)
                     good_slots.append(slot)
@@ -734,6 +716,22 @@ class _Fallback(Exception):
 
 
 _PLACED = object()  # the value of a placed field in a decoded map (its bytes are in the batch's array)
+
+
+def _placed_record(placement: Any, router: Any, r: int, view: Any, shard: str, ix: Any, i: int) -> tuple[Record, bool]:
+    """The record of sample ``i`` of a shard, whose array bytes went to its batch row (range ``r`` of ``router``):
+    the payload's bytes after the array when the bytes before it are the layout's, else (``True``) the whole payload
+    put back together from the bytes around the row and the row."""
+    layout = placement.layout
+    p = ix.payload_offsets[i]
+    lo = p + len(layout.prefix)
+    hi = lo + layout.nbytes
+    end = p + ix.payload_sizes[i]
+    head = view[p:lo]
+    if head == layout.prefix:
+        return Record(shard, ix.keys[i], ix.offsets[i], ix.lengths[i], {ix.payload_ext: view[hi:end]}, p), False
+    payload = memoryview(b"".join((head, placement.dest(router.batches[r], router.rows[r]), view[hi:end])))
+    return Record(shard, ix.keys[i], ix.offsets[i], ix.lengths[i], {ix.payload_ext: payload}, p), True
 
 
 def _placed_column(placed: tuple[np.ndarray, np.ndarray], maps: list[Any], slots: list[int], layout: Any) -> Any:

@@ -31,6 +31,7 @@ whose other fields do not decode, :meth:`Placement.repair`, for the error that n
 
 from __future__ import annotations
 
+import bisect
 import threading
 from collections.abc import Sequence
 from concurrent.futures import CancelledError
@@ -39,7 +40,7 @@ from typing import Any, NamedTuple
 import msgpack
 import numpy as np
 
-from ._codec import _LEN_PREFIX, _skip, parse_array_header
+from ._codec import _skip, bin_span, map_header, pack_map_header, parse_array_header
 from ._reader import Record
 
 __all__ = ["MIN_PLACED", "Layout", "Placement", "Router", "learn"]
@@ -203,7 +204,7 @@ class Router:
     def attach(self, pos: int) -> int:
         """The download is at byte ``pos``: the first range it places (set once, from the download's thread)."""
         if self.first is None:
-            self.first = int(np.searchsorted(np.asarray(self.starts), pos, side="left"))
+            self.first = bisect.bisect_left(self.starts, pos)
         return self.first
 
     def placed(self, index: int) -> int:
@@ -223,32 +224,21 @@ def learn(payload: Any, fields: dict[str, Any]) -> Layout | None:
     schema (``fields``: name -> field spec) whose array is at least :data:`MIN_PLACED` bytes."""
     view = memoryview(payload)
     try:
-        b = view[0]
-        if 0x80 <= b <= 0x8F:
-            entries, pos = b & 0x0F, 1
-        elif b == 0xDE:
-            entries, pos = int.from_bytes(view[1:3], "big"), 3
-        else:
+        head = map_header(view)
+        if head is None or head[0] < 1:
             return None
-        if entries < 1:
-            return None
+        entries, pos = head
         end = _skip(view, pos)
         key = msgpack.unpackb(view[pos:end])
         spec = fields.get(key) if isinstance(key, str) else None
-        if spec is None or spec.kind != "ndarray":
+        span = bin_span(view, end) if spec is not None and spec.kind == "ndarray" else None
+        if span is None or spec is None:
             return None
-        t = view[end]
-        if t not in (0xC4, 0xC5, 0xC6):
-            return None
-        w = _LEN_PREFIX[t]
-        start = end + 1 + w
-        length = int.from_bytes(view[end + 1 : start], "big")
-        dtype, shape, hdr = parse_array_header(view[start : start + length])
+        start, stop = span
+        dtype, shape, hdr = parse_array_header(view[start:stop])
     except Exception:
         return None
-    nbytes = length - hdr
+    nbytes = stop - start - hdr
     if nbytes < MIN_PLACED or (spec.dtype is not None and dtype.newbyteorder("=") != spec.dtype.newbyteorder("=")):
         return None
-    rest = entries - 1
-    head = bytes([0x80 | rest]) if rest < 16 else b"\xde" + rest.to_bytes(2, "big")
-    return Layout(key, bytes(view[: start + hdr]), nbytes, dtype, tuple(shape), head)
+    return Layout(key, bytes(view[: start + hdr]), nbytes, dtype, tuple(shape), pack_map_header(entries - 1))

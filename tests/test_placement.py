@@ -234,7 +234,7 @@ def test_another_reader_never_gets_a_download_routed_for_a_pass(http_server: Fau
 
 
 @FORK_WITH_THREADS
-def test_dataloader_workers_place_their_own_batches(http_server: FaultServer, big: list[Path]) -> None:
+def test_dataloader_workers_read_held_back_shards_in_order(http_server: FaultServer, big: list[Path]) -> None:
     from torch.utils.data import DataLoader
 
     gate = threading.Event()

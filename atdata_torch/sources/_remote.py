@@ -358,8 +358,7 @@ class RemoteSource(ShardSource):
             if isinstance(got, _Job) and got.router is not None and got.router.owner is not owner:
                 got.cancel()
                 got = None
-            if owner is not None and isinstance(got, _Job) and got.streamed:
-                st["taken"][shard] = (weakref.ref(got), owner)  # route() may still reach it
+            self._taken(shard, got, owner)
         self._schedule(shard)
         return got, (0, next(st["tickets"]))
 
@@ -385,11 +384,15 @@ class RemoteSource(ShardSource):
                     del st["routers"][shard]
                 else:
                     router = None
-            got = self._begin(shard, priority, router)
-            if owner is not None and isinstance(got, _Job) and got.streamed:
-                with st["lock"]:
-                    st["taken"][shard] = (weakref.ref(got), owner)
+                got = self._begin(shard, priority, router)
+                self._taken(shard, got, owner)
         return got.take() if isinstance(got, _Job) else got.result()
+
+    def _taken(self, shard: str, got: Any, owner: Any) -> None:
+        """Remember a streamed download handed to a pass that places bytes: :meth:`route` may still reach it
+        (under the state's lock)."""
+        if owner is not None and isinstance(got, _Job) and got.streamed:
+            self._state()["taken"][shard] = (weakref.ref(got), owner)
 
     def route(self, shard: str, router: Router) -> None:
         """Receive the placed ranges of ``shard`` straight into batch rows (see ``atdata_torch._placement``): the
@@ -890,7 +893,8 @@ class _SegmentSink:
         self._k = -1
         self._segs: list[memoryview] = []  # all segments, while the size is not known (no Filling yet)
         self._prev: memoryview | None = None  # segment _k - 1
-        self._route = -1  # the placed range at or after the download's position (-1: router not taken up yet)
+        # The placed range at or after the download's position (-1: router not taken up yet, -2: declined).
+        self._route = -1
 
     def reserve(self, size: int) -> None:
         if self.fill is None:
@@ -905,15 +909,16 @@ class _SegmentSink:
         bytes go to their batch row); 0 at the end of the stream."""
         router = self._job.router if self._job is not None else None
         if router is not None and self.fill is not None and self._route != -2:
-            if self._route < 0:
-                if not getattr(stream, "scatters", False):
+            if self._route == -1:
+                if getattr(stream, "scatters", False):
+                    # Take the router up: the ranges from here on are placed. The reader sees the router on the
+                    # Filling before any of their bytes are announced.
+                    self._route = router.attach(self.pos)
+                    self.fill.router = router
+                else:
                     self._route = -2  # this stream cannot receive into many buffers at once: nothing is placed
-                    return self.read_from(stream, n)
-                # Take the router up: the ranges from here on are placed. The reader sees the router on the Filling
-                # before any of their bytes are announced.
-                self._route = router.attach(self.pos)
-                self.fill.router = router
-            return self._read_placed(stream, n, router)
+            if self._route >= 0:
+                return self._read_placed(stream, n, router)
         k, off = divmod(self.pos, SEGMENT)
         got = _read_into(stream, self._segment(k)[off : off + min(n, SEGMENT - off)], direct=True)
         self.pos += got

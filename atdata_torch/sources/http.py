@@ -255,20 +255,14 @@ class _Body:
         return self._sock is not False
 
     def readinto_many(self, bufs: list[memoryview]) -> int:
-        """Receive into ``bufs`` in order, in one ``recvmsg_into`` (one system call, the GIL let go once) when the
-        body :attr:`scatters`, else buffer by buffer; returns the bytes received (0 at the end of the body).
+        """Receive into ``bufs`` in order, in one ``recvmsg_into`` (one system call, the GIL let go once); returns
+        the bytes received (0 at the end of the body). Only for a body that :attr:`scatters`.
 
         Used to receive a placed shard (see ``atdata_torch._placement``): its array ranges go straight to batch
         rows and the bytes between them to the download's segments, a few dozen buffers per call."""
         fp = self._fp
         if fp is None or not self.scatters:
-            got = 0
-            for b in bufs:
-                n = self.readinto(b)
-                got += n
-                if n < len(b):
-                    break
-            return got
+            raise TypeError("this response body cannot receive into many buffers (check .scatters first)")
         left: int = fp.length or 0
         if left <= 0:
             fp.readinto(memoryview(bytearray(0)))  # lets http.client end the response (the connection is reused)
