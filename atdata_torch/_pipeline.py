@@ -65,12 +65,13 @@ class SkipReport:
 
     def add(self, exc: BaseException, *, shard: str | None = None) -> None:
         """Count one skipped sample (or, with ``shard``, one unreadable shard)."""
-        if shard is None:
-            self.samples += 1
-        else:
-            self.shards.append(shard)
-        if len(self.errors) < 20:
-            self.errors.append(str(exc))
+        self.merge(0 if shard is not None else 1, [shard] if shard is not None else [], [str(exc)])
+
+    def merge(self, samples: int, shards: list[str], errors: list[str]) -> None:
+        """Add counts from elsewhere (a DataLoader worker's part of the epoch)."""
+        self.samples += samples
+        self.shards.extend(shards)
+        self.errors.extend(errors[: max(0, 20 - len(self.errors))])
 
     def __bool__(self) -> bool:
         return bool(self.samples or self.shards)
@@ -204,6 +205,16 @@ class Pipeline(IterableDataset[T], Generic[T]):
         self._control = _Control()
         self._order_cache: tuple[int, np.ndarray, np.ndarray] | None = None
         self.last_report = SkipReport()
+        # Set by a multi-worker Loader: workers then leave warnings and the epoch summary to the main process, which
+        # gets each batch's skips with the batch (see loader._SendCheck) and reports them where users see them.
+        self.forward_reports = False
+        self._outbox: list[tuple[str | None, str]] = []
+
+    def take_skips(self) -> list[tuple[str | None, str]]:
+        """What this worker skipped since the last call: ``(shard or None, message)`` per skipped sample (``None``)
+        or unreadable shard. The Loader's collate wrapper sends it to the main process with each batch."""
+        out, self._outbox = self._outbox, []
+        return out
 
     # ------------------------------------------------------------------------------------------------ settings
     @property
@@ -409,10 +420,14 @@ class Pipeline(IterableDataset[T], Generic[T]):
                 unroute = getattr(ds.source, "unroute", None)
                 if unroute is not None:
                     unroute(owner)
-        if report:
+        if report and not self._forwarding():
             msg = f"atdata_torch epoch {epoch}: {report.summary()}"
             log.warning(msg)
             warnings.warn(msg, SkippedSamplesWarning, stacklevel=2)
+
+    def _forwarding(self) -> bool:
+        """Whether this process is a Loader's worker whose skip reports travel to the main process."""
+        return self.forward_reports and torch.utils.data.get_worker_info() is not None
 
     # ------------------------------------------------------------------------------------------------ placement
     def _placement(self, groups: list[np.ndarray], indexes: list[Any]) -> Placement | None:
@@ -538,7 +553,9 @@ class Pipeline(IterableDataset[T], Generic[T]):
 
     def _note(self, report: SkipReport, exc: BaseException, *, shard: str | None = None) -> None:
         report.add(exc, shard=shard)
-        if self.on_error == "warn":
+        if self._forwarding():
+            self._outbox.append((shard, str(exc)))
+        elif self.on_error == "warn":
             warnings.warn(f"atdata_torch skipped: {exc}", SkippedSamplesWarning, stacklevel=3)
 
     # ------------------------------------------------------------------------------------------------ samples

@@ -15,6 +15,7 @@ Example:
 
 from __future__ import annotations
 
+import logging
 import os
 import warnings
 from collections.abc import Callable, Iterator
@@ -23,9 +24,11 @@ from typing import Any
 import torch.utils.data
 from torchdata.stateful_dataloader import StatefulDataLoader
 
-from ._pipeline import Pipeline
+from ._pipeline import Pipeline, SkipReport
 from .collate import collate
-from .errors import AtdataError
+from .errors import AtdataError, SkippedSamplesWarning
+
+log = logging.getLogger("atdata_torch")
 
 __all__ = ["Loader", "LoaderStateError"]
 
@@ -40,17 +43,40 @@ def _identity(x: Any) -> Any:
     return x
 
 
-class _SendCheck:
-    """Wraps the collate function of a multi-worker loader: in each worker process, the first batch is pickled once
-    before it is handed to the DataLoader. multiprocessing drops (and only prints) what it cannot pickle, and the main
-    process then waits forever for that batch; this turns it into an error the main process raises."""
+class _WithSkips:
+    """A batch from a worker, with what the worker skipped while building it (``on_error="skip"``/``"warn"``)."""
 
-    def __init__(self, fn: Callable[[Any], Any]) -> None:
+    __slots__ = ("batch", "skips")
+
+    def __init__(self, batch: Any, skips: list[tuple[str | None, str]]) -> None:
+        self.batch = batch
+        self.skips = skips
+
+    def pin_memory(self) -> _WithSkips:
+        from torch.utils.data._utils.pin_memory import pin_memory
+
+        return _WithSkips(pin_memory(self.batch), self.skips)
+
+
+class _SendCheck:
+    """Wraps the collate function of a multi-worker loader.
+
+    In each worker process, the first batch is pickled once before it is handed to the DataLoader: multiprocessing
+    drops (and only prints) what it cannot pickle, and the main process then waits forever for that batch; this turns
+    it into an error the main process raises. And what the worker's pipeline skipped travels with the batch it was
+    skipped from (:class:`_WithSkips`), so that the main process counts and reports it."""
+
+    def __init__(self, fn: Callable[[Any], Any], pipeline: Pipeline[Any] | None = None) -> None:
         self.fn = fn
+        self.pipeline = pipeline  # the worker's copy: the DataLoader sends it together with this wrapper
         self._checked_pid = 0
 
     def __call__(self, batch: Any) -> Any:
-        out = self.fn(batch)
+        out = self._send_checked(self.fn(batch))
+        skips = self.pipeline.take_skips() if self.pipeline is not None else None
+        return _WithSkips(out, skips) if skips else out
+
+    def _send_checked(self, out: Any) -> Any:
         pid = os.getpid()
         if self._checked_pid != pid and torch.utils.data.get_worker_info() is not None:
             from multiprocessing.reduction import ForkingPickler
@@ -95,7 +121,7 @@ class Loader(StatefulDataLoader):  # type: ignore[misc]
         if not isinstance(pipeline, Pipeline):
             raise TypeError(f"Loader needs a Pipeline (ds.ordered() / ds.shuffled()), got {type(pipeline).__name__}")
         # Indexes are resolved here, in the main process, so that workers inherit them instead of rescanning.
-        pipeline.dataset.shard_indexes()
+        pipeline._indexes()  # (under on_error="skip"/"warn", a damaged shard contributes its intact samples)
         # torchdata's per-worker snapshots are not used (the resume state is global): take them rarely.
         kwargs.setdefault("snapshot_every_n_steps", 1 << 30)
         fn = collate_fn if collate_fn is not None else _identity
@@ -108,10 +134,12 @@ class Loader(StatefulDataLoader):  # type: ignore[misc]
                 num_workers=num_workers,
                 pin_memory=pin_memory,
                 persistent_workers=persistent_workers and num_workers > 0,
-                collate_fn=_SendCheck(fn) if num_workers else fn,
+                collate_fn=_SendCheck(fn, pipeline) if num_workers else fn,
                 **kwargs,
             )
         self.pipeline = pipeline
+        pipeline.forward_reports = num_workers > 0
+        self.last_report = SkipReport()
         self._next_epoch = pipeline.epoch
         self._pending: tuple[int, int] | None = None
         self._epoch = self._next_epoch
@@ -143,9 +171,21 @@ class Loader(StatefulDataLoader):  # type: ignore[misc]
         return self._count(super().__iter__())
 
     def _count(self, it: Iterator[Any]) -> Iterator[Any]:
+        report = SkipReport()
+        self.last_report = report
+        workers = self.num_workers > 0
         for batch in it:
             self._yielded += 1
+            if batch.__class__ is _WithSkips:
+                self._received(report, batch.skips)
+                batch = batch.batch
             yield batch
+        if not workers:
+            self.last_report = self.pipeline.last_report  # the pipeline ran here and reported itself
+        elif report:
+            msg = f"atdata_torch epoch {self._epoch}: {report.summary()}"
+            log.warning(msg)
+            warnings.warn(msg, SkippedSamplesWarning, stacklevel=2)
         # The pass ended on its own: every batch of this rank must have arrived. A batch a worker could not send
         # (multiprocessing drops what it cannot pickle, and only prints the error) would otherwise vanish silently.
         p = self.pipeline
@@ -157,6 +197,15 @@ class Loader(StatefulDataLoader):  # type: ignore[misc]
                 "a sample type or a map() result that cannot be pickled, is printed above). Nothing was skipped "
                 "silently: make the batches picklable (module-level classes and functions), or use num_workers=0"
             )
+
+    def _received(self, report: SkipReport, skips: list[tuple[str | None, str]]) -> None:
+        """Count what a worker skipped, and (``on_error="warn"``) warn of each here, where the warning is seen."""
+        for shard, message in skips:
+            if shard is not None and shard in report.shards:
+                continue  # every worker finds the same unreadable shard when it reads the indexes
+            report.merge(0 if shard is not None else 1, [shard] if shard is not None else [], [message])
+            if self.pipeline.on_error == "warn":
+                warnings.warn(f"atdata_torch skipped: {message}", SkippedSamplesWarning, stacklevel=3)
 
     def __len__(self) -> int:
         return len(self.pipeline)

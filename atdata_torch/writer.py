@@ -48,9 +48,39 @@ def _padded_end(pos: int) -> int:
     return end + (-end) % RECORD
 
 
+def _umask() -> int:
+    """The process's umask, read without changing it where the OS tells (Linux), else by setting and restoring it."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def temp_file(directory: str, suffix: str) -> tuple[int, str]:
+    """A temporary file to be renamed into place, with the mode a plain ``open(path, "w")`` would give it.
+
+    ``mkstemp`` creates files ``0600``, a mode that would survive the rename and make a dataset written for a team
+    unreadable to it; the umask is respected instead, as for any other file.
+    """
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=suffix)
+    try:
+        os.fchmod(fd, 0o666 & ~_umask())
+    except BaseException:
+        os.close(fd)
+        _unlink(tmp)
+        raise
+    return fd, tmp
+
+
 def _atomic_write(path: str, data: bytes) -> None:
     d = os.path.dirname(path) or "."
-    fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-", suffix=".part")
+    fd, tmp = temp_file(d, ".part")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -145,7 +175,7 @@ class ShardWriter:
 
     def _open(self) -> None:
         name = self._next_name()
-        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(name) or ".", prefix=".tmp-", suffix=".tar.part")
+        fd, tmp = temp_file(os.path.dirname(name) or ".", ".tar.part")
         self._file = os.fdopen(fd, "wb", buffering=1 << 20)
         self._tmp = tmp
         self._final = name

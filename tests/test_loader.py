@@ -785,3 +785,54 @@ def test_batches_a_worker_cannot_send_are_an_error_not_a_silent_loss(tmp_path: P
         for _ in ds.loader(batch_size=2, num_workers=2, shuffle=False):
             pass
     assert [int(v) for b in ds.loader(batch_size=2, num_workers=0, shuffle=False) for v in b.y] == list(range(8))
+
+
+# ------------------------------------------------------------------------------------------------ bad data in workers
+def _damaged(tmp_path: Path, bad_payloads: int) -> tuple[str, str]:
+    """Four shards of 10 samples; ``bad_payloads`` payloads of shard 1 are not msgpack. -> (url, bad shard path)."""
+    atd.write_samples(
+        [LoaderRec(np.full(3, i, np.float32), i) for i in range(40)], str(tmp_path / "bad-%06d.tar"), maxcount=10
+    )
+    bad = str(tmp_path / "bad-000001.tar")
+    raw = bytearray(Path(bad).read_bytes())
+    at = 0
+    for _ in range(bad_payloads):
+        at = raw.index(b"\x82\xa1x", at + 1)
+        raw[at] = 0xC1  # a msgpack type byte that is never valid
+    Path(bad).write_bytes(bytes(raw))
+    return str(tmp_path / "bad-{000000..000003}.tar"), bad
+
+
+def test_workers_raise_the_named_error_in_the_main_process(tmp_path: Path) -> None:
+    url, bad = _damaged(tmp_path, 1)
+    loader = atd.Dataset[LoaderRec](url).loader(batch_size=4, num_workers=2, on_error="raise")
+    with pytest.raises(atd.DecodeError, match="bad-000001.tar"):
+        list(loader)
+
+
+@pytest.mark.parametrize("mode", ["skip", "warn"])
+def test_workers_report_skips_to_the_main_process(tmp_path: Path, mode: str) -> None:
+    # The workers' skips reach the main process with their batches: one warning with the exact total there (and,
+    # under "warn", one per sample), not only lines on the workers' stderr.
+    url, bad = _damaged(tmp_path, 3)
+    loader = atd.Dataset[LoaderRec](url).loader(batch_size=4, num_workers=2, on_error=mode)  # type: ignore[arg-type]
+    with pytest.warns(atd.SkippedSamplesWarning) as caught:
+        labels = [int(v) for b in loader for v in b.label]
+    assert len(labels) == 37 and len(set(labels)) == 37
+    assert loader.last_report.samples == 3
+    summaries = [str(w.message) for w in caught if "epoch 0" in str(w.message)]
+    assert len(summaries) == 1 and "skipped 3 undecodable" in summaries[0] and "bad-000001.tar" in summaries[0]
+    per_sample = [w for w in caught if str(w.message).startswith("atdata_torch skipped:")]
+    assert len(per_sample) == (3 if mode == "warn" else 0)
+
+
+def test_workers_report_an_unreadable_shard_once(tmp_path: Path) -> None:
+    url, bad = _damaged(tmp_path, 0)
+    raw = Path(bad).read_bytes()
+    Path(bad).write_bytes(raw[:1300])  # truncated inside its second sample
+    Path(bad + ".idx.json").unlink()
+    loader = atd.Dataset[LoaderRec](url).loader(batch_size=4, num_workers=2, on_error="skip")
+    with pytest.warns(atd.SkippedSamplesWarning, match="bad-000001.tar"):
+        labels = [int(v) for b in loader for v in b.label]
+    assert len(labels) == 31  # 30 intact shards' samples + the one intact sample before the damage
+    assert loader.last_report.shards == [bad]

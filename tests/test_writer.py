@@ -437,3 +437,18 @@ def test_written_shard_readable_as_bytes(tmp_path: Path) -> None:
     raw = Path(ds.list_shards()[0]).read_bytes()
     with tarfile.open(fileobj=io.BytesIO(raw)) as tf:
         assert tf.getnames() == ["00000000.msgpack", "00000001.msgpack"]
+
+
+@pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600)])
+def test_shards_and_sidecars_respect_the_umask(tmp_path: Path, umask: int, mode: int) -> None:
+    # mkstemp's 0600 must not survive the rename: a dataset written for a team is readable by it.
+    old = os.umask(umask)
+    try:
+        atd.write_samples([Small(np.zeros(2, np.float32), i, "t") for i in range(4)], tmp_path / "m-%06d.tar", maxcount=2)
+        with atd.ShardWriter(str(tmp_path / "single.tar")) as w:
+            w.write(Small(np.zeros(2, np.float32), 0, "t"))
+    finally:
+        os.umask(old)
+    written = sorted(tmp_path.iterdir())
+    assert len(written) == 6 and all(not p.name.startswith(".tmp-") for p in written)
+    assert {p.name: p.stat().st_mode & 0o777 for p in written} == {p.name: mode for p in written}
