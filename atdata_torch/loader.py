@@ -55,7 +55,7 @@ class _WithSkips:
     def pin_memory(self) -> _WithSkips:
         from torch.utils.data._utils.pin_memory import pin_memory
 
-        return _WithSkips(pin_memory(self.batch), self.skips)
+        return _WithSkips(pin_memory(self.batch), self.skips)  # type: ignore[no-untyped-call]
 
 
 class _SendCheck:

@@ -804,9 +804,9 @@ def _damaged(tmp_path: Path, bad_payloads: int) -> tuple[str, str]:
 
 
 def test_workers_raise_the_named_error_in_the_main_process(tmp_path: Path) -> None:
-    url, bad = _damaged(tmp_path, 1)
+    url, _ = _damaged(tmp_path, 1)
     loader = atd.Dataset[LoaderRec](url).loader(batch_size=4, num_workers=2, on_error="raise")
-    with pytest.raises(atd.DecodeError, match="bad-000001.tar"):
+    with pytest.raises(atd.DecodeError, match=r"bad-000001\.tar"):
         list(loader)
 
 
@@ -814,7 +814,7 @@ def test_workers_raise_the_named_error_in_the_main_process(tmp_path: Path) -> No
 def test_workers_report_skips_to_the_main_process(tmp_path: Path, mode: str) -> None:
     # The workers' skips reach the main process with their batches: one warning with the exact total there (and,
     # under "warn", one per sample), not only lines on the workers' stderr.
-    url, bad = _damaged(tmp_path, 3)
+    url, _ = _damaged(tmp_path, 3)
     loader = atd.Dataset[LoaderRec](url).loader(batch_size=4, num_workers=2, on_error=mode)  # type: ignore[arg-type]
     with pytest.warns(atd.SkippedSamplesWarning) as caught:
         labels = [int(v) for b in loader for v in b.label]
@@ -832,7 +832,7 @@ def test_workers_report_an_unreadable_shard_once(tmp_path: Path) -> None:
     Path(bad).write_bytes(raw[:1300])  # truncated inside its second sample
     Path(bad + ".idx.json").unlink()
     loader = atd.Dataset[LoaderRec](url).loader(batch_size=4, num_workers=2, on_error="skip")
-    with pytest.warns(atd.SkippedSamplesWarning, match="bad-000001.tar"):
+    with pytest.warns(atd.SkippedSamplesWarning, match=r"bad-000001\.tar"):
         labels = [int(v) for b in loader for v in b.label]
     assert len(labels) == 31  # 30 intact shards' samples + the one intact sample before the damage
     assert loader.last_report.shards == [bad]

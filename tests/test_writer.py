@@ -444,7 +444,8 @@ def test_shards_and_sidecars_respect_the_umask(tmp_path: Path, umask: int, mode:
     # mkstemp's 0600 must not survive the rename: a dataset written for a team is readable by it.
     old = os.umask(umask)
     try:
-        atd.write_samples([Small(np.zeros(2, np.float32), i, "t") for i in range(4)], tmp_path / "m-%06d.tar", maxcount=2)
+        samples = [Small(np.zeros(2, np.float32), i, "t") for i in range(4)]
+        atd.write_samples(samples, tmp_path / "m-%06d.tar", maxcount=2)
         with atd.ShardWriter(str(tmp_path / "single.tar")) as w:
             w.write(Small(np.zeros(2, np.float32), 0, "t"))
     finally:
