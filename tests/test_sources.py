@@ -351,3 +351,87 @@ def test_segmented_filling_waits_and_fails_like_one_buffer() -> None:
         fill.contiguous()
     with pytest.raises(atd.ShardFormatError, match="has 10 bytes"):
         fill.wait(11)
+
+
+# ---------------------------------------------------------------------------------------------------- bad bytes
+def _rot(path: Path) -> None:
+    """Flip one bit inside the last sample's array data: the tar and the payload stay valid, the bytes are wrong."""
+    raw = bytearray(path.read_bytes())
+    raw[int(len(raw) * 0.3)] ^= 0x10
+    path.write_bytes(bytes(raw))
+
+
+@pytest.mark.parametrize("kind", ["local", "http"])
+@pytest.mark.parametrize(
+    "read",
+    [
+        lambda ds: list(ds),
+        lambda ds: list(ds.ordered(batch_size=3)),
+        lambda ds: list(ds.shuffled(batch_size=3, seed=1)),
+        lambda ds: list(ds.loader(batch_size=2, num_workers=2)),
+    ],
+    ids=["iter", "ordered", "shuffled", "loader-2-workers"],
+)
+def test_checksums_true_catches_bit_rot(files: list[Path], kind: str, read: Any) -> None:
+    _rot(files[1])
+    if kind == "http":
+        srv = FaultServer(files[0].parent).start()
+        try:
+            urls = [srv.url(p.name) for p in files]
+            ds = atd.Dataset[Rec](urls, checksums=True, retries=0)
+            with pytest.raises(atd.ChecksumError, match=files[1].name):
+                read(ds)
+        finally:
+            srv.close()
+        return
+    with pytest.raises(atd.ChecksumError, match=files[1].name):
+        read(atd.Dataset[Rec]([str(p) for p in files], checksums=True))
+    # Without checksums=, bit-rot inside array data cannot be seen: the samples decode (this is why the option exists).
+    assert len(list(atd.Dataset[Rec]([str(p) for p in files]))) == 12
+
+
+def test_checksums_option_is_checked() -> None:
+    with pytest.raises(TypeError, match="checksums= takes True"):
+        LocalSource(["a.tar"], checksums="yes")  # type: ignore[arg-type]
+
+
+_TRUNCATE_DURING_A_PASS = """
+import os, sys
+import atdata_torch as atd
+from remote_data import Rec
+paths, workers = sys.argv[1:-1], int(sys.argv[-1])
+ds = atd.Dataset[Rec](paths)
+seen = 0
+try:
+    it = ds.ordered() if workers == 0 else ds.loader(batch_size=1, num_workers=workers, collate_fn=None)
+    for i, s in enumerate(it):
+        seen += 1
+        if i == 0:
+            for p in paths:
+                os.truncate(p, 1024)
+except atd.ShardFormatError as exc:
+    print("NAMED", type(exc).__name__, exc); sys.exit(0)
+print("READ", seen)
+"""
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_file_truncated_during_a_pass_is_a_named_error(files: list[Path], workers: int) -> None:
+    # A mapped file that shrinks kills the reader with SIGBUS; bytes read into memory cannot change under it. Run in a
+    # subprocess, so that a crash is a failed test rather than a dead test run.
+    import subprocess
+    import sys
+
+    tests_dir = str(Path(__file__).parent)
+    out = subprocess.run(
+        [sys.executable, "-c", _TRUNCATE_DURING_A_PASS, *[str(p) for p in files], str(workers)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**__import__("os").environ, "PYTHONPATH": tests_dir + ":" + str(Path(tests_dir).parent)},
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    # Either the pass had every byte in memory already (all 12 samples), or a shard it opened later is named.
+    assert out.stdout.startswith(("NAMED ShardFormatError", "READ 12")), out.stdout + out.stderr[-2000:]
+    if out.stdout.startswith("NAMED"):
+        assert "data-00000" in out.stdout

@@ -244,9 +244,7 @@ def _options_for(scheme: str, options: dict[str, Any]) -> dict[str, Any]:
     cache_dir = opts.pop("cache_dir", None)
     cache_max = opts.pop("cache_max_bytes", None)
     if scheme == "file":
-        if opts:
-            raise TypeError(f"options {sorted(opts)} do not apply to local files")
-        return {}
+        return opts  # LocalSource.from_urls says which of them it takes
     if cache_dir is not None:
         from ..cache import ShardCache
 
@@ -267,7 +265,10 @@ def source_for_urls(urls: list[str], **options: Any) -> DataSource:
         # Local files take no options: the remote ones (headers=, retries=...) are for the remote part.
         return ConcatSource(
             [
-                source_for_urls([u for u in urls if _scheme(u) == sc], **({} if sc == "file" else options))
+                source_for_urls(
+                    [u for u in urls if _scheme(u) == sc],
+                    **({k: v for k, v in options.items() if k == "checksums"} if sc == "file" else options),
+                )
                 for sc in schemes
             ]
         )

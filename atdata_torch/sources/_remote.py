@@ -88,8 +88,10 @@ class RemoteSource(ShardSource):
             Python threads contending for the GIL).
         parallel: With ``chunk_size``: at most this many ranged requests of one shard in flight at once (and at
             most ``max_concurrency`` in all).
-        checksums: Expected sha256 (hex) per shard, e.g. from a dataset record: a download that does not match
-            raises :class:`~atdata_torch.errors.ChecksumError` before any of its samples is read.
+        checksums: Expected sha256 (hex) per shard, e.g. from a dataset record, or ``True`` for the sha256 each
+            shard's index sidecar records: a download that does not match raises
+            :class:`~atdata_torch.errors.ChecksumError` before any of its samples is read. (A shard whose sidecar
+            records no sha256 is read unchecked; with a cache, downloads are always checked against the sidecar.)
     """
 
     remote = True  # Dataset does not download a remote shard just to check its sidecar
@@ -104,7 +106,7 @@ class RemoteSource(ShardSource):
         readahead: int = 2,
         chunk_size: int | None = None,
         parallel: int = 4,
-        checksums: dict[str, str] | None = None,
+        checksums: dict[str, str] | bool | None = None,
     ) -> None:
         from ..cache import ShardCache
 
@@ -115,7 +117,15 @@ class RemoteSource(ShardSource):
         self.readahead = max(0, readahead)
         self.chunk_size = max(0, chunk_size or 0)
         self.parallel = max(1, parallel)
-        self.checksums: dict[str, str] = {k: v.lower() for k, v in (checksums or {}).items() if v}
+        if checksums is not None and not isinstance(checksums, (bool, dict)):
+            raise TypeError(f"checksums= takes True or a {{shard: sha256}} dict, got {type(checksums).__name__}")
+        self.verify_sidecars = checksums is True
+        self.checksums: dict[str, str] = (
+            {k: v.lower() for k, v in checksums.items() if v} if isinstance(checksums, dict) else {}
+        )
+        # Sidecar bytes by shard. Plain data, so it is kept across a fork and pickled with the source: DataLoader
+        # workers know the sha256 their main process read (a per-process cache lost it, and workers read unchecked).
+        self._sidecars: dict[str, bytes | None] = {}
         self._local: dict[str, Any] = {}
 
     # ------------------------------------------------------------------------------------------------ per process
@@ -129,7 +139,6 @@ class RemoteSource(ShardSource):
             st["lock"] = threading.RLock()  # _schedule starts downloads (which may create the downloader) under it
             st["pending"] = OrderedDict()  # shard -> _Job (streamable download) | Future[Buffer] (_fetch)
             st["plan"] = []
-            st["sidecars"] = {}
             st["routers"] = {}  # shard -> Router for a download not started yet (see route())
             st["taken"] = {}  # shard -> (weakref to its streamed _Job, owner) handed to a pass that places bytes
             st["tickets"] = itertools.count()
@@ -243,7 +252,7 @@ class RemoteSource(ShardSource):
                 opener=_map_file,
                 sha256=self._expected_sha256(shard),
             )
-        expected = self.checksums.get(shard)
+        expected = self._checked_sha256(shard)
         if expected is None:
             return self._download(shard, priority)
         data, digest = self._download_hashed(shard, priority)
@@ -296,7 +305,7 @@ class RemoteSource(ShardSource):
         """The shard's sha256: given in ``checksums``, else from its index sidecar when that was read."""
         if shard in self.checksums:
             return self.checksums[shard]
-        raw = self._state()["sidecars"].get(shard)
+        raw = self._sidecars.get(shard)
         if not raw:
             return None
         try:
@@ -304,6 +313,12 @@ class RemoteSource(ShardSource):
         except (ValueError, AttributeError):
             return None
         return digest if isinstance(digest, str) and len(digest) == 64 else None
+
+    def _checked_sha256(self, shard: str) -> str | None:
+        """The sha256 a download of this shard is checked against without a cache (``checksums=``), if any."""
+        if shard in self.checksums:
+            return self.checksums[shard]
+        return self._expected_sha256(shard) if self.verify_sidecars else None
 
     def _cache_key(self, shard: str) -> str:
         return shard
@@ -341,7 +356,7 @@ class RemoteSource(ShardSource):
     def _begin(self, shard: str, priority: tuple[int, int], router: Router | None = None) -> _Job | Future[Buffer]:
         """Start downloading a shard: a streamed job where nothing has to be checked first (``router``: where its
         array bytes go, see :meth:`route`), else :meth:`_fetch` (cache, checksum) on the pool."""
-        if self.cache is None and shard not in self.checksums and not self.chunk_size:
+        if self.cache is None and not self.chunk_size and self._checked_sha256(shard) is None:
             job = _Job(self, shard, priority, streamed=True)
             job.router = router
             self._downloader().submit(job, 0, job.head)
@@ -433,8 +448,7 @@ class RemoteSource(ShardSource):
         return sidecar_url(shard)
 
     def read_sidecar(self, shard: str) -> bytes | None:
-        st = self._state()
-        cache: dict[str, bytes | None] = st["sidecars"]
+        cache = self._sidecars
         if shard not in cache:
             url = self._sidecar_url(shard)
             if url is None:
@@ -457,7 +471,7 @@ class RemoteSource(ShardSource):
         """Fetch the index sidecars of these shards concurrently (``max_concurrency`` at once) into the cache that
         :meth:`read_sidecar` reads: a dataset of many remote shards learns its length in a few round trips rather
         than one per shard."""
-        cached = self._state()["sidecars"]
+        cached = self._sidecars
         todo = [s for s in dict.fromkeys(shards) if s not in cached]
         if len(todo) > 1:
             list(self._pool().map(self.read_sidecar, todo))
