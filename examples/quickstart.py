@@ -6,11 +6,17 @@ with ``load_dataset("@local/digits")`` and trains a small PyTorch classifier thr
 
     uv run examples/quickstart.py                       # default index; shards under ./quickstart-data
     uv run examples/quickstart.py --out /tmp/qs --epochs 5 --index /tmp/qs/index.db
+
+Running it again reuses the shards and the index entry of the first run when they are still there and intact
+(their sha256 matches what the index recorded) and says so; otherwise (deleted, damaged, or ``--rebuild``) it
+writes them again and points ``digits@1.0.0`` at the new entry.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import os
 import sys
 import time
 
@@ -20,6 +26,7 @@ from numpy.typing import NDArray
 from sklearn.datasets import load_digits
 
 import atdata_torch as atd
+from atdata_torch.index import IndexEntry
 
 
 @atd.packable
@@ -28,6 +35,25 @@ class DigitSample:
 
     image: NDArray[np.float32]  # (8, 8), values in [0, 1]
     label: int
+
+
+def existing_entry(index: atd.Index, out: str) -> tuple[IndexEntry | None, str]:
+    """The ``digits@1.0.0`` entry of an earlier run when its shards are in ``out`` and intact, and why not if not."""
+    try:
+        entry = index.get_dataset("digits@1.0.0")
+    except LookupError:
+        return None, "not in the index yet"
+    checksums = (entry.metadata or {}).get("checksums") or {}
+    root = os.path.abspath(out)
+    for url in entry.data_urls:
+        if not os.path.abspath(url).startswith(root + os.sep):
+            return None, f"its shards are not under {out}"
+        if not os.path.exists(url) or not os.path.exists(url + ".idx.json"):
+            return None, f"{url} is missing"
+        with open(url, "rb") as f:
+            if hashlib.sha256(f.read()).hexdigest() != checksums.get(url):
+                return None, f"{url} does not match its recorded sha256"
+    return entry, "intact"
 
 
 def write_dataset(index: atd.Index, out: str) -> str:
@@ -47,6 +73,7 @@ def write_dataset(index: atd.Index, out: str) -> str:
         tags=["vision", "quickstart"],
         maxcount=500,
         data_dir=out,
+        overwrite=True,  # this is a rebuild: point digits@1.0.0 at the new shards
     )
     return str(entry.cid)
 
@@ -59,13 +86,19 @@ def main(argv: list[str] | None = None) -> float:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=2, help="DataLoader worker processes")
     p.add_argument("--index", default=None, help="index location (default: $ATDATA_TORCH_INDEX or the user's one)")
+    p.add_argument("--rebuild", action="store_true", help="write the shards again even when intact ones exist")
     args = p.parse_args(argv)
     torch.manual_seed(args.seed)
 
     t0 = time.perf_counter()
     index = atd.Index(args.index) if args.index else atd.Index()
-    cid = write_dataset(index, args.out)
-    print(f"wrote and indexed digits@1.0.0 ({cid}) in {index.location} in {time.perf_counter() - t0:.2f}s")
+    entry, why = (None, "--rebuild") if args.rebuild else existing_entry(index, args.out)
+    if entry is not None:
+        print(f"reusing digits@1.0.0 ({entry.cid}) from {index.location}: its {len(entry.data_urls)} shards are intact")
+    else:
+        cid = write_dataset(index, args.out)
+        took = time.perf_counter() - t0
+        print(f"wrote and indexed digits@1.0.0 ({cid}) in {index.location} in {took:.2f}s (rebuilt: {why})")
 
     # Load back by name, as any other program would.
     train = atd.load_dataset("@local/digits@1.0.0", DigitSample, split="train", index=index)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import doctest
 import importlib
+import os
 import pkgutil
 import re
 import subprocess
@@ -59,6 +60,38 @@ def test_readme_python_blocks_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     monkeypatch.setitem(sys.modules, module.__name__, module)
     for block in blocks:
         exec(compile(block, "README.md", "exec"), module.__dict__)
+
+
+def _readme_block(first_line: str) -> str:
+    (block,) = [b for b in _readme_blocks() if b.startswith(first_line)]
+    return block
+
+
+@pytest.mark.slow
+def test_readme_train_ddp_block_runs_as_its_own_file(tmp_path: Path) -> None:
+    """The README's ``train_ddp.py`` is self-contained: saved as a file, it runs (one rank, gloo, CPU)."""
+    import socket
+
+    import numpy as np
+
+    @atdata_torch.packable
+    class Point:
+        x: atdata_torch.NDArray
+        y: float
+
+    points = [Point(x=np.full(8, i, np.float32), y=float(i % 3)) for i in range(128)]
+    atdata_torch.write_samples(points, str(tmp_path / "points" / "train.tar"), maxcount=32, progress=False)
+    script = tmp_path / "train_ddp.py"
+    script.write_text(_readme_block("# train_ddp.py"))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+    proc = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (tmp_path / "loader.pt").exists()
 
 
 def _modules() -> list[str]:

@@ -268,6 +268,21 @@ def test_write_samples_writes_shards_and_checksums(index: Index, tmp_path: Path)
         index.get_dataset("mixed")
 
 
+def test_write_samples_into_an_existing_name_or_version_is_an_explicit_choice(index: Index) -> None:
+    e1 = index.write_samples(digits(2), name="digits", version="1.0.0", progress=False)
+    shards = sorted(p for e in index.list_datasets() for p in e.data_urls)
+    with pytest.raises(IndexStoreError, match=r"digits@1\.0\.0 is already in the index.*overwrite=True"):
+        index.write_samples(digits(3), name="digits", version="1.0.0", progress=False)
+    assert sorted(p for e in index.list_datasets() for p in e.data_urls) == shards  # nothing written
+    assert index.get_dataset("digits@1.0.0").cid == e1.cid
+    e2 = index.write_samples(digits(3), name="digits", version="2.0.0", progress=False)  # a new version is fine
+    e3 = index.write_samples(digits(4), name="digits", version="1.0.0", overwrite=True, progress=False)
+    assert index.get_dataset("digits@1.0.0").cid == e3.cid and index.get_dataset("digits@2.0.0").cid == e2.cid
+    index.write_samples(digits(1), name="plain", progress=False)
+    with pytest.raises(IndexStoreError, match="plain is already in the index"):
+        index.write_samples(digits(1, 5), name="plain", progress=False)
+
+
 def test_labels_versions_and_latest(index: Index) -> None:
     e1 = index.write_samples(digits(2), name="digits", version="1.0.0", progress=False)
     e2 = index.write_samples(digits(3), name="digits", version="2.0.0", progress=False)

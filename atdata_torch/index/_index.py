@@ -220,6 +220,7 @@ class Index(Catalog):
         maxsize: int | None = None,
         data_dir: str | os.PathLike[str] | None = None,
         progress: bool | None = None,
+        overwrite: bool = False,
     ) -> IndexEntry:
         """Write samples as shards into the data store and index them (schema published when new).
 
@@ -240,6 +241,9 @@ class Index(Catalog):
             maxsize: Bytes per shard.
             data_dir: Override the index's data directory.
             progress: tqdm bar (``None``: only on a terminal).
+            overwrite: Move an existing label ``name@version`` (or, without ``version``, the name) to the new
+                entry. Without it, writing into a name or version the index already has is an error (write a
+                new ``version=``, or reuse the entry: ``index.get_dataset("name@version")``).
 
         Returns:
             The new :class:`IndexEntry` (its ``metadata`` has ``checksums`` and ``size``).
@@ -247,8 +251,11 @@ class Index(Catalog):
         Raises:
             ValueError: no samples, or a bad name.
             SchemaError: the samples are not ``@packable`` (and no ``schema_ref``), or mix types.
+            IndexStoreError: ``name@version`` (or ``name``) is already in the index and ``overwrite`` is false.
         """
         _check_name(name)
+        if not overwrite:
+            self._check_free(name, version)
         splits: Mapping[str | None, Iterable[Any]] = (
             {str(k): v for k, v in samples.items()} if isinstance(samples, Mapping) else {None: samples}
         )
@@ -282,6 +289,20 @@ class Index(Catalog):
                     with contextlib.suppress(OSError):
                         os.unlink(path)
             raise
+
+    def _check_free(self, name: str, version: str | None) -> None:
+        """Raise unless ``name@version`` (``name`` without a version: any label of it) is new to the index."""
+        labels = self.store.labels_named(name)
+        taken = [lb for lb in labels if version is None or lb.version == version]
+        if not taken:
+            return
+        ref = name if version is None else f"{name}@{version}"
+        versions = sorted({lb.version or "(unversioned)" for lb in labels})
+        raise IndexStoreError(
+            f"write_samples({name!r}): {ref} is already in the index at {self.location} (versions: {versions}, "
+            f"entry {taken[0].cid}); pass overwrite=True to point {ref} at the new shards, write a new version=, "
+            f"or reuse the existing entry with index.get_dataset({ref!r})"
+        )
 
     @staticmethod
     def _write_shards(
