@@ -956,3 +956,128 @@ def test_members_that_map_to_one_field_are_refused() -> None:
         _codec.members_to_map({"image.json": b"1", "image.cls": b"2"})
     assert info.value.field == "image"
     assert _codec.members_to_map({"image.json": b"1", "label.cls": b"2"}) == {"image": 1, "label": 2}
+
+
+# issue 15: untrusted payload bytes give DecodeError, never a foreign exception
+
+
+def _hdr(dtype: bytes, shape: tuple[int, ...], data: bytes = b"") -> bytes:
+    return bytes([len(dtype)]) + dtype + bytes([len(shape)]) + struct.pack(f"<{len(shape)}q", *shape) + data
+
+
+LYING_HEADERS = [
+    _hdr(b"(2,)<f4", (2,), b"\0" * 16),  # subarray
+    _hdr(b"<f4,<i4", (1,), b"\0" * 8),  # structured
+    _hdr(b"|O", (1,), b"\0" * 8),  # object
+    _hdr(b"<f4", (1,) * 65, b"\0" * 4),  # ndim 65
+    _hdr(b"<f4", (2**40, 2**40), b""),  # needs terabytes
+    _hdr(b"<f4", (2**62, 2**62, 0), b""),  # product overflows int64
+    _hdr(b"<f4", (-1,), b""),
+    _hdr(b"<i3", (1,), b"\0" * 3),
+    _hdr(b"<f4", (3,), b"\0" * 11),  # too short
+    _hdr(b"__import__('os')", (1,), b"\0"),
+]
+
+
+def _npy(header: str, data: bytes = b"", version: int = 1) -> bytes:
+    h = header.encode("latin-1")
+    size = len(h).to_bytes(2 if version == 1 else 4, "little")
+    return _codec.NPY_MAGIC + bytes([version, 0]) + size + h + data
+
+
+LYING_NPY_VALUES = [
+    _npy("{'descr': '(2,)<f4', 'fortran_order': False, 'shape': (1,), }", b"\0" * 8),
+    _npy("{'descr': [('a', '<f4')], 'fortran_order': False, 'shape': (1,), }", b"\0" * 4),
+    _npy("{'descr': '|O', 'fortran_order': False, 'shape': (1,), }", b"\0" * 8),
+    _npy("{'descr': '<f4', 'fortran_order': False, 'shape': (2**40, 2**40), }"),
+    _npy("{'descr': '<f4', 'fortran_order': False, 'shape': (1099511627776, 1099511627776), }"),
+    _npy("{'descr': '<f4', 'fortran_order': False, 'shape': (" + "1," * 65 + "), }", b"\0" * 4),
+    _npy("{'descr': '<f4', 'fortran_order': False, 'shape': (3,), }", b"\0" * 4),
+    _npy("{'descr': '<f4', 'fortran_order': False, 'shape': (3, }"),  # tokenize error in Python's parser
+    _npy("{'descr': '<f4' 'fortran_order': False}"),  # SyntaxError
+    _npy("{'descr': '<f4', 'fortran_order': False, 'shape': (1,), }", b"\0" * 4, version=7),
+    b"\x93NUMPY not an array",
+    b"\x93NUMPY",
+]
+
+
+@pytest.mark.parametrize("buf", LYING_HEADERS + LYING_NPY_VALUES)
+def test_lying_array_headers_are_decode_errors(buf: bytes) -> None:
+    with pytest.raises(atd.DecodeError):
+        _codec.bytes_to_array(buf)
+    assert not _codec.is_array_bytes(buf)
+    # A schema-free read keeps a value that is no whole valid array as bytes.
+    assert atd.DictSample.from_bytes(msgpack.packb({"b": buf}))["b"] == buf
+
+
+@HYP
+@given(st.binary(max_size=200))
+def test_random_array_bytes_never_foreign(buf: bytes) -> None:
+    for b in (buf, _codec.NPY_MAGIC + buf, b"\x03<f4" + buf):
+        with contextlib.suppress(atd.DecodeError):
+            _codec.bytes_to_array(b)
+
+
+def test_valid_npy_still_read_with_own_parser() -> None:
+    for x in (np.arange(6, dtype=">i2").reshape(2, 3), np.asfortranarray(np.ones((2, 3))), np.float32(1.0)):
+        f = io.BytesIO()
+        np.save(f, x)
+        assert _codec.is_array_bytes(f.getvalue())
+        y = _codec.bytes_to_array(f.getvalue())
+        assert y.dtype == np.asarray(x).dtype and np.array_equal(y, x) and y.flags.writeable
+
+
+@atd.packable
+class _Need:
+    a: int
+    x: NDArray[np.float32]
+    s: str
+
+
+BAD_MAPS = [
+    {b"a": 1, "s": "x"},  # bytes key (msgpack's strict_map_key lets it through)
+    {"x": {"k": 1}, "a": 1, "s": "t"},  # NDArray field holding a map
+    {"x": b"\x03<f4\x01" + b"\0" * 8 + b"\0" * 4, "a": 1, "s": b"bytes"},  # str field holding bytes
+    {"x": _codec.array_to_bytes(np.zeros(2, np.float32)), "a": "1", "s": "t"},
+    {"x": [[[[]]]] * 3, "a": 2**64 - 1, "s": "t"},
+]
+
+
+@pytest.mark.parametrize("m", BAD_MAPS)
+def test_wrong_payload_maps_are_decode_errors(m: dict[Any, Any]) -> None:
+    payload = msgpack.packb(m)
+    with pytest.raises(atd.DecodeError):
+        _Need.from_bytes(payload)
+    big = msgpack.packb({**m, "pad": b"\0" * _codec.SKIM_THRESHOLD})
+    with pytest.raises(atd.DecodeError):
+        _Need.from_bytes(big)
+
+
+def test_non_str_keys_refused_by_untyped_and_skim() -> None:
+    payload = msgpack.packb({b"k": 1, "pad": b"\0" * _codec.SKIM_THRESHOLD})
+    with pytest.raises(atd.DecodeError):
+        atd.DictSample.from_bytes(payload)
+    int_key = b"\x82\x01\x01\xa3pad\xc6" + _codec.SKIM_THRESHOLD.to_bytes(4, "big") + b"\0" * _codec.SKIM_THRESHOLD
+    with pytest.raises(atd.DecodeError):
+        _codec.skim_map(int_key)
+    with pytest.raises(atd.DecodeError):
+        _codec.members_to_map({"msgpack": int_key})
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b"\x91" * 100_000 + b"\xc0",  # deep nesting
+        b"\x81\xa1a" + b"\x91" * 100_000 + b"\xc0",
+        b"\x81\xa1a\xc6\xff\xff\xff\xff" + b"\0" * _codec.SKIM_THRESHOLD,  # bin past the end
+        b"\xdf\xff\xff\xff\xff" + b"\0" * _codec.SKIM_THRESHOLD,  # huge map length
+        b"\x81\xa1a\xd4\x05\x00",  # ext type
+        b"\x81\xa1a\xd5\xff\x00\x00",  # bad timestamp ext
+        b"\x81\xa1a\xc1",
+    ],
+)
+def test_hostile_msgpack_is_decode_error(payload: bytes) -> None:
+    with pytest.raises(atd.DecodeError):
+        atd.DictSample.from_bytes(payload)
+    with pytest.raises(atd.DecodeError):
+        _codec.skim_map(payload)
