@@ -8,6 +8,7 @@ from typing import Any, Generic, TypeVar
 import numpy as np
 
 from ._codec import parse_array_header
+from .errors import DecodeError
 from .schema import DictSample, PackableSample
 
 __all__ = ["SampleBatch"]
@@ -30,7 +31,11 @@ def stack_column(values: Sequence[Any]) -> Any:
 
 def stack_encoded(values: Sequence[Any]) -> Any:
     """Stack a column of ndarray-bytes buffers straight into one new array (one copy); ``None`` when the
-    arrays differ in dtype or shape (ragged). Every buffer's header and length is checked before any copy.
+    arrays differ in dtype or shape (ragged). Every buffer's header and length is checked before any copy
+    (by :func:`parse_array_header`: plain dtype, valid shape, exact data length).
+
+    Raises:
+        DecodeError: when a buffer is no valid ndarray-bytes value.
     """
     first = values[0]
     dtype, shape, off = parse_array_header(first)
@@ -42,7 +47,13 @@ def stack_encoded(values: Sequence[Any]) -> Any:
             return None
     rows = len(values)
     if dtype.itemsize == 0 or n == off:
-        return np.empty((rows, *shape), dtype)
+        try:
+            return np.empty((rows, *shape), dtype)
+        except ValueError as exc:  # (rows, 0, 2**40, 2**40): more than numpy can describe, though empty
+            raise DecodeError(
+                f"a column of {rows} empty arrays of shape {shape} is larger than any array numpy can hold; "
+                "the payloads are corrupt"
+            ) from exc
     if n - off < _ROW_COPY_BYTES:
         joined = bytearray().join([memoryview(v)[off:] for v in values])
         return np.frombuffer(joined, dtype=dtype).reshape((rows, *shape))

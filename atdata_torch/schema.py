@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import inspect
 import json
 import sys
 import types
@@ -174,10 +175,32 @@ def _resolve_hints(cls: type, localns: dict[str, Any] | None) -> dict[str, Any]:
         ) from exc
 
 
+_PACKING_ATTRS = ("__atdata_fields__", "__atdata_schema_id__", "__atdata_fast_init__")
+
+
+class _Pending:
+    """A packing attribute of a :class:`PackableSample` subclass not made by ``@packable`` (a plain ``@dataclass``
+    subclass): the first read computes all three from the dataclass fields (the dataclass decorator runs after
+    ``__init_subclass__``) and stores them as plain class attributes, so later reads cost nothing."""
+
+    __slots__ = ("localns", "name")
+
+    def __init__(self, name: str, localns: dict[str, Any]) -> None:
+        self.name = name
+        self.localns = localns
+
+    def __get__(self, obj: object, owner: type | None = None) -> Any:
+        cls = owner if owner is not None else type(obj)
+        _finish_packable(cls, self.localns)
+        return cls.__dict__[self.name]
+
+
 class PackableSample:
     """Base class of typed samples; ``@packable`` makes a dataclass one.
 
-    Subclasses are dataclasses. Class attributes filled in by ``@packable``:
+    Subclasses are dataclasses: ``@packable`` makes one, and a plain ``@dataclass`` subclass of
+    ``PackableSample`` (the original atdata's inheritance syntax) is packable too, its fields read when the
+    class is first used. Class attributes:
 
     Attributes:
         __atdata_fields__: The :class:`FieldSpec` of each field, in dataclass order.
@@ -196,6 +219,18 @@ class PackableSample:
     __atdata_fields__: ClassVar[tuple[FieldSpec, ...]] = ()
     __atdata_schema_id__: ClassVar[str] = ""
     __atdata_fast_init__: ClassVar[bool] = True
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        frame = sys._getframe(1)  # where the class statement ran (type.__new__ and __build_class__ are C)
+        localns = frame.f_locals if frame.f_locals is frame.f_globals else dict(frame.f_locals)
+        for name in _PACKING_ATTRS:
+            if name not in cls.__dict__:
+                setattr(cls, name, _Pending(name, localns))
+        if "__eq__" not in cls.__dict__:
+            # Keeps the array-aware __eq__ under a plain @dataclass (whose generated one compares field tuples,
+            # which fails on arrays); dataclass adds no method the class already has.
+            cls.__eq__ = PackableSample.__eq__  # type: ignore[method-assign]
 
     @classmethod
     def fields_spec(cls) -> tuple[FieldSpec, ...]:
@@ -310,18 +345,41 @@ def packable(cls: type[T]) -> type[T]:
         ns = {k: v for k, v in vars(cls).items() if k not in ("__dict__", "__weakref__")}
         bases = (*(b for b in cls.__bases__ if b is not object), PackableSample)
         new_cls = dataclass(type(cls.__name__, bases, ns), eq=False)
-    hints = _resolve_hints(new_cls, localns)
+    _finish_packable(new_cls, localns)
+    return new_cls
+
+
+def _finish_packable(cls: type, localns: dict[str, Any]) -> None:
+    """Compute and set the packing attributes of a dataclass deriving :class:`PackableSample`; register its lens.
+
+    Raises:
+        SchemaError: when ``cls`` is not a dataclass (so its fields are unknown), or a field's annotation is
+            not supported.
+    """
+    own = inspect.get_annotations(cls)
+    if "__dataclass_fields__" not in cls.__dict__ and any(
+        not str(tp).startswith(("ClassVar", "typing.ClassVar")) for tp in own.values()
+    ):
+        raise SchemaError(
+            f"{cls.__name__} subclasses PackableSample and declares fields {sorted(own)} but is not a dataclass, "
+            "so they would not be packed; decorate it with @atd.packable (or @dataclasses.dataclass)"
+        )
+    if not dataclasses.is_dataclass(cls):
+        raise SchemaError(
+            f"{cls.__name__} subclasses PackableSample but is not a dataclass, so it has no fields to pack; "
+            "decorate it with @atd.packable (or @dataclasses.dataclass)"
+        )
+    hints = _resolve_hints(cls, {**localns, cls.__name__: cls})
     specs = []
-    for f in dataclasses.fields(new_cls):
+    for f in dataclasses.fields(cls):
         has_default = f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
         specs.append(_spec_for(cls.__name__, f.name, hints.get(f.name, Any), has_default=has_default))
-    new_cls.__atdata_fields__ = tuple(specs)  # type: ignore[attr-defined]
-    new_cls.__atdata_schema_id__ = schema_id(new_cls) or ""  # type: ignore[attr-defined]
-    new_cls.__atdata_fast_init__ = "__post_init__" not in {  # type: ignore[attr-defined]
-        k for c in new_cls.__mro__ if c not in (object, PackableSample) for k in vars(c)
+    cls.__atdata_fields__ = tuple(specs)  # type: ignore[attr-defined]
+    cls.__atdata_schema_id__ = schema_id(cls) or ""  # type: ignore[attr-defined]
+    cls.__atdata_fast_init__ = "__post_init__" not in {  # type: ignore[attr-defined]
+        k for c in cls.__mro__ if c not in (object, PackableSample) for k in vars(c)
     }
-    _register_dict_lens(new_cls)
-    return new_cls
+    _register_dict_lens(cls)
 
 
 def _register_dict_lens(cls: type) -> None:
@@ -373,7 +431,9 @@ class DictSample:
         try:
             return self._data[name]
         except KeyError:
-            raise AttributeError(f"DictSample has no field {name!r}; fields are {sorted(self._data)}") from None
+            raise AttributeError(
+                f"DictSample has no field {name!r}; fields are {sorted(self._data, key=str)}"
+            ) from None
 
     def __setattr__(self, name: str, value: Any) -> None:
         self._data[name] = value
