@@ -15,7 +15,7 @@ import json
 import re
 import struct
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import msgpack
 import numpy as np
@@ -516,6 +516,11 @@ def unpack_map(payload: Buffer, *, skim: bool = True) -> dict[str, Any]:
     except DecodeError:
         raise
     except Exception as exc:  # msgpack raises several unrelated types (ExtraData, ValueError, ...)
+        if "is not allowed for map key" in str(exc):  # msgpack's strict_map_key: an int, float, nil ... key
+            raise DecodeError(
+                f"payload map has a key that is not str ({exc}); sample field names must be str (msgpack str), "
+                "so the payload is corrupt or was written by another tool"
+            ) from exc
         raise DecodeError(f"payload is not valid msgpack ({type(exc).__name__}: {exc})") from exc
     if not isinstance(obj, dict):
         raise DecodeError(f"payload is msgpack but not a map (found {type(obj).__name__}); expected a sample map")
@@ -615,10 +620,6 @@ _PRIMITIVE_CHECK: dict[str, tuple[type, ...]] = {
 }
 
 
-INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
-"""The range of an ``int`` field (what a tensor, and every reader of the format, can hold)."""
-
-
 def _preview(value: Any) -> str:
     """A short repr of an untrusted value, without building the repr of a huge one."""
     if isinstance(value, (str, bytes, bytearray, memoryview, list, tuple)):
@@ -634,7 +635,7 @@ def convert_field(spec: FieldSpec, value: Any) -> Any:
     """Check and convert one decoded field value for a typed sample (arrays decoded, dtype checked).
 
     Raises:
-        DecodeError: when the value does not fit the field (wrong type, bad array, int outside int64).
+        DecodeError: when the value does not fit the field (wrong type, bad array).
     """
     if value is None:
         if spec.optional or spec.has_default:
@@ -669,14 +670,6 @@ def convert_field(spec: FieldSpec, value: Any) -> Any:
             f"field {spec.name!r} expects {kind} but the payload holds {type(value).__name__} ({_preview(value)})",
             field=spec.name,
         )
-    if kind == "int":
-        if not INT64_MIN <= cast(int, value) <= INT64_MAX:
-            raise DecodeError(
-                f"field {spec.name!r} expects an int64 but the payload holds {value}, outside "
-                f"[{INT64_MIN}, {INT64_MAX}]; store such values in an NDArray[np.uint64] or str field",
-                field=spec.name,
-            )
-        return value
     if kind == "float":
         return float(value)  # type: ignore[arg-type]
     if kind == "bytes" and not isinstance(value, bytes):

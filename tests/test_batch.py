@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import pickle
+import struct
 import warnings
 
 import numpy as np
@@ -226,3 +227,39 @@ def test_round_trip_through_columns(arrays: list[np.ndarray], names: list[str]) 
     assert b.samples == recs
     encoded = stack_encoded([atd.array_to_bytes(r.x) for r in recs])
     np.testing.assert_array_equal(encoded, b.x)
+
+
+def _nd(dtype: str, shape: tuple[int, ...], data: bytes) -> bytes:
+    ds = dtype.encode()
+    return bytes([len(ds)]) + ds + bytes([len(shape)]) + struct.pack(f"<{len(shape)}q", *shape) + data
+
+
+# Headers that lie about their array; in a column, first or after a good value, each is a DecodeError.
+LYING = {
+    "subarray dtype": _nd("(2,)<f4", (3,), bytes(24)),
+    "object dtype": _nd("|O", (3,), bytes(24)),
+    "structured dtype": _nd("<f4,<f4", (3,), bytes(24)),
+    "python code": _nd("__import__('os')", (3,), bytes(24)),
+    "ndim 65": _nd("<f4", (1,) * 65, bytes(4)),
+    "negative dims": _nd("<f4", (-2, -3), bytes(24)),
+    "product overflows": _nd("<f8", (2**62, 2**62), bytes(24)),
+    "a TiB claimed": _nd("<f4", (2**38,), bytes(24)),
+    "short data": _nd("<f8", (3,), bytes(23)),
+}
+
+
+@pytest.mark.parametrize("bad", LYING.values(), ids=LYING.keys())
+@pytest.mark.parametrize("where", [0, 1, 3])
+def test_stack_encoded_lying_header_is_decode_error(bad: bytes, where: int) -> None:
+    good = atd.array_to_bytes(np.zeros(3, np.float64))
+    col: list[bytes | memoryview] = [good] * 4
+    col[where] = memoryview(bad) if where == 3 else bad
+    with pytest.raises(atd.DecodeError):
+        stack_encoded(col)
+
+
+def test_stack_encoded_of_empty_arrays_numpy_cannot_describe() -> None:
+    empty = _nd("<f4", (0, 2**30, 2**30), b"")
+    assert stack_encoded([empty]).shape == (1, 0, 2**30, 2**30)
+    with pytest.raises(atd.DecodeError, match="larger than any array"):
+        stack_encoded([empty] * 4)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
 import keyword
@@ -570,3 +571,388 @@ def test_member_decoders() -> None:
     assert arr.dtype == np.int16 and arr.tolist() == [0, 1, 2]
     assert _codec.field_name("image.npy") == "image"
     assert _codec.field_name("jpg") == "jpg"
+
+
+# --------------------------------------------------------------------------------------------------
+# hardening: headers that lie, payloads that are not what they claim (issue 15)
+
+
+def nd_header(dtype: str | bytes, shape: tuple[int, ...], data: bytes = b"", ndim: int | None = None) -> bytes:
+    """A hand-made ndarray-bytes value (header fields taken as given, however false)."""
+    ds = dtype.encode("latin-1") if isinstance(dtype, str) else dtype
+    n = len(shape) if ndim is None else ndim
+    return bytes([len(ds)]) + ds + bytes([n]) + struct.pack(f"<{len(shape)}q", *shape) + data
+
+
+LYING_ND_HEADERS = {
+    "subarray dtype": nd_header("(2,)<f4", (2,), bytes(16)),
+    "subarray dtype, sized to its items": nd_header("(2,)<f4", (4,), bytes(16)),
+    "structured dtype": nd_header("<f4,<i4", (1,), bytes(8)),
+    "structured list": nd_header("[('a','<f4')]", (1,), bytes(4)),
+    "object dtype": nd_header("|O", (1,), bytes(8)),
+    "object dtype long": nd_header("|O8", (1,), bytes(8)),
+    "variable string dtype": nd_header("|T", (1,), bytes(16)),
+    "deprecated 'a' dtype": nd_header("|a4", (1,), bytes(4)),
+    "python code": nd_header("__import__('os').system('true')", (1,), bytes(8)),
+    "python syntax error": nd_header("<f4(", (1,), bytes(4)),
+    "unknown item size": nd_header("<i3", (1,), bytes(3)),
+    "unknown datetime unit": nd_header("<M8[xx]", (1,), bytes(8)),
+    "string size overflow": nd_header("|S99999999999", (1,), b"x"),
+    "not ascii": nd_header(b"<f\xff", (1,), bytes(4)),
+    "empty dtype": nd_header("", (1,), bytes(4)),
+    "ndim 65": nd_header("<f4", (1,) * 65, bytes(4)),
+    "ndim 255": nd_header("|u1", (1,) * 255, b"\x00"),
+    "negative dim": nd_header("<f4", (-1,), b""),
+    "negative dims cancel": nd_header("<f4", (-1, -1), bytes(4)),
+    "product overflows int64": nd_header("<f8", (2**62, 2**62), bytes(8)),
+    "product wraps to the data size": nd_header("|u1", (2**32, 2**32, 2**32 + 1), b""),
+    "a TiB claimed": nd_header("<f4", (2**38,), bytes(16)),
+    "empty but impossible": nd_header("<f4", (0, 2**62, 2**62), b""),
+    "too few data bytes": nd_header("<f4", (3,), bytes(11)),
+    "too many data bytes": nd_header("<f4", (3,), bytes(13)),
+    "shape cut short": nd_header("<f4", (3, 3), ndim=3),
+}
+
+
+@pytest.mark.parametrize("raw", LYING_ND_HEADERS.values(), ids=LYING_ND_HEADERS.keys())
+def test_lying_ndarray_header_is_decode_error(raw: bytes) -> None:
+    with pytest.raises(atd.DecodeError) as info:
+        atd.bytes_to_array(raw)
+    assert info.value.message  # a named error with a message, not numpy's
+    for view in (raw, memoryview(raw), bytearray(raw)):
+        assert _codec.is_array_bytes(view) is False
+        with pytest.raises(atd.DecodeError):
+            _codec.parse_array_header(view)
+    # Schema-free, such a value is just bytes; typed as an NDArray field, a named error.
+    assert atd.DictSample.from_bytes(msgpack.packb({"v": raw})).v == raw
+
+    @atd.packable
+    class A:
+        v: NDArray
+
+    with pytest.raises(atd.DecodeError) as info:
+        A.from_bytes(msgpack.packb({"v": raw}))
+    assert info.value.field == "v"
+
+
+def test_lying_header_messages_name_what_was_found() -> None:
+    with pytest.raises(atd.DecodeError, match="subarray"):
+        atd.bytes_to_array(LYING_ND_HEADERS["subarray dtype"])
+    with pytest.raises(atd.DecodeError, match="object"):
+        atd.bytes_to_array(LYING_ND_HEADERS["object dtype"])
+    with pytest.raises(atd.DecodeError, match="65 dimensions"):
+        atd.bytes_to_array(LYING_ND_HEADERS["ndim 65"])
+    with pytest.raises(atd.DecodeError, match="need 1099511627776"):
+        atd.bytes_to_array(LYING_ND_HEADERS["a TiB claimed"])
+
+
+# The closed grammar of dtype strings, and strings close to it: numpy either knows them (a plain dtype) or the
+# reader says DecodeError; nothing reaches numpy's parser that could warn, eval or raise anything else.
+DTYPE_LIKE = st.one_of(
+    st.from_regex(r"\A[<>|=]?(?:[biufcSUVaOTmM?bBhHiIlLqQpPefdgFDG][0-9]{0,3})(?:\[[0-9]?[a-zA-Z]{0,3}\])?\Z"),
+    st.from_regex(r"\A[<>|=]?[mM]8\[[0-9]{0,3}(?:Y|M|W|D|h|m|s|ms|us|ns|ps|fs|as|xx)\]\Z"),
+    st.text(alphabet="<>|=()[],:'\"0123456789fiuOVSUMmT ", max_size=12),
+)
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(dtype=DTYPE_LIKE, shape=st.lists(st.integers(-3, 4), max_size=4), extra=st.integers(-9, 9))
+def test_any_dtype_string_is_an_array_or_a_decode_error(dtype: str, shape: list[int], extra: int) -> None:
+    try:
+        itemsize = np.dtype(dtype).itemsize if dtype else 1
+    except Exception:  # only to size the data; the reader must not need this
+        itemsize = 1
+    n = max(0, int(np.prod([max(s, 0) for s in shape])) * itemsize + extra)
+    raw = nd_header(dtype, tuple(shape), bytes(n))
+    try:
+        arr = atd.bytes_to_array(raw)
+    except atd.DecodeError:
+        assert not _codec.is_array_bytes(raw)
+        return
+    assert arr.dtype.names is None and arr.dtype.subdtype is None and not arr.dtype.hasobject
+    assert arr.shape == tuple(shape)
+    assert arr.nbytes == n
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(raw=st.binary(max_size=80))
+def test_random_bytes_never_raise_a_foreign_error(raw: bytes) -> None:
+    for value in (raw, b"\x93NUMPY" + raw):
+        try:
+            atd.bytes_to_array(value)
+        except atd.DecodeError:
+            assert not _codec.is_array_bytes(value)
+        else:
+            assert _codec.is_array_bytes(value)
+
+
+def npy_bytes(header: str, data: bytes = b"", version: tuple[int, int] = (1, 0)) -> bytes:
+    """A hand-made .npy file with this header text (padded like numpy's)."""
+    text = header.encode("latin-1")
+    text += b" " * (-(len(text) + 11) % 64) + b"\n"
+    size = len(text).to_bytes(2 if version[0] == 1 else 4, "little")
+    return NPY + bytes(version) + size + text + data
+
+
+NPY = b"\x93NUMPY"
+LYING_NPY = {
+    "not an array": b"\x93NUMPY not an array",
+    "magic only": NPY,
+    "no header length": NPY + b"\x01\x00",
+    "version 9": npy_bytes("{'descr': '<f4', 'fortran_order': False, 'shape': (1,), }", bytes(4), (9, 0)),
+    "header past the end": NPY + b"\x01\x00\xff\xff{'descr'",
+    "python code": npy_bytes("{'descr': __import__('os').getcwd(), 'fortran_order': False, 'shape': (1,), }"),
+    "syntax error": npy_bytes("{'descr': '<f4', 'fortran_order': False, 'shape': (1,), ", bytes(4)),
+    "tokenize error": npy_bytes("{'descr': '<f4\n, 'fortran_order': False, 'shape': (1,)}", bytes(4)),
+    "unterminated triple quote": npy_bytes("{'descr': '''<f4, 'shape': (1,)}", bytes(4)),
+    "deep nesting": npy_bytes("{'descr': '<f4', 'fortran_order': False, 'shape': " + "(" * 3000 + ")" * 3000 + "}"),
+    "subarray descr": npy_bytes("{'descr': '(2,)<f4', 'fortran_order': False, 'shape': (2,), }", bytes(16)),
+    "structured descr": npy_bytes("{'descr': [('a', '<i4')], 'fortran_order': False, 'shape': (2,), }", bytes(8)),
+    "object descr": npy_bytes("{'descr': '|O', 'fortran_order': False, 'shape': (2,), }", bytes(16)),
+    "a TiB claimed": npy_bytes("{'descr': '<f4', 'fortran_order': False, 'shape': (262144, 1048576), }", bytes(8)),
+    "product overflows": npy_bytes("{'descr': '<f8', 'fortran_order': False, 'shape': (9223372036854775807, 4), }"),
+    "ndim 65": npy_bytes("{'descr': '|u1', 'fortran_order': False, 'shape': (" + "1, " * 65 + "), }", b"\x00"),
+    "negative dim": npy_bytes("{'descr': '<f4', 'fortran_order': False, 'shape': (-1,), }"),
+    "float dim": npy_bytes("{'descr': '<f4', 'fortran_order': False, 'shape': (1.5,), }", bytes(4)),
+    "missing key": npy_bytes("{'descr': '<f4', 'shape': (1,), }", bytes(4)),
+    "extra key": npy_bytes("{'descr': '<f4', 'fortran_order': False, 'shape': (1,), 'x': 1}", bytes(4)),
+    "duplicate key": npy_bytes("{'descr': '<f4', 'descr': '<f4', 'fortran_order': False, 'shape': (1,)}", bytes(4)),
+    "fortran_order not a bool": npy_bytes("{'descr': '<f4', 'fortran_order': 0, 'shape': (1,), }", bytes(4)),
+    "shape not a tuple": npy_bytes("{'descr': '<f4', 'fortran_order': False, 'shape': 1, }", bytes(4)),
+    "not a dict": npy_bytes("['<f4', False, (1,)]", bytes(4)),
+    "data truncated": npy_bytes("{'descr': '<f4', 'fortran_order': False, 'shape': (3,), }", bytes(11)),
+    "data too long": npy_bytes("{'descr': '<f4', 'fortran_order': False, 'shape': (3,), }", bytes(13)),
+}
+
+
+@pytest.mark.parametrize("raw", LYING_NPY.values(), ids=LYING_NPY.keys())
+def test_lying_npy_is_decode_error_and_bytes_when_schema_free(raw: bytes) -> None:
+    with pytest.raises(atd.DecodeError):
+        atd.bytes_to_array(raw)
+    with pytest.raises(atd.DecodeError):
+        _codec.load_npy(raw)
+    with pytest.raises(atd.DecodeError):
+        _codec.decode_member("x.npy", raw)
+    assert _codec.is_array_bytes(raw) is False
+    back = atd.DictSample.from_bytes(msgpack.packb({"blob": raw, "n": 1}))
+    assert back.blob == raw and isinstance(back.blob, bytes)
+
+
+@pytest.mark.parametrize("version", [(1, 0), (2, 0), (3, 0)])
+@pytest.mark.parametrize(
+    "header",
+    [
+        "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }",
+        '{"shape": (2, 3), "descr": "<f4", "fortran_order": False}',  # another writer's order and quotes
+        "{'descr':'<f4','fortran_order':False,'shape':(2,3)}",
+        "{'descr': '<f4', 'fortran_order': True, 'shape': (2, 3,)}",
+    ],
+)
+def test_npy_headers_of_other_writers_are_read(header: str, version: tuple[int, int]) -> None:
+    data = np.arange(6, dtype="<f4").tobytes()
+    arr = atd.bytes_to_array(npy_bytes(header, data, version))
+    assert arr.shape == (2, 3) and arr.dtype == np.float32 and arr.flags.writeable
+    expected = np.arange(6, dtype="<f4").reshape((3, 2)).T if "True" in header else np.arange(6).reshape(2, 3)
+    np.testing.assert_array_equal(arr, expected)
+
+
+@HYP
+@given(x=any_arrays, order=st.sampled_from("CF"), data=st.data())
+def test_mutated_npy_header_is_an_array_or_a_decode_error(x: np.ndarray, order: str, data: st.DataObject) -> None:
+    buf = io.BytesIO()
+    np.save(buf, np.asarray(x, order=order))
+    raw = bytearray(buf.getvalue())
+    hdr_end = raw.index(b"\n") + 1
+    for _ in range(data.draw(st.integers(1, 4))):
+        i = data.draw(st.integers(0, hdr_end - 1))
+        raw[i] = data.draw(st.sampled_from(b"{}()[],:'\"0123456789 <>|fiuOVSTL\x00\xff"))
+    try:
+        arr = atd.bytes_to_array(bytes(raw))
+    except atd.DecodeError:
+        assert not _codec.is_array_bytes(bytes(raw))
+    else:
+        assert arr.nbytes == len(raw) - hdr_end
+
+
+@pytest.mark.parametrize("key", [1, -1, b"v", 1.5, True, None, (1, 2)])
+@pytest.mark.parametrize("big", [False, True], ids=["small", "skimmed"])
+def test_non_str_map_keys_are_decode_errors(key: Any, big: bool) -> None:
+    @atd.packable
+    class K:
+        v: NDArray
+        name: str
+        note: str | None = None
+
+    arr = np.zeros(10_000 if big else 2, np.float32)
+    packer = msgpack.Packer(strict_types=False)
+    body = {key: "x", "v": atd.array_to_bytes(arr)}
+    # A map with a non-str key, encoded by hand (msgpack-python would refuse some keys on decode, not on encode).
+    payload = _codec.pack_map_header(len(body)) + b"".join(packer.pack(k) + packer.pack(v) for k, v in body.items())
+    assert (len(payload) >= _codec.SKIM_THRESHOLD) is big
+    with pytest.raises(atd.DecodeError, match="not str"):
+        K.from_bytes(payload)
+    with pytest.raises(atd.DecodeError, match="not str"):
+        atd.DictSample.from_bytes(payload)
+    with pytest.raises(atd.DecodeError, match="not str") as info:
+        K.from_data({key: "x", "v": atd.array_to_bytes(arr)})  # built without sorting str keys with others
+    assert "needs field 'name'" in info.value.message
+    with pytest.raises(atd.DecodeError, match="not str"):
+        _codec.decode_untyped_map({key: 1, "a": 2})
+    if big:
+        with pytest.raises(atd.DecodeError, match="not str"):
+            _codec.skim_map(payload)
+
+
+def test_a_field_hidden_behind_a_bytes_key_is_not_left_to_its_default() -> None:
+    @atd.packable
+    class H:
+        name: str
+        note: str | None = None
+
+    with pytest.raises(atd.DecodeError, match="not str"):
+        H.from_data({"name": "a", b"note": "lost otherwise"})  # type: ignore[dict-item]
+    assert H.from_data({"name": "a", "extra": 1}) == H(name="a")  # extra str keys are still fine
+
+
+def _big(n: int = 40_000) -> bytes:
+    return b"\x00" * n
+
+
+BAD_PAYLOADS = {
+    "empty": b"",
+    "not a map": msgpack.packb([1, 2]),
+    "ext value": b"\x82\xa1v\xd4\x05\x00\xa4name\xa1a",
+    "ext8 value": b"\x82\xa1v\xc7\x03\x07abc\xa4name\xa1a",
+    "ext key": b"\x81\xd4\x05\x00\xa1a",
+    "deep nesting": b"\x81\xa1v" + b"\x91" * 100_000 + b"\xc0",
+    "deep nesting in a key": b"\x81" + b"\x91" * 100_000 + b"\xc0" + b"\xa1a",
+    "map32 count lies": b"\xdf\xff\xff\xff\xff\xa1v\xc0",
+    "array32 count lies": b"\x81\xa1v\xdd\xff\xff\xff\xff\xc0",
+    "str32 runs past the end": b"\x81\xa1v\xdb\xff\xff\xff\xff" + b"a" * 10,
+    "bin32 runs past the end": b"\x81\xa1v\xc6\xff\xff\xff\xff" + b"a" * 10,
+    "invalid type byte": b"\x81\xa1v\xc1",
+    "extra bytes": msgpack.packb({"v": 1}) + b"\x00",
+    "unhashable key": b"\x81\x81\xa1a\x01\xa1b",
+    "big: bin past the end": b"\x81\xa1v\xc6\x00\x01\x00\x00" + _big(),
+    "big: ext value": b"\x82\xa1v\xc7\xff\x05" + _big(255) + b"\xa4name" + b"\xc6\x00\x00\x9c\x40" + _big(),
+    "big: deep nesting": b"\x82\xa1w" + b"\x91" * 50_000 + b"\xc0\xa1v\xc6\x00\x00\x9c\x40" + _big(),
+    "big: invalid type byte": b"\x82\xa1w\xc1\xa1v\xc6\x00\x00\x9c\x40" + _big(),
+    "big: map16 count lies": b"\xde\xff\xff\xa1v\xc6\x00\x00\x9c\x40" + _big(),
+    "big: key not str": b"\x81\x07\xc6\x00\x00\x9c\x40" + _big(),
+}
+
+
+@pytest.mark.parametrize("payload", BAD_PAYLOADS.values(), ids=BAD_PAYLOADS.keys())
+def test_bad_payloads_are_decode_errors_everywhere(payload: bytes) -> None:
+    @atd.packable
+    class P:
+        v: Any = None
+        name: Any = None
+
+    for decode in (P.from_bytes, atd.DictSample.from_bytes, _codec.unpack_map):
+        with pytest.raises(atd.DecodeError):
+            decode(payload)
+    with pytest.raises(atd.DecodeError):
+        _codec.members_to_map({"msgpack": payload})
+    if _codec._is_map(payload):
+        with pytest.raises(atd.DecodeError):
+            _codec.skim_map(payload)
+
+
+def test_int_field_keeps_the_whole_msgpack_int_range() -> None:
+    @atd.packable
+    class U64:
+        n: int
+
+    for value in (2**64 - 1, -(2**63)):  # what the original atdata writes and reads back
+        assert U64.from_bytes(U64(n=value).packed).n == value
+
+
+msgpack_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.floats() | st.text(max_size=8)
+    | st.binary(max_size=24),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3),
+    max_leaves=8,
+)  # fmt: skip
+
+
+@atd.packable
+class Typed:
+    arr: NDArray
+    f32: NDArray[np.float32]
+    s: str
+    n: int
+    x: float
+    flag: bool
+    blob: bytes
+    items: list[int]
+    meta: dict[str, Any]
+    maybe: str | None = None
+
+
+@settings(max_examples=200, deadline=None, database=None)
+@given(values=st.fixed_dictionaries({f.name: msgpack_values for f in dataclasses.fields(Typed)}))
+def test_typed_fields_holding_wrong_types_raise_only_decode_error(values: dict[str, Any]) -> None:
+    payload = msgpack.packb(values)
+    try:
+        Typed.from_bytes(payload)
+    except atd.DecodeError as exc:
+        assert exc.field is None or exc.field in values
+    atd.DictSample.from_bytes(payload)  # schema-free: anything msgpack holds is a value
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("arr", {"a": 1}), ("arr", "text"), ("arr", 3), ("f32", [1.0]), ("s", b"bytes"), ("n", "1"), ("n", 1.5),
+     ("x", "1.0"), ("flag", 1), ("blob", "str"), ("items", {"a": 1}), ("meta", [1]), ("n", True)],
+)  # fmt: skip
+def test_typed_field_with_a_wrong_type_names_the_field(name: str, value: Any) -> None:
+    good = Typed(
+        arr=np.zeros(2), f32=np.zeros(2, np.float32), s="a", n=1, x=1.0, flag=True, blob=b"", items=[], meta={}
+    )
+    d = msgpack.unpackb(good.packed)
+    d[name] = value
+    with pytest.raises(atd.DecodeError) as info:
+        Typed.from_bytes(msgpack.packb(d))
+    assert info.value.field == name
+
+
+@HYP
+@given(data=st.data())
+def test_mutated_payload_bytes_raise_only_decode_error(data: st.DataObject) -> None:
+    big = data.draw(st.booleans())
+    good = Typed(
+        arr=np.arange(9000 if big else 3, dtype=np.float64),
+        f32=np.zeros((2, 2), np.float32),
+        s="héllo",
+        n=-5,
+        x=2.5,
+        flag=False,
+        blob=b"\x93NUMPY",
+        items=[1, 2],
+        meta={"k": [1, {"z": None}]},
+    )
+    raw = bytearray(good.packed)
+    for _ in range(data.draw(st.integers(1, 6))):
+        i = data.draw(st.integers(0, min(len(raw) - 1, 400)))
+        raw[i] = data.draw(st.integers(0, 255))
+    if data.draw(st.booleans()):
+        raw = raw[: data.draw(st.integers(0, len(raw)))]
+    for decode in (Typed.from_bytes, atd.DictSample.from_bytes):
+        with contextlib.suppress(atd.DecodeError):
+            decode(bytes(raw))
+
+
+def test_schema_free_bytes_that_start_like_npy_stay_bytes(tmp_path: Path) -> None:
+    fake = b"\x93NUMPY not an array"
+    almost = LYING_NPY["data truncated"]
+    atd.write_samples([atd.DictSample(blob=fake, other=almost, n=1)], tmp_path / "b.tar", progress=False)
+    (got,) = list(atd.Dataset(str(tmp_path / "b.tar")))
+    assert got.blob == fake and got.other == almost and got.n == 1
+
+
+def test_members_that_map_to_one_field_are_refused() -> None:
+    with pytest.raises(atd.DecodeError, match="image") as info:
+        _codec.members_to_map({"image.json": b"1", "image.cls": b"2"})
+    assert info.value.field == "image"
+    assert _codec.members_to_map({"image.json": b"1", "label.cls": b"2"}) == {"image": 1, "label": 2}

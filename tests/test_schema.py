@@ -531,3 +531,91 @@ def test_missing_required_key_names_field() -> None:
     with pytest.raises(atd.DecodeError) as ei:
         Req.from_bytes(msgpack.packb({"a": 1}))
     assert ei.value.field == "b"
+
+
+# --------------------------------------------------------------------------------------------------
+# the original atdata's inheritance syntax: a plain @dataclass subclass of PackableSample (issue 15)
+
+
+@dataclasses.dataclass
+class PlainSub(atd.PackableSample):
+    image: NDArray
+    label: str
+    count: int = 0
+    tags: list[str] = dataclasses.field(default_factory=list)
+
+
+@dataclasses.dataclass
+class PlainSubSub(PlainSub):
+    extra: float | None = None
+
+
+def test_plain_dataclass_subclass_packs_its_fields() -> None:
+    s = PlainSub(image=np.arange(4, dtype=np.float32), label="cat", count=3, tags=["a"])
+    assert [f.name for f in PlainSub.fields_spec()] == ["image", "label", "count", "tags"]
+    assert set(msgpack.unpackb(s.packed)) == {"image", "label", "count", "tags"}
+    assert s.packed != b"\x80"
+    back = PlainSub.from_bytes(s.packed)
+    assert back == s and isinstance(back, PlainSub)
+    assert PlainSub.from_data(msgpack.unpackb(s.packed)) == s
+    assert atd.schema_id(PlainSub) == PlainSub.__atdata_schema_id__ != ""
+    assert back != PlainSub(image=np.arange(4, dtype=np.float32), label="dog", count=3, tags=["a"])
+    # the same wire bytes as the @packable spelling of the class
+    packed_twin = make_class({"image": NDArray, "label": str, "count": int, "tags": list[str]}, name="PlainSub")
+    assert packed_twin(image=s.image, label="cat", count=3, tags=["a"]).packed == s.packed
+
+
+def test_plain_dataclass_subclass_of_it_adds_its_fields() -> None:
+    s = PlainSubSub(image=np.zeros(2), label="x", extra=1.5)
+    assert [f.name for f in PlainSubSub.fields_spec()] == ["image", "label", "count", "tags", "extra"]
+    assert PlainSubSub.from_bytes(s.packed) == s
+    assert PlainSub.fields_spec() != PlainSubSub.fields_spec()
+
+
+def test_plain_dataclass_subclass_reads_back_from_shards(tmp_path: Path) -> None:
+    samples = [PlainSub(image=np.full(3, i, np.float32), label=f"s{i}", count=i) for i in range(5)]
+    atd.write_samples(samples, tmp_path / "p.tar", progress=False)
+    typed = list(atd.Dataset[PlainSub](str(tmp_path / "p.tar")).ordered())
+    assert typed == samples
+    untyped = list(atd.Dataset(str(tmp_path / "p.tar")).ordered())
+    assert [d.label for d in untyped] == [s.label for s in samples]
+    batches = list(atd.Dataset[PlainSub](str(tmp_path / "p.tar")).ordered(batch_size=5))
+    assert batches[0].image.shape == (5, 3) and batches[0].label == [s.label for s in samples]
+
+
+def test_plain_dataclass_subclass_in_a_function() -> None:
+    Local = np.ndarray  # a local name in a string annotation: resolved where the class was written
+
+    @dataclasses.dataclass
+    class InFunc(atd.PackableSample):
+        v: "Local"
+        name: str
+
+    s = InFunc(v=np.arange(2), name="n")
+    assert InFunc.from_bytes(s.packed) == s
+
+
+def test_subclass_with_fields_but_no_dataclass_is_refused() -> None:
+    class NotADataclass(atd.PackableSample):
+        x: int
+
+    with pytest.raises(atd.SchemaError, match="dataclass"):
+        NotADataclass.fields_spec()
+    with pytest.raises(atd.SchemaError, match=r"@atd\.packable"):
+        atd.write_samples([NotADataclass()], "/nonexistent/never-written.tar", progress=False)
+
+
+def test_plain_dataclass_subclass_with_bad_annotation_names_the_field() -> None:
+    @dataclasses.dataclass
+    class Bad(atd.PackableSample):
+        ok: int
+        when: complex
+
+    with pytest.raises(atd.SchemaError, match="'when' of Bad"):
+        Bad(ok=1, when=1j).packed  # noqa: B018
+
+
+def test_dict_sample_missing_attribute_with_non_str_keys() -> None:
+    d = atd.DictSample({1: "a", "b": 2})  # type: ignore[dict-item]
+    with pytest.raises(AttributeError, match="no field 'zz'"):
+        d.zz  # noqa: B018
