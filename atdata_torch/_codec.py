@@ -385,6 +385,16 @@ def _skip(buf: memoryview, pos: int) -> int:
     Every object read moves ``pos`` forward, so a lying length or count ends in an ``IndexError`` at the end
     of ``buf`` (or a position past it, which callers check), never in a loop.
     """
+    b = buf[pos]  # scalars (keys, most values) first, as cheaply as possible
+    if b <= 0x7F or b >= 0xE0:
+        return pos + 1
+    if 0xA0 <= b <= 0xBF:
+        return pos + 1 + (b & 0x1F)
+    if b in _LEN_PREFIX:
+        w = _LEN_PREFIX[b]
+        return pos + 1 + w + int.from_bytes(buf[pos + 1 : pos + 1 + w], "big")
+    if b in _FIXED_SIZES:
+        return pos + 1 + _FIXED_SIZES[b]
     todo = 1
     while todo:
         todo -= 1
