@@ -29,7 +29,6 @@ __all__ = [
     "IndexStoreError",
     "LensNotFoundError",
     "MissingDependencyError",
-    "RedactingFilter",
     "PublishError",
     "RecordNotFoundError",
     "SchemaError",
@@ -38,7 +37,6 @@ __all__ = [
     "ShardNotFoundError",
     "SourceError",
     "SplitError",
-    "redact_text",
 ]
 
 

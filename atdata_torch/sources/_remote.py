@@ -261,8 +261,11 @@ class RemoteSource(ShardSource):
                     return fn()
                 except TransientError as exc:
                     attempt += 1
-                    cause = exc.__cause__ or exc
-                    reason = redact_text(str(exc) if cause is exc else f"{type(cause).__name__}: {cause}")
+                    cause: BaseException = exc.__cause__ or exc
+                    text = str(exc) if cause is exc else f"{type(cause).__name__}: {cause}"
+                    reason = redact_text(text)
+                    if reason != text:  # a foreign error quoting the URL's query or user info: chain a redacted copy
+                        cause = TransientError(reason)
                     now = time.monotonic()
                     if until is not None and now >= until:
                         raise self._too_slow(what, shown, limit, attempt, reason) from cause

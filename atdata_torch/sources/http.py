@@ -232,6 +232,7 @@ class _Body:
     def __init__(self, resp: Any, *, ranged: bool, pace: Pace | None = None) -> None:
         self._resp = resp
         self._pace = pace  # the deadline and the minimum rate, checked after every receive
+        self._broken: TransientError | None = None  # raised by the next read (the bytes before it were returned)
         fp = getattr(resp, "_fp", None)
         # Raw http.client bodies only (no content decoding asked, HTTP/1.1): anything else goes through urllib3.
         self._fp = fp if isinstance(fp, http.client.HTTPResponse) and not resp.headers.get("Content-Encoding") else None
@@ -263,12 +264,14 @@ class _Body:
             b[: len(data)] = data
             pace.got(len(data))
             return len(data)
+        if self._broken is not None:
+            raise self._broken
         return self._readinto_paced(fp, b, pace)
 
-    @staticmethod
-    def _readinto_paced(fp: http.client.HTTPResponse, b: memoryview, pace: Pace) -> int:
+    def _readinto_paced(self, fp: http.client.HTTPResponse, b: memoryview, pace: Pace) -> int:
         """``fp.readinto(b)``, as one receive system call after another (each into ``b`` directly, as the buffered
-        reader does for large reads), checking the deadline and the rate between them."""
+        reader does for large reads), checking the deadline and the rate between them. When a limit is hit after
+        some bytes came in, those are returned and the next call raises (a retry resumes after them)."""
         view = memoryview(b)
         if fp.length is not None and len(view) > fp.length:
             view = view[: fp.length]
@@ -281,13 +284,20 @@ class _Body:
                 fp._close_conn()  # type: ignore[attr-defined]
                 break
             got += n
+            done = False
             if fp.length is not None:
                 fp.length -= n
                 if not fp.length:
                     fp._close_conn()  # type: ignore[attr-defined]
-                    pace.got(n)
-                    break
-            pace.got(n)
+                    done = True
+            try:
+                pace.got(n)
+            except TransientError as exc:
+                if not done:  # (a body that arrived whole is not broken off)
+                    self._broken = exc
+                break
+            if done:
+                break
         return got
 
     @property
