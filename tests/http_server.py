@@ -13,7 +13,14 @@ path, headers, start and end time) and injects faults per path, each for the nex
   a slow server);
 - :meth:`FaultServer.pause`: send ``after`` bytes of the body, then wait until a gate (a ``threading.Event``) opens
   before sending the rest (a transfer caught in the middle);
-- :meth:`FaultServer.require_auth`: ``401`` unless the request carries these basic-auth credentials.
+- :meth:`FaultServer.require_auth`: ``401`` unless the request carries these basic-auth credentials;
+- :meth:`FaultServer.hang`: accept the request and never answer (until the server stops);
+- :meth:`FaultServer.trickle`: send the headers, then the body one byte every ``every`` seconds (never idle
+  long enough for a read timeout);
+- :meth:`FaultServer.retry_after`: ``503`` (or another status) with ``Retry-After: <seconds>``;
+- :meth:`FaultServer.truncate`: a body shorter than its ``Content-Length`` (``after`` bytes, then the
+  connection closes);
+- :meth:`FaultServer.stall_body`: send ``after`` bytes of the body, then nothing for ``seconds``.
 
 A fault registered for the path ``"*"`` applies to every path.
 
@@ -58,7 +65,7 @@ _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 class Fault:
     """One injected fault; ``times`` is how many more requests it applies to (``None``: all of them)."""
 
-    kind: str  # "drop" | "status" | "stall" | "pause"
+    kind: str  # "drop" | "status" | "stall" | "pause" | "trickle"
     times: int | None
     status: int = 500
     after: int = 0
@@ -200,6 +207,26 @@ class FaultServer:
     ) -> None:
         """Send ``after`` bytes of the body, then wait until ``gate`` is set (at most ``seconds``) to send the rest."""
         self._add(path, Fault("pause", times, after=after, seconds=seconds, gate=gate))
+
+    def hang(self, path: str, *, times: int | None = None) -> None:
+        """Accept the next ``times`` requests and never answer them (the handler waits until the server stops)."""
+        self.stall(path, 3600.0, times=times)
+
+    def trickle(self, path: str, every: float, *, times: int | None = None) -> None:
+        """Send the headers (full ``Content-Length``), then one byte of the body every ``every`` seconds."""
+        self._add(path, Fault("trickle", times, seconds=every))
+
+    def retry_after(self, path: str, seconds: float | str, *, status: int = 503, times: int | None = 1) -> None:
+        """Answer ``status`` with ``Retry-After: <seconds>``."""
+        self.fail(path, status, times=times, headers={"Retry-After": str(seconds)}, body=b"come back later")
+
+    def truncate(self, path: str, after: int, *, times: int | None = None) -> None:
+        """A body cut short: ``after`` bytes of it (the headers announce them all), then the connection closes."""
+        self.drop(path, after, times=times)
+
+    def stall_body(self, path: str, after: int, seconds: float = 3600.0, *, times: int | None = None) -> None:
+        """Send ``after`` bytes of the body, then nothing for ``seconds`` (or until the server stops), then the rest."""
+        self._add(path, Fault("pause", times, after=after, seconds=seconds))
 
     def require_auth(self, user: str, password: str) -> None:
         """Answer ``401`` to requests without these basic-auth credentials."""
@@ -375,10 +402,17 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Connection", "close")
             self.close_connection = True
         self.end_headers()
-        if body and fault is not None and fault.kind == "pause" and fault.gate is not None:
+        if body and fault is not None and fault.kind == "pause":
             self.wfile.write(data[: fault.after])
             self.wfile.flush()
-            fault.gate.wait(fault.seconds)
+            (fault.gate or srv._stopping).wait(fault.seconds)
             self.wfile.write(data[fault.after :])
+        elif body and fault is not None and fault.kind == "trickle":
+            for i in range(len(data)):
+                if srv._stopping.wait(fault.seconds):
+                    break
+                self.wfile.write(data[i : i + 1])
+                self.wfile.flush()
+            self.close_connection = True
         elif body:
             self.wfile.write(data)

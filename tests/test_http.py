@@ -851,3 +851,228 @@ def test_connections_get_the_receive_buffer_asked_for(
 def test_a_wrong_receive_buffer_is_refused() -> None:
     with pytest.raises(TypeError, match="recv_buffer"):
         HTTPSource(["http://127.0.0.1/a.tar"], recv_buffer="big")  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------------------------------------------- slow servers
+def _retry_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "atdata_torch" and r.levelno == logging.WARNING and "retrying in" in r.getMessage()
+    ]
+
+
+def test_a_server_that_never_answers_hits_the_deadline(
+    http_server: FaultServer, shards: list[Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    name = NAMES[0]
+    http_server.hang(name)
+    url = http_server.url(name, auth=f"user:{SECRET}") + "?sig=TOKEN123"
+    src = HTTPSource([url], timeout=0.3, backoff=0.01, retries=100, deadline=1.2)
+    start = time.monotonic()
+    with deadline(5), pytest.raises(atd.SourceError, match=r"deadline of 1\.2s") as info:
+        src.buffer(url)
+    assert time.monotonic() - start < 1.2 + 0.5  # the deadline, plus at most one read timeout
+    assert "raise deadline=" in str(info.value) and name in str(info.value)
+    warned = _retry_warnings(caplog)
+    assert len(warned) >= 2 and "attempt 1 of 101" in warned[0] and name in warned[0]
+    assert "imeout" in warned[0] or "timed out" in warned[0]  # the reason
+    for secret in (SECRET, "TOKEN123"):
+        assert not _leaks(info.value, secret) and secret not in caplog.text
+
+
+def test_a_trickle_is_broken_off_by_the_minimum_rate(
+    http_server: FaultServer, shards: list[Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    """BUG (fixed): a byte every 0.5 s never tripped a 2 s read timeout: a read took as long as the server liked."""
+    name = NAMES[0]
+    http_server.trickle(name, every=0.02)  # 50 bytes/s, never idle for the 0.3 s read timeout
+    url = http_server.url(name)
+    src = HTTPSource([url], timeout=0.3, backoff=0.01, retries=2, min_rate=1000)
+    start = time.monotonic()
+    with deadline(5), pytest.raises(atd.SourceError, match="failed after 3 attempts") as info:
+        src.buffer(url)
+    assert time.monotonic() - start < 2.5
+    assert "below min_rate=1000" in str(info.value)
+    assert len(_retry_warnings(caplog)) == 2
+    assert http_server.gets(name) == 3 and http_server.ranges(name)[1] is not None  # resumed from the last byte
+
+
+def test_a_trickle_cannot_outlast_the_deadline(http_server: FaultServer, shards: list[Path]) -> None:
+    name = NAMES[0]
+    http_server.trickle(name, every=0.02)
+    url = http_server.url(name)
+    src = HTTPSource([url], timeout=0.3, backoff=0.01, retries=5, min_rate=0, deadline=1.0)
+    start = time.monotonic()
+    with deadline(5), pytest.raises(atd.SourceError, match="deadline of 1s"):
+        src.buffer(url)
+    assert time.monotonic() - start < 1.5
+
+
+def test_a_long_retry_after_is_capped_with_a_warning(
+    http_server: FaultServer, shards: list[Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    """BUG (fixed): ``Retry-After: 100`` was honoured for 60 s in silence."""
+    name = NAMES[0]
+    http_server.retry_after(name, 100)
+    url = http_server.url(name)
+    src = HTTPSource([url], **fast(max_retry_after=0.3))
+    start = time.monotonic()
+    with deadline(5):
+        assert bytes(src.buffer(url)) == shards[0].read_bytes()
+    assert 0.25 < time.monotonic() - start < 2.0
+    [warned] = _retry_warnings(caplog)
+    assert "HTTP 503" in warned and "Retry-After" in warned and "max_retry_after=0.3" in warned
+
+
+def test_a_retry_after_past_the_deadline_fails_at_once(http_server: FaultServer, shards: list[Path]) -> None:
+    name = NAMES[0]
+    http_server.retry_after(name, 100)
+    url = http_server.url(name)
+    src = HTTPSource([url], **fast(deadline=5.0))  # max_retry_after=30 by default: the wait would pass 5 s
+    start = time.monotonic()
+    with deadline(5), pytest.raises(atd.SourceError, match="deadline of 5s"):
+        src.buffer(url)
+    assert time.monotonic() - start < 1.0  # it did not sleep first
+
+
+def test_a_truncated_body_is_retried_then_named(http_server: FaultServer, shards: list[Path]) -> None:
+    name = NAMES[0]
+    http_server.truncate(name, after=0)  # every attempt: headers, no body
+    src = HTTPSource([http_server.url(name)], **fast(retries=2))
+    with deadline(5), pytest.raises(atd.SourceError, match="failed after 3 attempts") as info:
+        src.buffer(http_server.url(name))
+    assert "connection closed after 0 of" in str(info.value) and info.value.shard is not None
+
+
+def test_a_body_that_stalls_midway_reaches_the_reader(http_server: FaultServer, shards: list[Path]) -> None:
+    """The download runs in a thread that fills the shard as the reader decodes it: its error must reach the reader
+    (no wait for ever on the bytes that never come)."""
+    http_server.stall_body(NAMES[0], after=8000)
+    ds = atd.Dataset[Rec](http_server.url(NAMES[0]), timeout=0.3, backoff=0.01, retries=50, deadline=1.2)
+    start = time.monotonic()
+    with deadline(5), pytest.raises(atd.SourceError, match=r"deadline of 1\.2s") as info:
+        list(ds.ordered())
+    assert time.monotonic() - start < 1.2 + 1.0
+    assert NAMES[0] in str(info.value)
+
+
+def test_the_sidecar_has_its_own_deadline(
+    http_server: FaultServer, shards: list[Path], local: atd.Dataset[Rec], caplog: pytest.LogCaptureFixture
+) -> None:
+    http_server.hang(NAMES[0] + ".idx.json")
+    ds = atd.Dataset[Rec](http_server.url(NAMES[0]), **fast(timeout=0.3, retries=50, sidecar_deadline=0.8))
+    with deadline(5):
+        assert rows(ds.ordered()) == rows(local.ordered())[:5]  # the shard was scanned instead
+    assert "no index sidecar" in caplog.text and "deadline of 0.8s" in caplog.text
+
+
+# ---------------------------------------------------------------------------------------------------- secrets
+LEAKY = ("SECRET", "s3cret")
+
+
+def _signed(srv: FaultServer, name: str) -> str:
+    return srv.url(name, auth="user:SECRETpw") + "?X-Amz-Signature=SECRET&sig=SECRET"
+
+
+def _all_text(exc: BaseException) -> str:
+    parts = [str(exc), repr(exc), "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))]
+    seen = exc.__cause__ or exc.__context__
+    while seen is not None:  # our messages along the chain (a foreign cause's text is its own)
+        if isinstance(seen, atd.AtdataError):
+            parts += [str(seen), repr(seen)]
+        seen = seen.__cause__ or seen.__context__
+    return "\n".join(parts)
+
+
+def test_the_sidecar_error_message_redacts_the_url(http_server: FaultServer, shards: list[Path]) -> None:
+    """BUG (fixed): ``ShardFormatError: the index sidecar 'http://user:secret@host/...?sig=...' is not valid``
+    carried the URL whole in its message text (only ``shard=`` was redacted)."""
+    Path(str(shards[0]) + ".idx.json").write_bytes(b"{not json")
+    url = _signed(http_server, NAMES[0])
+    with pytest.raises(atd.AtdataError) as info:
+        atd.Dataset[Rec](url, **fast()).head(1)
+    assert "SECRET" not in _all_text(info.value)
+
+
+def test_error_text_is_redacted_wherever_the_url_appears() -> None:
+    exc = atd.ShardFormatError(
+        "the index sidecar 'https://u:SECRET@h/a.tar.idx.json?sig=SECRET' is not valid; urllib3 said: Max retries "
+        "exceeded with url: /a.tar?X-Amz-Signature=SECRET (Authorization: Bearer SECRET)",
+        shard="https://u:SECRET@h/a.tar?sig=SECRET",
+    )
+    for text in (str(exc), repr(exc), exc.message, str(pickle.loads(pickle.dumps(exc)))):
+        assert "SECRET" not in text, text
+    assert "https://***@h/a.tar.idx.json" in str(exc) and "url: /a.tar " in str(exc)
+
+
+@pytest.mark.parametrize("cache", [False, True], ids=["no-cache", "cache"])
+def test_no_secret_in_any_error_log_or_repr(
+    http_server: FaultServer, shards: list[Path], caplog: pytest.LogCaptureFixture, tmp_path: Path, cache: bool
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="atdata_torch")
+    texts: list[str] = []
+    opts = fast(retries=1, timeout=0.3, headers={"Authorization": "Bearer SECRET-token"})
+    if cache:
+        opts["cache_dir"] = str(tmp_path / "cache")
+
+    def provoke(name: str, setup: Any, **kw: Any) -> None:
+        http_server.clear()
+        setup()
+        url = _signed(http_server, name)
+        ds = atd.Dataset[Rec](url, **{**opts, **kw})
+        texts.extend([repr(ds), str(ds), repr(ds.source)])
+        with deadline(10), pytest.raises(atd.AtdataError) as info:
+            list(ds.ordered())
+        texts.append(_all_text(info.value))
+
+    provoke("nope-000000.tar", lambda: None)  # 404
+    provoke(NAMES[0], lambda: http_server.fail(NAMES[0], 500, times=None))  # 500, retried
+    provoke(NAMES[0], lambda: http_server.fail(NAMES[0], 403, times=None))  # refused
+    provoke(NAMES[1], lambda: http_server.truncate(NAMES[1], after=100))  # truncated body
+    provoke(NAMES[2], lambda: http_server.hang(NAMES[2]), deadline=0.8, retries=20)  # slow server
+    provoke(NAMES[2], lambda: http_server.trickle(NAMES[2], 0.05), min_rate=1000)  # trickle
+    http_server.clear()
+    Path(str(shards[3]) + ".idx.json").write_bytes(b"[1, 2")  # bad sidecar JSON
+    provoke(NAMES[3], lambda: None)
+    with FaultServer(shards[0].parent) as gone:  # a dead server
+        dead = gone.url(NAMES[0], auth="user:SECRETpw") + "?sig=SECRET"
+    with deadline(10), pytest.raises(atd.SourceError) as info:
+        HTTPSource([dead], **{k: v for k, v in opts.items() if k != "cache_dir"}).buffer(dead)
+    texts.append(_all_text(info.value))
+    if cache:  # a corrupt shard behind a correct sidecar
+        data = bytearray(shards[0].read_bytes())
+        data[3000] ^= 0xFF
+        shards[0].write_bytes(bytes(data))
+        provoke(NAMES[0], lambda: None)
+        assert "ChecksumError" in texts[-1]
+    texts.append(caplog.text)
+    texts.extend(r.getMessage() for r in caplog.records)
+    joined = "\n".join(texts)
+    assert "retrying" in joined and "deadline" in joined and "min_rate" in joined  # every path was reached
+    for secret in LEAKY:
+        assert secret not in joined
+
+
+# ---------------------------------------------------------------------------------------------------- checksums
+@FORK_WITH_THREADS
+@pytest.mark.parametrize("corrupt", [1, 3])
+def test_a_corrupt_shard_behind_a_correct_sidecar_fails_with_workers_too(
+    http_server: FaultServer, shards: list[Path], tmp_path: Path, corrupt: int
+) -> None:
+    """BUG (fixed): with a cache, the sidecar's sha256 was known only to the process that read the sidecar: two
+    DataLoader workers read a corrupt shard in silence (and so did a read-ahead started before the sidecars were
+    read: shard 1)."""
+    data = bytearray(shards[corrupt].read_bytes())
+    data[3000] ^= 0xFF  # a payload byte: the tar and the msgpack stay valid
+    shards[corrupt].write_bytes(bytes(data))
+    http_server.stall(NAMES[corrupt] + ".idx.json", 0.3, times=None)  # downloads start before the sidecar is in
+    url = f"{http_server.base_url}/{PATTERN}"
+    for workers, sub in ((0, "a"), (2, "b")):
+        ds = atd.Dataset[Rec](url, **fast(cache_dir=str(tmp_path / sub)))
+        with deadline(20), pytest.raises(atd.ChecksumError) as info:
+            if workers:
+                list(ds.loader(batch_size=4, shuffle=False, num_workers=2, multiprocessing_context="fork"))
+            else:
+                list(ds.ordered())
+        assert NAMES[corrupt] in str(info.value)

@@ -40,7 +40,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import ChecksumError, ShardNotFoundError, SourceError
+from ..errors import ChecksumError, ShardNotFoundError, SourceError, redact_text
 from ._base import Buffer, Filling, ShardSource
 
 if TYPE_CHECKING:
@@ -68,7 +68,65 @@ def sidecar_url(shard: str) -> str:
 
 
 class TransientError(Exception):
-    """Raised by ``_open_range`` implementations for failures worth retrying (wraps the cause)."""
+    """Raised by ``_open_range`` implementations for failures worth retrying (wraps the cause).
+
+    Args:
+        message: What happened (shown in the retry warning and the final error).
+        retry_after: Seconds the server asked the client to wait (``Retry-After``), if it did.
+    """
+
+    def __init__(self, message: str = "", *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+_LIMITS = threading.local()  # the deadline (a time.monotonic() value) of the request this thread is making
+
+
+def request_deadline() -> float | None:
+    """When the request being retried on this thread must be done by (``time.monotonic()``), or ``None``.
+
+    Set by :meth:`RemoteSource._with_retries` around every attempt; ``_open_range`` implementations bound their
+    connect and read timeouts by it, and :class:`Pace` checks it as bytes arrive."""
+    until: float | None = getattr(_LIMITS, "until", None)
+    return until
+
+
+class Pace:
+    """The limits on one response body as it is received: the request's total deadline, and a minimum transfer
+    rate (``min_rate`` bytes/s averaged over ``window`` seconds), which a server that trickles a byte at a time
+    (never idle long enough for the read timeout) cannot defeat. :meth:`got` is called after every receive: one
+    clock read and two comparisons (cheap next to the system call it follows).
+
+    Example:
+        >>> p = Pace(None, 0.0, 1.0, "a.tar")
+        >>> p.got(10)  # no limits: never raises
+    """
+
+    __slots__ = ("min_rate", "shard", "until", "win_bytes", "win_start", "window")
+
+    def __init__(self, until: float | None, min_rate: float, window: float, shard: str) -> None:
+        self.until = until
+        self.min_rate = min_rate
+        self.window = max(window, 1e-3)
+        self.shard = shard
+        self.win_start = time.monotonic()
+        self.win_bytes = 0
+
+    def got(self, n: int) -> None:
+        """``n`` more bytes arrived; raise :class:`TransientError` when the deadline passed or the rate is too low."""
+        now = time.monotonic()
+        self.win_bytes += n
+        if self.until is not None and now > self.until:
+            raise TransientError("the request's deadline passed while the body was arriving")
+        elapsed = now - self.win_start
+        if elapsed >= self.window:
+            if self.win_bytes < self.min_rate * elapsed:
+                raise TransientError(
+                    f"the server sent {self.win_bytes} bytes in {elapsed:.1f}s, below min_rate={self.min_rate:g} "
+                    "bytes/s (a stalled or trickling transfer)"
+                )
+            self.win_start, self.win_bytes = now, 0
 
 
 class RemoteSource(ShardSource):
@@ -92,6 +150,18 @@ class RemoteSource(ShardSource):
             shard's index sidecar records: a download that does not match raises
             :class:`~atdata_torch.errors.ChecksumError` before any of its samples is read. (A shard whose sidecar
             records no sha256 is read unchecked; with a cache, downloads are always checked against the sidecar.)
+        deadline: Seconds a shard request may take in all, every retry, backoff and ``Retry-After`` wait
+            included (``None``: no limit). Past it the read raises :class:`~atdata_torch.errors.SourceError`
+            naming the shard (a receive in progress may overrun it by up to the read ``timeout``).
+        sidecar_deadline: The same for an index sidecar request (a sidecar that cannot be read in time is
+            treated as absent, with a warning: the shard is scanned instead).
+        min_rate: Least bytes per second a response body must average over each ``timeout`` seconds (the read
+            timeout of the subclass); a slower transfer is broken off and retried from its last byte. ``0``: off.
+        max_retry_after: The longest ``Retry-After`` honoured, in seconds; a server asking for longer is retried
+            after this long (with a warning saying so).
+
+    Every retry logs a WARNING on the ``atdata_torch`` logger naming the (redacted) URL, the attempt and the
+    reason; logging rather than :mod:`warnings`, since a retry that succeeds is not an error of the caller's.
     """
 
     remote = True  # Dataset does not download a remote shard just to check its sidecar
@@ -107,6 +177,10 @@ class RemoteSource(ShardSource):
         chunk_size: int | None = None,
         parallel: int = 4,
         checksums: dict[str, str] | bool | None = None,
+        deadline: float | None = 300.0,
+        sidecar_deadline: float | None = 60.0,
+        min_rate: float = 1024.0,
+        max_retry_after: float = 30.0,
     ) -> None:
         from ..cache import ShardCache
 
@@ -123,9 +197,13 @@ class RemoteSource(ShardSource):
         self.checksums: dict[str, str] = (
             {k: v.lower() for k, v in checksums.items() if v} if isinstance(checksums, dict) else {}
         )
-        # Sidecar bytes by shard. Plain data, so it is kept across a fork and pickled with the source: DataLoader
-        # workers know the sha256 their main process read (a per-process cache lost it, and workers read unchecked).
-        self._sidecars: dict[str, bytes | None] = {}
+        self.deadline = deadline if deadline is None or deadline > 0 else None
+        self.sidecar_deadline = sidecar_deadline if sidecar_deadline is None or sidecar_deadline > 0 else None
+        self.min_rate = max(0.0, float(min_rate))
+        self.max_retry_after = max(0.0, float(max_retry_after))
+        # The sha256 each shard's index sidecar promises ("": its sidecar was read and gives none). A plain attribute,
+        # not per-process state: it reaches DataLoader workers (forked or pickled), which do not read sidecars again.
+        self._digests: dict[str, str] = {}
         self._local: dict[str, Any] = {}
 
     # ------------------------------------------------------------------------------------------------ per process
@@ -139,6 +217,8 @@ class RemoteSource(ShardSource):
             st["lock"] = threading.RLock()  # _schedule starts downloads (which may create the downloader) under it
             st["pending"] = OrderedDict()  # shard -> _Job (streamable download) | Future[Buffer] (_fetch)
             st["plan"] = []
+            st["sidecars"] = {}
+            st["sidecar_reads"] = {}  # shard -> Event of a sidecar read in progress (one request per sidecar)
             st["routers"] = {}  # shard -> Router for a download not started yet (see route())
             st["taken"] = {}  # shard -> (weakref to its streamed _Job, owner) handed to a pass that places bytes
             st["tickets"] = itertools.count()
@@ -171,26 +251,75 @@ class RemoteSource(ShardSource):
         return shard
 
     # ------------------------------------------------------------------------------------------------ downloads
-    def _with_retries(self, shard: str, what: str, fn: Any) -> Any:
+    def _with_retries(self, shard: str, what: str, fn: Any, *, deadline: float | bool | None = True) -> Any:
+        """Call ``fn`` until it does not raise :class:`TransientError`: at most ``retries`` more times, within
+        ``deadline`` seconds in all (``True``: the source's ``deadline``), with exponential backoff (at least what
+        a ``Retry-After`` asked for, up to ``max_retry_after``) and a WARNING per retry."""
+        limit = self.deadline if deadline is True else deadline
+        until = time.monotonic() + float(limit) if limit else None
+        shown = self._display(shard)
+        outer = getattr(_LIMITS, "until", None)
+        _LIMITS.until = until if outer is None or until is None else min(until, outer)
         attempt = 0
-        while True:
-            try:
-                return fn()
-            except TransientError as exc:
-                attempt += 1
-                cause = exc.__cause__ or exc
-                if attempt > self.retries:
-                    raise SourceError(
-                        f"{what} {self._display(shard)!r} failed after {attempt} attempts "
-                        f"({type(cause).__name__}: {cause}); check that the server is reachable, or raise retries=",
-                        shard=self._display(shard),
-                    ) from cause
-                delay = self.backoff * (2 ** (attempt - 1))
-                log.info("atdata_torch: retrying %s of %s in %.2fs (%s)", what, self._display(shard), delay, cause)
-                time.sleep(delay)
+        try:
+            while True:
+                try:
+                    return fn()
+                except TransientError as exc:
+                    attempt += 1
+                    cause: BaseException = exc.__cause__ or exc
+                    text = str(exc) if cause is exc else f"{type(cause).__name__}: {cause}"
+                    reason = redact_text(text)
+                    if reason != text:  # a foreign error quoting the URL's query or user info: chain a redacted copy
+                        cause = TransientError(reason)
+                    now = time.monotonic()
+                    if until is not None and now >= until:
+                        raise self._too_slow(what, shown, limit, attempt, reason) from cause
+                    if attempt > self.retries:
+                        raise SourceError(
+                            f"{what} {shown!r} failed after {attempt} attempts ({reason}); check that the server is "
+                            f"reachable, or raise retries= (now {self.retries})",
+                            shard=shown,
+                        ) from cause
+                    delay = self.backoff * (2 ** (attempt - 1))
+                    note = ""
+                    if exc.retry_after is not None:
+                        if exc.retry_after > self.max_retry_after:
+                            note = (
+                                f"; the server asked to wait {exc.retry_after:g}s (Retry-After), more than "
+                                f"max_retry_after={self.max_retry_after:g}"
+                            )
+                        delay = max(delay, min(exc.retry_after, self.max_retry_after))
+                    if until is not None and now + delay >= until:
+                        raise self._too_slow(
+                            what, shown, limit, attempt, f"{reason}; the next try would start after it"
+                        ) from cause
+                    log.warning(
+                        "atdata_torch: %s %s failed (attempt %d of %d: %s); retrying in %.2fs%s",
+                        what,
+                        shown,
+                        attempt,
+                        self.retries + 1,
+                        reason,
+                        delay,
+                        note,
+                    )
+                    time.sleep(delay)
+        finally:
+            _LIMITS.until = outer
 
-    def download_to(self, shard: str, sink: Any) -> int:
-        """Write the whole shard to ``sink``; a broken transfer resumes where it stopped. Returns the size."""
+    @staticmethod
+    def _too_slow(what: str, shown: str, limit: Any, attempts: int, reason: str) -> SourceError:
+        return SourceError(
+            f"{what} {shown!r} did not finish within its deadline of {float(limit):g}s ({attempts} attempts; last: "
+            f"{reason}); the server is stalled or too slow: check it, or raise deadline= (sidecar_deadline= for "
+            "index sidecars)",
+            shard=shown,
+        )
+
+    def download_to(self, shard: str, sink: Any, *, deadline: float | bool | None = True) -> int:
+        """Write the whole shard to ``sink``; a broken transfer resumes where it stopped. Returns the size.
+        ``deadline``: seconds for it all (``True``: the source's ``deadline``)."""
         pos = 0
         size: int | None = None
 
@@ -221,7 +350,7 @@ class RemoteSource(ShardSource):
                 raise TransientError(f"connection closed after {pos} of {size} bytes")
             return pos
 
-        return int(self._with_retries(shard, "download of", attempt))
+        return int(self._with_retries(shard, "download of", attempt, deadline=deadline))
 
     def read_range(self, shard: str, start: int, end: int) -> bytes:
         """Bytes ``[start, end)`` of a shard, by a ranged request (retried, resumed)."""
@@ -246,6 +375,10 @@ class RemoteSource(ShardSource):
 
     def _fetch(self, shard: str, priority: tuple[int, int] = (0, 0)) -> Buffer:
         if self.cache is not None:
+            if shard not in self.checksums and shard not in self._digests:
+                # The cache verifies the sidecar's sha256: learn it first (a read-ahead may start before the
+                # dataset has read the sidecars; a worker process has the digests its parent learned).
+                self.read_sidecar(shard)
             return self.cache.open(
                 self._cache_key(shard),
                 lambda f: f.write(self._download(shard, priority)),
@@ -302,23 +435,34 @@ class RemoteSource(ShardSource):
         self._with_retries(shard, "download of", attempt)
 
     def _expected_sha256(self, shard: str) -> str | None:
-        """The shard's sha256: given in ``checksums``, else from its index sidecar when that was read."""
+        """The shard's sha256: given in ``checksums``, else from its index sidecar when that was read (in this
+        process or, before a fork or pickling, in the parent)."""
         if shard in self.checksums:
             return self.checksums[shard]
-        raw = self._sidecars.get(shard)
+        return self._digests.get(shard) or None
+
+    @staticmethod
+    def _digest_of(raw: bytes | None) -> str:
+        """The ``sha256`` an index sidecar's JSON promises ("" when none, or when it is not valid)."""
         if not raw:
-            return None
+            return ""
         try:
             digest = json.loads(raw).get("sha256")
-        except (ValueError, AttributeError):
-            return None
-        return digest if isinstance(digest, str) and len(digest) == 64 else None
+        except (ValueError, AttributeError, RecursionError):
+            return ""
+        if isinstance(digest, str) and len(digest) == 64 and all(c in "0123456789abcdefABCDEF" for c in digest):
+            return digest.lower()
+        return ""
 
     def _checked_sha256(self, shard: str) -> str | None:
         """The sha256 a download of this shard is checked against without a cache (``checksums=``), if any."""
         if shard in self.checksums:
             return self.checksums[shard]
-        return self._expected_sha256(shard) if self.verify_sidecars else None
+        if not self.verify_sidecars:
+            return None
+        if shard not in self._digests:
+            self.read_sidecar(shard)  # a read-ahead may start before the dataset has read the sidecars
+        return self._expected_sha256(shard)
 
     def _cache_key(self, shard: str) -> str:
         return shard
@@ -448,30 +592,60 @@ class RemoteSource(ShardSource):
         return sidecar_url(shard)
 
     def read_sidecar(self, shard: str) -> bytes | None:
-        cache = self._sidecars
-        if shard not in cache:
-            url = self._sidecar_url(shard)
-            if url is None:
-                cache[shard] = None
-                return None
-            buf = io.BytesIO()
+        st = self._state()
+        cache: dict[str, bytes | None] = st["sidecars"]
+        while shard not in cache:
+            with st["lock"]:
+                if shard in cache:
+                    break
+                busy: threading.Event | None = st["sidecar_reads"].get(shard)
+                if busy is None:  # this thread reads it (a read already running elsewhere is waited for)
+                    busy = st["sidecar_reads"][shard] = threading.Event()
+                    mine = True
+                else:
+                    mine = False
+            if not mine:
+                busy.wait(1.0)
+                continue
             try:
-                self.download_to(url, buf)
-                cache[shard] = buf.getvalue()
-            except ShardNotFoundError:
-                cache[shard] = None
-            except SourceError as exc:
-                # Sidecars are optional: a refused one (S3 answers 403 for a missing key without ListBucket; a
-                # signed URL does not cover the sidecar's path) reads as absent. The shard itself still raises.
-                log.debug("atdata_torch: no index sidecar for %s (%s)", self._display(shard), exc.message)
-                cache[shard] = None
-        return cache[shard]
+                cache[shard] = self._read_sidecar(shard)
+            finally:
+                with st["lock"]:
+                    cache.setdefault(shard, None)
+                    del st["sidecar_reads"][shard]
+                busy.set()
+        raw = cache[shard]
+        self._digests[shard] = self._digest_of(raw)
+        return raw
+
+    def _read_sidecar(self, shard: str) -> bytes | None:
+        url = self._sidecar_url(shard)
+        if url is None:
+            return None
+        buf = io.BytesIO()
+        try:
+            self.download_to(url, buf, deadline=self.sidecar_deadline)
+        except ShardNotFoundError:
+            return None
+        except SourceError as exc:
+            # Sidecars are optional: a refused one (S3 answers 403 for a missing key without ListBucket; a
+            # signed URL does not cover the sidecar's path) reads as absent. The shard itself still raises.
+            refused = "refused" in exc.message
+            log.log(
+                logging.DEBUG if refused else logging.WARNING,
+                "atdata_torch: no index sidecar for %s (%s)%s",
+                self._display(shard),
+                exc.message,
+                "" if refused else "; the shard is scanned instead",
+            )
+            return None
+        return buf.getvalue()
 
     def read_sidecars(self, shards: list[str]) -> None:
         """Fetch the index sidecars of these shards concurrently (``max_concurrency`` at once) into the cache that
         :meth:`read_sidecar` reads: a dataset of many remote shards learns its length in a few round trips rather
         than one per shard."""
-        cached = self._sidecars
+        cached = self._state()["sidecars"]
         todo = [s for s in dict.fromkeys(shards) if s not in cached]
         if len(todo) > 1:
             list(self._pool().map(self.read_sidecar, todo))

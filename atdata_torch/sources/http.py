@@ -12,11 +12,12 @@ import functools
 import http.client
 import ipaddress
 import socket
+import time
 from typing import IO, Any, Literal
 from urllib.parse import unquote
 
 from ..errors import ShardNotFoundError, SourceError
-from ._remote import RemoteSource, TransientError
+from ._remote import Pace, RemoteSource, TransientError, request_deadline
 from .url import redact
 
 __all__ = ["HTTPSource"]
@@ -33,7 +34,9 @@ class HTTPSource(RemoteSource):
     Args:
         urls: Shard URLs (``user:password@`` in a URL becomes basic auth and never appears in messages).
         headers: Extra request headers (e.g. ``{"Authorization": "Bearer ..."}``; never logged).
-        timeout: Connect and read timeout in seconds (a stalled server counts as a transient failure).
+        timeout: Connect and read timeout in seconds (a stalled server counts as a transient failure); also the
+            window over which a body must average ``min_rate`` bytes/s. A request as a whole, retries included,
+            is bounded by ``deadline`` (see RemoteSource).
         recv_buffer: The socket receive buffer (``SO_RCVBUF``). ``"loopback"`` (default): 4 MiB on connections to
             this machine (a local object store, a sidecar proxy), where the round trip is microseconds and a
             fixed buffer costs nothing, and the kernel's autotuning elsewhere. A number of bytes: that buffer on
@@ -41,7 +44,8 @@ class HTTPSource(RemoteSource):
             on long, fast links it can be slower). ``None``: autotuning everywhere. Measured on loopback (image
             shape, 2 cores): 4 MiB instead of autotuning took a single stream from 1.1 to 1.75 GB/s.
         **kwargs: ``cache``, ``retries``, ``backoff``, ``max_concurrency``, ``readahead``, ``chunk_size``,
-            ``parallel`` (see RemoteSource). With ``chunk_size`` a shard is fetched as ``Range`` requests of that
+            ``parallel``, ``checksums``, ``deadline``, ``sidecar_deadline``, ``min_rate``, ``max_retry_after``
+            (see RemoteSource). With ``chunk_size`` a shard is fetched as ``Range`` requests of that
             many bytes, ``parallel`` of them at once; a server that answers ``200`` to a range request (no
             ``Range`` support) gets one streaming GET per shard instead.
     """
@@ -110,8 +114,16 @@ class HTTPSource(RemoteSource):
         url, headers = self._request_parts(shard)
         if start or end is not None:
             headers["Range"] = f"bytes={start}-" + ("" if end is None else str(end - 1))
+        until = request_deadline()
+        kw: dict[str, Any] = {}
+        if until is not None:  # a server that never answers is given no longer than the request's deadline
+            left = until - time.monotonic()
+            if left <= 0:
+                raise TransientError("the request's deadline passed before it was sent")
+            if left < self.timeout:
+                kw["timeout"] = urllib3.Timeout(connect=left, read=left)
         try:
-            resp = self._http().request("GET", url, headers=headers, preload_content=False, decode_content=False)
+            resp = self._http().request("GET", url, headers=headers, preload_content=False, decode_content=False, **kw)
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             raise TransientError(f"{type(exc).__name__}: {exc}") from exc
         status = resp.status
@@ -130,7 +142,11 @@ class HTTPSource(RemoteSource):
                         break
                     skipped += len(chunk)
             total = _total_size(resp, start)
-            return _Body(resp, ranged=status == 206 or not (start or end is not None)), total  # type: ignore[return-value]
+            pace = (
+                Pace(until, self.min_rate, self.timeout, redact(shard)) if until is not None or self.min_rate else None
+            )
+            body = _Body(resp, ranged=status == 206 or not (start or end is not None), pace=pace)
+            return body, total  # type: ignore[return-value]
         body = resp.read(512)
         resp.release_conn()
         shown = redact(shard)
@@ -144,15 +160,12 @@ class HTTPSource(RemoteSource):
                 shard=shown,
             )
         if status in _TRANSIENT_STATUS:
-            retry_after = resp.headers.get("Retry-After")
-            if retry_after and retry_after.isdigit():
-                import time
-
-                time.sleep(min(float(retry_after), 30.0))
-            raise TransientError(f"HTTP {status}")
+            retry_after = resp.headers.get("Retry-After", "").strip()
+            wait = float(retry_after) if retry_after.isdigit() else None  # (the waiting is done by _with_retries)
+            raise TransientError(f"HTTP {status}", retry_after=wait)
         raise SourceError(f"GET {shown!r} answered HTTP {status} ({body[:200]!r}); expected 200 or 206", shard=shown)
 
-    def __repr__(self) -> str:
+    def __repr__(self) -> str:  # (never the headers: they may carry tokens)
         n = len(self._urls)
         first = f", first={redact(self._urls[0])!r}" if n else ""
         return f"HTTPSource({n} shards{first})"
@@ -216,8 +229,10 @@ class _Body:
 
     ``ranged`` is false when the server answered ``200`` to a range request (it does not support ``Range``)."""
 
-    def __init__(self, resp: Any, *, ranged: bool) -> None:
+    def __init__(self, resp: Any, *, ranged: bool, pace: Pace | None = None) -> None:
         self._resp = resp
+        self._pace = pace  # the deadline and the minimum rate, checked after every receive
+        self._broken: TransientError | None = None  # raised by the next read (the bytes before it were returned)
         fp = getattr(resp, "_fp", None)
         # Raw http.client bodies only (no content decoding asked, HTTP/1.1): anything else goes through urllib3.
         self._fp = fp if isinstance(fp, http.client.HTTPResponse) and not resp.headers.get("Content-Encoding") else None
@@ -226,16 +241,64 @@ class _Body:
         self._drained = False
 
     def read(self, n: int = -1) -> bytes:
+        if self._pace is not None and n > 0:
+            buf = memoryview(bytearray(n))
+            return bytes(buf[: self.readinto(buf)])
         if self._fp is not None:
             return self._fp.read(None if n < 0 else n)
         return self._resp.read(n)  # type: ignore[no-any-return]
 
     def readinto(self, b: memoryview) -> int:
-        if self._fp is not None:
-            return self._fp.readinto(b)
-        data = self._resp.read(len(b))
-        b[: len(data)] = data
-        return len(data)
+        fp = self._fp
+        pace = self._pace
+        if pace is None:
+            if fp is not None:
+                return fp.readinto(b)
+            data = self._resp.read(len(b))
+            b[: len(data)] = data
+            return len(data)
+        if fp is None or fp.chunked or fp.fp is None:
+            # One receive at a time (read1), so that a trickle is seen as it arrives.
+            read1 = getattr(fp if fp is not None else self._resp, "read1", None)
+            data = read1(len(b)) if read1 is not None else self._resp.read(len(b))
+            b[: len(data)] = data
+            pace.got(len(data))
+            return len(data)
+        if self._broken is not None:
+            raise self._broken
+        return self._readinto_paced(fp, b, pace)
+
+    def _readinto_paced(self, fp: http.client.HTTPResponse, b: memoryview, pace: Pace) -> int:
+        """``fp.readinto(b)``, as one receive system call after another (each into ``b`` directly, as the buffered
+        reader does for large reads), checking the deadline and the rate between them. When a limit is hit after
+        some bytes came in, those are returned and the next call raises (a retry resumes after them)."""
+        view = memoryview(b)
+        if fp.length is not None and len(view) > fp.length:
+            view = view[: fp.length]
+        want = len(view)
+        got = 0
+        reader: Any = fp.fp
+        while got < want:
+            n = reader.readinto1(view[got:])
+            if not n:
+                fp._close_conn()  # type: ignore[attr-defined]
+                break
+            got += n
+            done = False
+            if fp.length is not None:
+                fp.length -= n
+                if not fp.length:
+                    fp._close_conn()  # type: ignore[attr-defined]
+                    done = True
+            try:
+                pace.got(n)
+            except TransientError as exc:
+                if not done:  # (a body that arrived whole is not broken off)
+                    self._broken = exc
+                break
+            if done:
+                break
+        return got
 
     @property
     def scatters(self) -> bool:
@@ -277,6 +340,8 @@ class _Body:
         fp.length = left - n
         if n and left == n:
             fp.readinto(memoryview(bytearray(0)))
+        if self._pace is not None:
+            self._pace.got(n)
         return n
 
     def close(self) -> None:

@@ -9,10 +9,11 @@ Example:
 
 from __future__ import annotations
 
+import time
 from typing import IO, Any
 
-from ..errors import MissingDependencyError, ShardNotFoundError, SourceError
-from ._remote import RemoteSource, TransientError
+from ..errors import MissingDependencyError, ShardNotFoundError, SourceError, _redact
+from ._remote import Pace, RemoteSource, TransientError, request_deadline
 
 __all__ = ["S3Source"]
 
@@ -65,7 +66,9 @@ class S3Source(RemoteSource):
         profile: A boto3 profile name.
         timeout: Connect and read timeout in seconds (a stalled endpoint counts as a transient failure).
         **kwargs: ``cache``, ``retries``, ``backoff``, ``max_concurrency``, ``readahead``, ``chunk_size``,
-            ``parallel`` (see RemoteSource: ranged ``get_object`` calls in parallel for large objects).
+            ``parallel`` (see RemoteSource: ranged ``get_object`` calls in parallel for large objects),
+            ``checksums``, ``deadline``, ``sidecar_deadline``, ``min_rate``, ``max_retry_after``. (Each read
+            returns what botocore gives, so the minimum rate is checked per read, not per receive.)
     """
 
     def __init__(
@@ -183,6 +186,9 @@ class S3Source(RemoteSource):
         kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": self._key_of(shard)}
         if start or end is not None:
             kwargs["Range"] = f"bytes={start}-" + ("" if end is None else str(end - 1))
+        until = request_deadline()
+        if until is not None and time.monotonic() >= until:
+            raise TransientError("the request's deadline passed before it was sent")
         try:
             resp = self._client().get_object(**kwargs)
         except Exception as exc:
@@ -193,26 +199,31 @@ class S3Source(RemoteSource):
             total = int(cr.rsplit("/", 1)[1])
         elif resp.get("ContentLength") is not None:
             total = int(resp["ContentLength"]) + start
-        return _Body(resp["Body"], self, shard), total  # type: ignore[return-value]
+        pace = Pace(until, self.min_rate, self.timeout, shard) if until is not None or self.min_rate else None
+        return _Body(resp["Body"], self, shard, pace), total  # type: ignore[return-value]
 
     def __repr__(self) -> str:
-        ep = f", endpoint={self.endpoint!r}" if self.endpoint else ""
+        ep = f", endpoint={_redact(self.endpoint)!r}" if self.endpoint else ""
         return f"S3Source(bucket={self.bucket!r}, {len(self.keys)} shards{ep})"
 
 
 class _Body:
     """A botocore StreamingBody whose read errors become TransientError / SourceError."""
 
-    def __init__(self, body: Any, src: S3Source, shard: str) -> None:
+    def __init__(self, body: Any, src: S3Source, shard: str, pace: Pace | None = None) -> None:
         self._body = body
         self._src = src
         self._shard = shard
+        self._pace = pace  # the request's deadline and minimum rate, checked after every read
 
     def read(self, n: int = -1) -> bytes:
         try:
-            return self._body.read(n)  # type: ignore[no-any-return]
+            data: bytes = self._body.read(n)
         except Exception as exc:
             raise self._src._translate(exc, self._shard) from exc
+        if self._pace is not None:
+            self._pace.got(len(data))
+        return data
 
     def close(self) -> None:
         self._body.close()
