@@ -7,6 +7,7 @@ import os
 import threading
 from typing import IO, Any, Protocol, runtime_checkable
 
+from .._hints import local_options_message
 from .._shards import expand_urls
 from ..errors import ShardFormatError
 
@@ -245,7 +246,7 @@ def _options_for(scheme: str, options: dict[str, Any]) -> dict[str, Any]:
     cache_max = opts.pop("cache_max_bytes", None)
     if scheme == "file":
         if opts:
-            raise TypeError(f"options {sorted(opts)} do not apply to local files")
+            raise TypeError(local_options_message(opts))
         return {}
     if cache_dir is not None:
         from ..cache import ShardCache

@@ -6,6 +6,7 @@ import mmap
 import os
 from typing import IO
 
+from .._hints import local_options_message, missing_shard_message
 from ..errors import ShardNotFoundError, SourceError
 from ._base import Buffer, ShardSource
 
@@ -31,7 +32,7 @@ class LocalSource(ShardSource):
     def from_urls(cls, urls: list[str], **options: object) -> LocalSource:
         """Build from paths or ``file://`` URLs."""
         if options:
-            raise TypeError(f"options {sorted(options)} do not apply to local files")
+            raise TypeError(local_options_message(options))
         return cls(urls)
 
     def list_shards(self) -> list[str]:
@@ -41,9 +42,7 @@ class LocalSource(ShardSource):
         try:
             return open(shard, "rb", buffering=1 << 20)
         except FileNotFoundError as exc:
-            raise ShardNotFoundError(
-                f"shard {shard!r} does not exist; check the path / brace pattern", shard=shard
-            ) from exc
+            raise ShardNotFoundError(missing_shard_message(shard), shard=shard) from exc
         except OSError as exc:
             raise SourceError(f"cannot open shard {shard!r}: {exc.strerror}", shard=shard) from exc
 
