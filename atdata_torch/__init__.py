@@ -13,6 +13,7 @@ Example:
     'cat'
 """
 
+import logging as _logging
 from typing import TYPE_CHECKING as _TYPE_CHECKING
 
 from numpy.typing import NDArray
@@ -21,6 +22,7 @@ from ._batch import SampleBatch
 from ._codec import array_to_bytes, bytes_to_array
 from ._pipeline import LastBatch, OnError, Pipeline, SkipReport, sample_rng, sample_seed
 from ._sidecar import ShardIndex
+from ._stats import LoaderStats
 from .cache import ShardCache
 from .collate import TensorBatch, collate, to_tensor
 from .dataset import Dataset
@@ -58,6 +60,9 @@ if _TYPE_CHECKING:
 
 __version__ = "0.1.0"
 
+# A library logs, the application decides where to: no "No handlers could be found" output by default.
+_logging.getLogger("atdata_torch").addHandler(_logging.NullHandler())
+
 __all__ = [
     "AtdataError",
     "AuthError",
@@ -80,6 +85,7 @@ __all__ = [
     "LensRegistry",
     "Loader",
     "LoaderStateError",
+    "LoaderStats",
     "LocalSource",
     "MemorySource",
     "MissingDependencyError",

@@ -25,6 +25,7 @@ import torch.utils.data
 from torchdata.stateful_dataloader import StatefulDataLoader
 
 from ._pipeline import Pipeline, SkipReport
+from ._stats import LoaderStats, _Timer
 from .collate import collate
 from .errors import AtdataError, SkippedSamplesWarning
 
@@ -104,6 +105,8 @@ class Loader(StatefulDataLoader):  # type: ignore[misc]
         persistent_workers: Keep workers between epochs (the epoch still advances: it is shared memory).
         collate_fn: Turns each batch into what the loop gets; defaults to :func:`~atdata_torch.collate`
             (``TensorBatch``). Pass ``None`` to get ``SampleBatch`` es.
+        profile_every: Log :meth:`stats` to ``logging.getLogger("atdata_torch")`` (INFO) every this many batches
+            and at the end of each epoch (``None``: only keep them for :meth:`stats`).
         **kwargs: Passed to ``StatefulDataLoader`` (``prefetch_factor``, ``multiprocessing_context``,
             ``timeout``, ...).
     """
@@ -116,8 +119,10 @@ class Loader(StatefulDataLoader):  # type: ignore[misc]
         pin_memory: bool = False,
         persistent_workers: bool = False,
         collate_fn: Callable[[Any], Any] | None = collate,
+        profile_every: int | None = None,
         **kwargs: Any,
     ) -> None:
+        self._stats, self._profile_every = LoaderStats(), profile_every  # loader.stats(); see atdata_torch._stats
         if not isinstance(pipeline, Pipeline):
             raise TypeError(f"Loader needs a Pipeline (ds.ordered() / ds.shuffled()), got {type(pipeline).__name__}")
         # Indexes are resolved here, in the main process, so that workers inherit them instead of rescanning.
@@ -174,12 +179,21 @@ class Loader(StatefulDataLoader):  # type: ignore[misc]
         report = SkipReport()
         self.last_report = report
         workers = self.num_workers > 0
-        for batch in it:
-            self._yielded += 1
+        self._stats.reset(self._epoch)
+        timer = _Timer(self._stats, self._profile_every)
+        while True:
+            timer.before_next()
+            try:
+                batch = next(it)
+            except StopIteration:
+                break
             if batch.__class__ is _WithSkips:
                 self._received(report, batch.skips)
                 batch = batch.batch
+            timer.after_next(batch)
+            self._yielded += 1
             yield batch
+        timer.end()
         if not workers:
             self.last_report = self.pipeline.last_report  # the pipeline ran here and reported itself
         elif report:
@@ -209,6 +223,16 @@ class Loader(StatefulDataLoader):  # type: ignore[misc]
 
     def __len__(self) -> int:
         return len(self.pipeline)
+
+    def stats(self) -> dict[str, Any]:
+        """Throughput and wait time of the current (or last) pass: is the loader the loop's bottleneck?
+
+        Returns batches/s, samples/s, bytes/s, ``wait_s`` (the loop waiting inside ``next()``), ``held_s`` (the
+        loop working on its batches), ``wait_fraction`` and ``first_batch_s``; see :class:`LoaderStats`.
+        ``profile_every=N`` logs the same to ``logging.getLogger("atdata_torch")`` every N batches and at the end of
+        each epoch.
+        """
+        return self._stats.snapshot()
 
     # ------------------------------------------------------------------------------------------------ state
     def position(self) -> int:

@@ -64,6 +64,12 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
             sink.write({"__key__": f"s{i:03d}", "cls": i, "json": {"i": i}, "txt": f"t{i}"})
     cache = root / "cache"
     (cache).mkdir()
+    # A separate index (passed with --index) holding two versions of one dataset.
+    named = str(root / "named.db")
+    with atd.Index(named, data_dir=str(root / "named-store")) as index:
+        recs = [CliRec(x=np.full(3, i, np.float32), label=i, name=f"n{i}") for i in range(6)]
+        index.write_samples(recs, name="digits", version="1.0.0", maxcount=4, progress=False)
+        index.write_samples(recs[:2], name="digits", version="2.0.0", progress=False)
     cmds: dict[str, list[str]] = {
         "help": ["--help"],
         "info": ["info", good_pat],
@@ -77,6 +83,11 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         "cache_ls": ["cache", "ls", "--dir", str(cache), "--json"],
         "cache_clear": ["cache", "clear", "--dir", str(cache)],
         "bad_usage": ["verify"],
+        "info_glob_nomatch": ["info", str(root / "nothing-*.tar")],
+        "preview_text": ["preview", good_pat, "--limit", "1"],
+        "datasets": ["datasets", "--index", named],
+        "datasets_json": ["datasets", "--index", named, "--json"],
+        "schema_missing": ["schema", "show", "nope", "--index", named],
     }
     env = {**os.environ, "ATDATA_TORCH_INDEX": str(root / "index.db"), "ATDATA_TORCH_DATA_DIR": str(root / "store")}
 
@@ -106,6 +117,47 @@ def test_info(runs: dict[str, Any]) -> None:
     assert [f["name"] for f in d["fields"]] == ["x", "label", "name"]
 
 
+def test_info_reads_the_schema_id_from_the_sidecars_and_shows_field_types(runs: dict[str, Any]) -> None:
+    sid = atd.schema_id(CliRec)
+    r = runs["results"]["info"]
+    assert f"sample type CliRec (read as DictSample)  (schema id {sid}, from the index sidecars)" in r.stdout
+    assert "fields (first sample):\n  x: ndarray <f4 (3,)\n  label: int\n  name: str\n" in r.stdout
+    assert '"value"' not in r.stdout and "n0" not in r.stdout  # types, not the first sample's values
+    d = json.loads(runs["results"]["info_json"].stdout)
+    assert d["schema_id"] == sid and d["schema_ids"] == [sid] and d["schema_id_from"] == "index sidecars"
+    assert d["fields"][0] == {"name": "x", "kind": "ndarray", "dtype": "<f4", "shape": [3]}
+    assert json.loads(runs["results"]["verify_ok"].stdout)["schema_id"] == sid
+    first_line = runs["results"]["preview_text"].stdout.splitlines()[0]
+    assert first_line.endswith(f"(schema id {sid}, from the index sidecars)")
+
+
+def test_a_glob_that_matches_nothing_is_named_as_a_pattern(runs: dict[str, Any]) -> None:
+    r = runs["results"]["info_glob_nomatch"]
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert "no shard matches the pattern" in r.stderr and "nothing-*.tar" in r.stderr
+
+
+def test_datasets_lists_name_version_samples_shards_location_created(runs: dict[str, Any]) -> None:
+    r = runs["results"]["datasets"]
+    assert r.returncode == 0, r.stderr
+    header, *lines = r.stdout.splitlines()
+    assert header.split() == ["NAME", "VERSION", "SAMPLES", "SHARDS", "CREATED", "LOCATION"]
+    assert [ln.split()[:4] for ln in lines] == [["digits", "2.0.0", "2", "1"], ["digits", "1.0.0", "6", "2"]]
+    assert all(ln.rstrip().endswith(os.path.join("named-store", "digits")) for ln in lines)
+    rows = json.loads(runs["results"]["datasets_json"].stdout)
+    assert [(x["name"], x["versions"], x["samples"], x["shards"]) for x in rows] == [
+        ("digits", ["2.0.0"], 2, 1),
+        ("digits", ["1.0.0"], 6, 2),
+    ]
+    assert all(x["created"] and x["location"].endswith("digits") for x in rows)
+
+
+def test_schema_show_of_an_unknown_name_suggests_the_cli_command(runs: dict[str, Any]) -> None:
+    r = runs["results"]["schema_missing"]
+    assert r.returncode == 1
+    assert "`atdata-torch datasets`" in r.stderr and "index.list_datasets()" not in r.stderr
+
+
 def test_info_on_missing_shards_fails_cleanly(runs: dict[str, Any]) -> None:
     r = runs["results"]["info_missing"]
     assert r.returncode == 1
@@ -125,7 +177,8 @@ def test_preview_json(runs: dict[str, Any]) -> None:
 def test_verify_ok(runs: dict[str, Any]) -> None:
     r = runs["results"]["verify_ok"]
     assert r.returncode == 0, r.stderr
-    assert json.loads(r.stdout) == {"shards": 3, "ok": True, "problems": []}
+    report = json.loads(r.stdout)
+    assert {k: report[k] for k in ("shards", "ok", "problems")} == {"shards": 3, "ok": True, "problems": []}
 
 
 def test_verify_reports_bad_sample_by_shard_and_key(runs: dict[str, Any]) -> None:

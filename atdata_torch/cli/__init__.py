@@ -24,8 +24,103 @@ __all__ = ["main"]
 
 
 def _fail(message: str) -> None:
+    # Library messages suggest Python calls; at the command line, name the command that does the same.
+    message = message.replace("index.list_datasets()", "`atdata-torch datasets`")
     click.echo(f"error: {message}", err=True)
     sys.exit(1)
+
+
+def _value_type(v: Any) -> dict[str, Any]:
+    """The type of a decoded field value, as ``Dataset.describe()`` words a schema field (no values)."""
+    if isinstance(v, np.ndarray):
+        return {"kind": "ndarray", "dtype": v.dtype.str, "shape": list(v.shape)}
+    if isinstance(v, (bytes, bytearray, memoryview)):
+        return {"kind": "bytes"}
+    if v is None:
+        return {"kind": "none"}
+    return {"kind": type(v).__name__}
+
+
+def _sidecar_schema_ids(ds: Any, shards: list[str]) -> tuple[list[Any], list[str]]:
+    """The shards' index sidecars (``None`` where absent) and the distinct schema ids they record."""
+    sides = [ds._sidecar(s) for s in shards]
+    ids = sorted({sd.schema_id for sd in sides if sd is not None and sd.schema_id})
+    return sides, ids
+
+
+def _index_fields(sid: str) -> list[dict[str, Any]] | None:
+    """Field types of schema id ``sid`` from the local index, when it has a schema with that id (else None).
+
+    Only an index that exists is opened ($ATDATA_TORCH_INDEX or the default file): ``info`` creates nothing.
+    """
+    import atdata_torch as atd
+    from atdata_torch.index import Index
+    from atdata_torch.index._index import default_index_location
+
+    loc = default_index_location()
+    if "://" not in loc and not os.path.exists(loc):
+        return None
+    name = sid.split("@", 1)[0]
+    try:
+        with Index(loc) as idx:
+            for rec in idx.list_schemas():
+                if rec.get("name") != name:
+                    continue
+                t = idx.get_schema_type(rec["$ref"])
+                if atd.schema_id(t) == sid:
+                    return [f.describe() for f in getattr(t, "__atdata_fields__", ())]
+    except (atd.AtdataError, KeyError, TypeError, ValueError):
+        return None
+    return None
+
+
+def _describe(target: str, ds: Any) -> dict[str, Any]:
+    """``ds.describe()`` completed from the sidecars (schema id) and the data (samples, field types)."""
+    d: dict[str, Any] = ds.describe()
+    shards = ds.list_shards()
+    sides, ids = _sidecar_schema_ids(ds, shards)
+    d["dataset"] = target
+    d["sidecars"] = f"{sum(sd is not None for sd in sides)}/{len(shards)}"
+    d["schema_ids"] = ids
+    if d["schema_id"] is None and len(ids) == 1:
+        d["schema_id"] = ids[0]
+        d["schema_id_from"] = "index sidecars"
+    elif d["schema_id"] is not None:
+        d["schema_id_from"] = "schema"
+    if d["samples"] is None:
+        d["samples"] = len(ds)
+    d["fields_from"] = "schema"
+    if d["fields"] is None and d["schema_id"] is not None:
+        fields = _index_fields(d["schema_id"])
+        if fields is not None:
+            d["fields"], d["fields_from"] = fields, "index schema"
+    if d["fields"] is None:
+        first = ds.head(1)
+        d["fields"] = [{"name": k, **_value_type(v)} for k, v in first[0].items()] if first else []
+        d["fields_from"] = "first sample"
+    return d
+
+
+def _field_line(f: dict[str, Any]) -> str:
+    kind = str(f.get("kind", "?"))
+    if f.get("items"):
+        kind += f"[{f['items'].get('kind', '?')}]"
+    if f.get("dtype"):
+        kind += f" {f['dtype']}"
+    if f.get("shape") is not None:
+        kind += f" {tuple(f['shape'])}"
+    if f.get("optional"):
+        kind += " | None"
+    return f"  {f['name']}: {kind}"
+
+
+def _type_line(d: dict[str, Any]) -> str:
+    sid = d.get("schema_id")
+    where = f", from the {d['schema_id_from']}" if d.get("schema_id_from") == "index sidecars" else ""
+    shown = sid.split("@", 1)[0] if sid and d["sample_type"] == "DictSample" else d["sample_type"]
+    read_as = " (read as DictSample)" if shown != d["sample_type"] else ""
+    extra = f"; shards disagree: {d['schema_ids']}" if len(d.get("schema_ids") or []) > 1 else ""
+    return f"{shown}{read_as}  (schema id {sid or 'unknown'}{where}{extra})"
 
 
 def _jsonable(v: Any) -> Any:
@@ -93,30 +188,21 @@ def info(target: str, as_json: bool) -> None:
 
     ds = _open(target)
     try:
-        d = ds.describe()
-        shards = ds.list_shards()
-        sidecars = [ds._sidecar(s) is not None for s in shards]
-        d["sidecars"] = f"{sum(sidecars)}/{len(shards)}"
-        if d["samples"] is None:
-            d["samples"] = len(ds)
-        if d["fields"] is None:
-            first = ds.head(1)
-            d["fields"] = [{"name": k, "value": _jsonable(v)} for k, v in first[0].items()] if first else []
+        d = _describe(target, ds)
     except atd.AtdataError as exc:
         _fail(str(exc))
     if as_json:
         click.echo(json.dumps(d, indent=2, default=str))
         return
     click.echo(f"dataset     {target}")
-    click.echo(f"sample type {d['sample_type']}  (schema id {d['schema_id']})")
+    click.echo(f"sample type {_type_line(d)}")
     click.echo(f"samples     {d['samples']}")
     click.echo(f"shards      {d['shards']}  (index sidecars: {d['sidecars']})")
     if d["bytes"] is not None:
         click.echo(f"bytes       {d['bytes']:,}")
-    click.echo("fields:")
+    click.echo(f"fields ({d['fields_from']}):")
     for f in d["fields"]:
-        rest = {k: v for k, v in f.items() if k != "name"}
-        click.echo(f"  {f['name']}: {json.dumps(rest, default=str)}")
+        click.echo(_field_line(f))
 
 
 @main.command()
@@ -124,12 +210,19 @@ def info(target: str, as_json: bool) -> None:
 @click.option("--limit", "-n", default=5, show_default=True, help="How many samples.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON lines.")
 def preview(target: str, limit: int, as_json: bool) -> None:
-    """Print the first samples of a dataset."""
+    """Print the first samples of a dataset (after a line with its sample type and schema id; --json: one JSON
+    object per sample, arrays as dtype and shape)."""
     import atdata_torch as atd
 
     ds = _open(target)
     try:
         samples = ds.head(limit)
+        if not as_json:
+            d = ds.describe()
+            d["schema_ids"] = _sidecar_schema_ids(ds, ds.list_shards()[:1])[1]
+            if d["schema_id"] is None and d["schema_ids"]:
+                d["schema_id"], d["schema_id_from"] = d["schema_ids"][0], "index sidecars"
+            click.echo(f"# {target}: {_type_line(d)}")
     except atd.AtdataError as exc:
         _fail(str(exc))
     for s in samples:
@@ -188,18 +281,34 @@ def verify(target: str, as_json: bool, progress: bool | None) -> None:
     """
     from tqdm.auto import tqdm
 
+    import atdata_torch as atd
+
     ds = _open(target)
     problems: list[dict[str, Any]] = []
     shards = ds.list_shards()
+    try:
+        schema_ids = _sidecar_schema_ids(ds, shards)[1]
+    except atd.AtdataError:
+        schema_ids = []  # an unreadable sidecar is reported shard by shard below
+    typed = ds.describe()["schema_id"]
     for shard in tqdm(shards, desc="verifying", unit="shard", disable=None if progress is None else not progress):
         problems.extend(_verify_shard(ds, shard))
     if as_json:
-        click.echo(json.dumps({"shards": len(shards), "ok": not problems, "problems": problems}, indent=2))
+        report = {
+            "shards": len(shards),
+            "sample_type": ds.describe()["sample_type"],
+            "schema_id": typed or (schema_ids[0] if len(schema_ids) == 1 else None),
+            "schema_ids": schema_ids,
+            "ok": not problems,
+            "problems": problems,
+        }
+        click.echo(json.dumps(report, indent=2))
     else:
         for p in problems:
             where = p["shard"] + (f" key={p['key']}" if p["key"] else "")
             click.echo(f"BAD  {where}: {p['error']}")
-        click.echo(f"{len(shards)} shard(s) checked, {len(problems)} problem(s)")
+        ids = ", ".join(schema_ids) or (typed or "unknown")
+        click.echo(f"{len(shards)} shard(s) checked (schema id {ids}), {len(problems)} problem(s)")
     if problems:
         sys.exit(1)
 
@@ -416,11 +525,66 @@ def _index(index_url: str | None) -> Any:
         _fail(str(exc))
 
 
+def _location(urls: list[str]) -> str:
+    """The directory (or URL prefix) that holds every shard."""
+    if not urls:
+        return "-"
+    if all("://" not in u for u in urls):
+        return os.path.commonpath([os.path.dirname(u) or "." for u in urls])
+    prefix = os.path.commonprefix(urls)  # noqa: RUF071 (URLs: characters, cut at the last "/" below)
+    return prefix[: prefix.rfind("/") + 1] or prefix
+
+
 def _list_datasets(index_url: str | None, as_json: bool) -> None:
+    import atdata_torch as atd
+
     idx = _index(index_url)
-    entries = list(idx.list_datasets())
-    rows = [{"name": e.name, "cid": e.cid, "schema": e.schema_ref, "shards": len(e.data_urls)} for e in entries]
-    _print_rows(rows, as_json, lambda r: f"{r['name']:<24} {r['cid'][:20]}...  {r['shards']} shard(s)  {r['schema']}")
+    try:
+        entries = list(idx.list_datasets())
+        labels = idx.list_labels()
+    except atd.AtdataError as exc:
+        _fail(str(exc))
+    finally:
+        idx.close()
+    rows = []
+    for e in entries:
+        size = (e.metadata or {}).get("size") or {}
+        names = [lb for lb in labels if lb.cid == e.cid]
+        rows.append(
+            {
+                "name": e.name,
+                "versions": [lb.version for lb in names if lb.name == e.name and lb.version],
+                "labels": [lb.name + (f"@{lb.version}" if lb.version else "") for lb in names],
+                "samples": size.get("samples"),
+                "shards": len(e.data_urls),
+                "location": _location(list(e.data_urls)),
+                "created": e.created_at,
+                "cid": e.cid,
+                "schema": e.schema_ref,
+            }
+        )
+    if as_json or not rows:
+        _print_rows(rows, as_json, str)
+        return
+    header = {"name": "NAME", "version": "VERSION", "samples": "SAMPLES", "shards": "SHARDS", "created": "CREATED"}
+    table = [header] + [
+        {
+            "name": r["name"],
+            "version": ",".join(r["versions"]) or "-",
+            "samples": "?" if r["samples"] is None else str(r["samples"]),
+            "shards": str(r["shards"]),
+            "created": (r["created"] or "-")[:19],
+            "location": r["location"],
+        }
+        for r in rows
+    ]
+    header["location"] = "LOCATION"
+    w = {k: max(len(t[k]) for t in table) for k in ("name", "version", "samples", "shards", "created")}
+    for t in table:
+        click.echo(
+            f"{t['name']:<{w['name']}}  {t['version']:<{w['version']}}  {t['samples']:>{w['samples']}}  "
+            f"{t['shards']:>{w['shards']}}  {t['created']:<{w['created']}}  {t['location']}"
+        )
 
 
 def _print_rows(rows: list[dict[str, Any]], as_json: bool, line: Callable[[dict[str, Any]], str]) -> None:

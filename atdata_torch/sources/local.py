@@ -13,6 +13,7 @@ import json
 import os
 from typing import IO
 
+from .._hints import local_options_message, missing_shard_message
 from ..errors import ChecksumError, ShardFormatError, ShardNotFoundError, SourceError
 from ._base import Buffer, ShardSource
 
@@ -45,10 +46,7 @@ class LocalSource(ShardSource):
         sidecar records (or a ``{path: sha256}`` dict), raising :class:`ChecksumError` on bit-rot."""
         checksums = options.pop("checksums", None)
         if options:
-            raise TypeError(
-                f"options {sorted(options)} do not apply to local files (they take only checksums=); order and "
-                "batching options belong to ds.ordered() / ds.shuffled() / ds.loader()"
-            )
+            raise TypeError(local_options_message(options) + " (local files take only checksums=)")
         return cls(urls, checksums=checksums)  # type: ignore[arg-type]
 
     def list_shards(self) -> list[str]:
@@ -58,9 +56,7 @@ class LocalSource(ShardSource):
         try:
             return open(shard, "rb", buffering=1 << 20)
         except FileNotFoundError as exc:
-            raise ShardNotFoundError(
-                f"shard {shard!r} does not exist; check the path / brace pattern", shard=shard
-            ) from exc
+            raise ShardNotFoundError(missing_shard_message(shard), shard=shard) from exc
         except OSError as exc:
             raise SourceError(f"cannot open shard {shard!r}: {exc.strerror}", shard=shard) from exc
 
