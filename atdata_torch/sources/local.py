@@ -18,6 +18,7 @@ from ..errors import ChecksumError, ShardFormatError, ShardNotFoundError, Source
 from ._base import Buffer, ShardSource
 
 _SIDECAR = ".idx.json"
+_POOLED = 18  # shards a shuffled pass holds at once with the default window (16) + 2
 _CHUNK = 8 << 20  # bytes per read call (and per hash update, while they are in the CPU cache)
 
 
@@ -67,8 +68,11 @@ class LocalSource(ShardSource):
         with self.open_shard(shard) as f:
             fd = f.fileno()
             size = os.fstat(fd).st_size
-            # Pooled: a recycled buffer costs no page faults (a fresh one faults on every page as it is filled).
-            view = memoryview(_buffer_pool(4, "local").get(size)) if size else memoryview(b"")  # type: ignore[arg-type]
+            # Pooled: a recycled buffer costs no page faults (a fresh one faults on every page as it is filled). A
+            # shuffled pass holds a window's worth of shards (window + 2); buffers idle for 10 s are let go.
+            pool = _buffer_pool(_POOLED, "local")
+            pool.release(idle=10.0)
+            view = memoryview(pool.get(size)) if size else memoryview(b"")  # type: ignore[arg-type]
             hasher = hashlib.sha256() if expected is not None else None
             got = 0
             while got < size:
