@@ -19,6 +19,7 @@ from .errors import ShardFormatError
 BLOCK = 512
 RECORD = 10240  # tarfile's record size; shards are padded to a multiple of it, like the original writes
 ZERO_BLOCK = bytes(BLOCK)
+MAX_OFFSET = 1 << 50  # 1 PiB: no shard is larger; bounds every offset read from a sidecar (no int64 overflow)
 _ADLER_MOD = 65521
 
 
@@ -469,7 +470,12 @@ def verify_headers(buf: bytes | memoryview, header_offsets: list[int], sizes: li
         expected = np.asarray(sizes, dtype=np.int64)
     except (OverflowError, TypeError, ValueError):
         offs = expected = np.full(1, -1, dtype=np.int64)
-    if offs.shape != (n,) or expected.shape != (n,) or int(offs.min()) < 0 or int(expected.min()) < 0:
+    if (
+        offs.shape != (n,)
+        or expected.shape != (n,)
+        or min(int(offs.min()), int(expected.min())) < 0
+        or max(int(offs.max()), int(expected.max())) > MAX_OFFSET
+    ):
         raise ShardFormatError(
             "the index sidecar locates samples at invalid offsets or sizes (negative, or not integers): the "
             "sidecar is corrupt; delete it or rebuild it with atd.build_index()",
