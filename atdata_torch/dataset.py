@@ -246,9 +246,10 @@ class Dataset(IterableDataset[T], Generic[T]):
         if cached is not None:
             return cached
         idx = self._sidecar(shard)
-        if idx is not None and buf is None and getattr(self.source, "remote", False):
+        if idx is not None and idx.count and buf is None and getattr(self.source, "remote", False):
             # A remote shard is not downloaded just to check its sidecar: the pass that reads it checks it (the
-            # cache also verifies the sidecar's sha256; decoding checks every payload).
+            # cache also verifies the sidecar's sha256; decoding checks every payload). A sidecar of no samples is
+            # checked now: no pass would open its shard.
             self._shared.indexes[shard] = idx
             self._shared.unchecked.add(shard)
             return idx
