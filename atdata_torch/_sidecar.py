@@ -16,7 +16,7 @@ import msgspec
 import numpy as np
 
 from ._reader import Buffer, iter_records, split_name
-from ._tar import BLOCK, MAX_OFFSET, ZERO_BLOCK, Sliceable, iter_members
+from ._tar import BLOCK, MAX_OFFSET, ZERO_BLOCK, Sliceable, _check_checksum, iter_members
 from .errors import ShardFormatError
 
 SIDECAR_SUFFIX = ".idx.json"
@@ -162,7 +162,7 @@ class ShardIndex:
         """Where the last sample ends: the tar's end-of-archive marker starts there (0 for an empty shard)."""
         return self.offsets[-1] + self.lengths[-1] if self.count else 0
 
-    def stale(self, buf: Sliceable, tail: bytes | None = None) -> str | None:
+    def stale(self, buf: Sliceable, tail: bytes | None = None, last_header: bytes | None = None) -> str | None:
         """Why this index does not describe the shard in ``buf`` (``None``: it does), in O(1).
 
         Checks the shard's size, that the block right after the last sample (block 0 when there is none) is the
@@ -173,6 +173,8 @@ class ShardIndex:
             buf: The shard.
             tail: The 512 bytes at :attr:`end`, when the caller read them otherwise (a remote shard's ranged read,
                 so as not to wait for the end of its download).
+            last_header: Likewise, the 512 bytes where the last sample starts (its first header); when neither
+                given nor in ``buf`` yet, that header is not looked at.
         """
         if len(buf) != self.size:
             return f"it describes a {self.size}-byte shard, the shard has {len(buf)} bytes"
@@ -189,6 +191,16 @@ class ShardIndex:
                 f"the tar goes on after its last sample (at byte {end}, where the end-of-archive marker should "
                 "be): it does not list every sample"
             )
+        if self.count and (last_header is not None or wait is None or getattr(buf, "filled", 0) >= end):
+            at = self.offsets[-1]
+            hdr = last_header if last_header is not None else bytes(buf[at : at + BLOCK])
+            try:
+                _check_checksum(hdr, "", at)
+                fine = hdr != ZERO_BLOCK
+            except ShardFormatError:
+                fine = False
+            if not fine:
+                return f"there is no tar header where its last sample starts (byte {at})"
         first = self.offsets[0] if self.count else 0
         if first:
             if wait is not None:

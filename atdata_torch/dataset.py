@@ -166,7 +166,7 @@ class Dataset(IterableDataset[T], Generic[T]):
             return
         if len(got) < idx.size:
             return  # a shard cut short: the pass reports each sample past its end (see past_end), and reads the rest
-        tail: bytes | None = None
+        tail = last_header = None
         read_range = getattr(self.source, "read_range", None)
         end = idx.end
         if (
@@ -176,8 +176,13 @@ class Dataset(IterableDataset[T], Generic[T]):
             and len(got) == idx.size
             and end + BLOCK <= idx.size
         ):
-            tail = bytes(read_range(shard, end, end + BLOCK))
-        why = idx.stale(got, tail)
+            last = idx.offsets[-1] if idx.count else end
+            if end - last <= 1 << 16:  # one small ranged read: the last sample's header and the marker after it
+                got_tail = bytes(read_range(shard, last, end + BLOCK))
+                tail, last_header = got_tail[-BLOCK:], (got_tail[:BLOCK] if idx.count else None)
+            else:
+                tail = bytes(read_range(shard, end, end + BLOCK))
+        why = idx.stale(got, tail, last_header)
         if why is None:
             return
         del self._shared.indexes[shard]

@@ -145,12 +145,12 @@ def _garble(paths: list[str]) -> None:
 
 
 def _garble_samples(paths: list[str]) -> None:
-    """Replace each shard's samples by junk, keeping its size and its end-of-archive marker (what a sidecar is
-    checked against in O(1))."""
+    """Replace each shard's samples but the last by junk, keeping its size, its last sample and its end-of-archive
+    marker (what a sidecar is checked against in O(1))."""
     for path in paths:
         raw = Path(path).read_bytes()
         side = json.loads(Path(path + ".idx.json").read_bytes())
-        end = side["offsets"][-1] + side["lengths"][-1]
+        end = side["offsets"][-1]  # the last sample's header and the end-of-archive marker stay
         Path(path + ".junk").write_bytes(b"\xff" * end + raw[end:])
         os.replace(path + ".junk", path)
 
