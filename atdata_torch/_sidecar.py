@@ -10,14 +10,19 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Annotated, Any
 
-from ._reader import Buffer, iter_records
+import msgspec
+import numpy as np
+
+from ._reader import Buffer, iter_records, split_name
+from ._tar import BLOCK, MAX_OFFSET, ZERO_BLOCK, Sliceable, _check_checksum, iter_members
 from .errors import ShardFormatError
 
 SIDECAR_SUFFIX = ".idx.json"
 FORMAT = "atdata-torch-shard-index"
 VERSION = 1
+_Offset = Annotated[int, msgspec.Meta(ge=0, le=MAX_OFFSET)]
 
 
 @dataclass
@@ -74,41 +79,181 @@ class ShardIndex:
 
     @classmethod
     def from_json(cls, data: bytes, shard: str) -> ShardIndex:
-        """Parse a sidecar; raises :class:`ShardFormatError` naming the shard when it is not one."""
+        """Parse and validate a sidecar against its schema (types, bounds, lists that agree with each other).
+
+        Raises:
+            ShardFormatError: naming the sidecar, when it is not a valid one (it is never partly believed).
+        """
         try:
-            d = json.loads(data)
-            if d.get("format") != FORMAT:
-                raise ValueError(f"format is {d.get('format')!r}")
-            if d.get("version", 0) > VERSION:
-                raise ValueError(f"version {d['version']} is newer than this atdata_torch understands")
-            idx = cls(
-                count=int(d["count"]),
-                keys=list(d["keys"]),
-                offsets=[int(x) for x in d["offsets"]],
-                lengths=[int(x) for x in d["lengths"]],
-                size=int(d["size"]),
-                sha256=str(d.get("sha256", "")),
-                schema_id=d.get("schema_id"),
-                payload_ext=d.get("payload_ext"),
-                payload_offsets=[int(x) for x in d["payload_offsets"]] if d.get("payload_ext") else None,
-                payload_sizes=[int(x) for x in d["payload_sizes"]] if d.get("payload_ext") else None,
-                extra=dict(d.get("extra", {})),
-            )
-        except (ValueError, KeyError, TypeError) as exc:
-            raise ShardFormatError(
-                f"the index sidecar {shard + SIDECAR_SUFFIX!r} is not valid ({exc}); delete it or rebuild it "
-                "with atd.build_index()",
-                shard=shard,
-            ) from exc
-        if not (idx.count == len(idx.keys) == len(idx.offsets) == len(idx.lengths)) or (
-            idx.payload_ext is not None
-            and not (idx.count == len(idx.payload_offsets or ()) == len(idx.payload_sizes or ()))
-        ):
-            raise ShardFormatError(
-                "the index sidecar's lists disagree with its count; rebuild it with atd.build_index()",
-                shard=shard,
-            )
+            doc = msgspec.json.decode(data, type=_SidecarDoc)
+        except (msgspec.ValidationError, msgspec.DecodeError, RecursionError) as exc:
+            raise _invalid(shard, str(exc)) from None
+        if doc.format != FORMAT:
+            raise _invalid(shard, f"its format is {doc.format[:60]!r}, expected {FORMAT!r}")
+        if doc.version > VERSION:
+            raise _invalid(shard, f"its version {doc.version} is newer than this atdata_torch understands")
+        idx = cls(
+            count=doc.count,
+            keys=doc.keys,
+            offsets=doc.offsets,
+            lengths=doc.lengths,
+            size=doc.size,
+            sha256=doc.sha256,
+            schema_id=doc.schema_id,
+            payload_ext=doc.payload_ext,
+            payload_offsets=doc.payload_offsets if doc.payload_ext is not None else None,
+            payload_sizes=doc.payload_sizes if doc.payload_ext is not None else None,
+            extra=doc.extra,
+        )
+        problem = idx.problem()
+        if problem is not None:
+            raise _invalid(shard, problem)
         return idx
+
+    def problem(self) -> str | None:
+        """What makes this index inconsistent in itself (``None``: nothing), checked in a few vectorized passes.
+
+        Lists agree with ``count``; keys are unique; samples lie on 512-byte boundaries, in increasing order,
+        without overlap, and end at least one block before ``size`` (the end-of-archive marker); each payload lies
+        inside its sample, after its header.
+        """
+        n = self.count
+        if not (n == len(self.keys) == len(self.offsets) == len(self.lengths)):
+            return (
+                f"it has count {n} but {len(self.keys)} keys, {len(self.offsets)} offsets and "
+                f"{len(self.lengths)} lengths"
+            )
+        if len(set(self.keys)) != n:
+            return "its keys are not unique"
+        if self.size < BLOCK or self.size > MAX_OFFSET:
+            return f"its shard size {self.size} is not that of a tar (at least one 512-byte block)"
+        if self.sha256 and (len(self.sha256) != 64 or self.sha256.strip("0123456789abcdef")):
+            return "its sha256 is not 64 lowercase hex digits"
+        has_payload = self.payload_ext is not None
+        if has_payload != (self.payload_offsets is not None and self.payload_sizes is not None):
+            return "payload_ext, payload_offsets and payload_sizes must be given together"
+        if has_payload and not (n == len(self.payload_offsets or ()) == len(self.payload_sizes or ())):
+            return f"it has count {n} but its payload lists have other lengths"
+        if has_payload and not self.payload_ext:
+            return "its payload_ext is empty"
+        if n == 0:
+            return None
+        offs = np.asarray(self.offsets, dtype=np.int64)
+        lens = np.asarray(self.lengths, dtype=np.int64)
+        ends = offs + lens
+        if ((offs | lens) % BLOCK).any() or (lens < BLOCK).any():
+            return "its offsets and lengths are not whole 512-byte tar blocks"
+        if (offs[1:] < ends[:-1]).any():
+            return "its samples are not in increasing order without overlap"
+        if int(ends[-1]) + BLOCK > self.size:
+            return (
+                f"its last sample ends at byte {int(ends[-1])}, past the end-of-archive marker of a "
+                f"{self.size}-byte shard"
+            )
+        if has_payload:
+            poffs = np.asarray(self.payload_offsets, dtype=np.int64)
+            psizes = np.asarray(self.payload_sizes, dtype=np.int64)
+            if (poffs % BLOCK).any() or (poffs < offs + BLOCK).any() or (poffs + psizes > ends).any():
+                return "its payload ranges do not lie inside their samples, after a header"
+        return None
+
+    @property
+    def end(self) -> int:
+        """Where the last sample ends: the tar's end-of-archive marker starts there (0 for an empty shard)."""
+        return self.offsets[-1] + self.lengths[-1] if self.count else 0
+
+    def stale(self, buf: Sliceable, tail: bytes | None = None, last_header: bytes | None = None) -> str | None:
+        """Why this index does not describe the shard in ``buf`` (``None``: it does), in O(1).
+
+        Checks the shard's size, that the block right after the last sample (block 0 when there is none) is the
+        end-of-archive zero block, and that no sample member comes before the first sample. A
+        :class:`~atdata_torch.sources.Filling` is waited on for the bytes looked at.
+
+        Args:
+            buf: The shard.
+            tail: The 512 bytes at :attr:`end`, when the caller read them otherwise (a remote shard's ranged read,
+                so as not to wait for the end of its download).
+            last_header: Likewise, the 512 bytes where the last sample starts (its first header); when neither
+                given nor in ``buf`` yet, that header is not looked at.
+        """
+        if len(buf) != self.size:
+            return f"it describes a {self.size}-byte shard, the shard has {len(buf)} bytes"
+        end = self.end
+        if end + BLOCK > self.size:
+            return f"its samples end at byte {end}, with no room for the end-of-archive marker"
+        wait = getattr(buf, "wait", None)
+        if tail is None:
+            if wait is not None:
+                wait(end + BLOCK)
+            tail = bytes(buf[end : end + BLOCK])
+        if tail != ZERO_BLOCK:
+            return (
+                f"the tar goes on after its last sample (at byte {end}, where the end-of-archive marker should "
+                "be): it does not list every sample"
+            )
+        if self.count and (last_header is not None or wait is None or getattr(buf, "filled", 0) >= end):
+            at = self.offsets[-1]
+            hdr = last_header if last_header is not None else bytes(buf[at : at + BLOCK])
+            try:
+                _check_checksum(hdr, "", at)
+                fine = hdr != ZERO_BLOCK
+            except ShardFormatError:
+                fine = False
+            if not fine:
+                return f"there is no tar header where its last sample starts (byte {at})"
+        first = self.offsets[0] if self.count else 0
+        if first:
+            if wait is not None:
+                wait(first)
+            try:
+                lead = [m.name for m in iter_members(buf, "", 0, first)]
+            except ShardFormatError:
+                lead = ["?.?"]
+            if any(split_name(name) is not None for name in lead):
+                return f"the tar has sample members before its first sample (at byte {first})"
+        return None
+
+    def check_against(self, buf: Sliceable, shard: str) -> None:
+        """Raise a stale-sidecar :class:`ShardFormatError` when this index does not describe ``buf`` (see
+        :meth:`stale`)."""
+        why = self.stale(buf)
+        if why is not None:
+            raise stale_error(shard, why)
+
+
+class _SidecarDoc(msgspec.Struct):
+    """The sidecar's JSON schema (unknown fields are ignored, for forward compatibility)."""
+
+    format: str
+    count: _Offset
+    keys: list[str]
+    offsets: list[_Offset]
+    lengths: list[_Offset]
+    size: _Offset
+    version: Annotated[int, msgspec.Meta(ge=0, le=1 << 30)] = 0
+    sha256: str = ""
+    schema_id: str | None = None
+    payload_ext: str | None = None
+    payload_offsets: list[_Offset] | None = None
+    payload_sizes: list[_Offset] | None = None
+    extra: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+def _invalid(shard: str, why: str) -> ShardFormatError:
+    return ShardFormatError(
+        f"the index sidecar {shard + SIDECAR_SUFFIX!r} is not valid ({why[:200]}); delete it or rebuild it with "
+        "atd.build_index()",
+        shard=shard,
+    )
+
+
+def stale_error(shard: str, why: str) -> ShardFormatError:
+    """The error for a sidecar that does not describe its shard (``why``: what differs)."""
+    return ShardFormatError(
+        f"the index sidecar {shard + SIDECAR_SUFFIX!r} does not match its shard ({why}): it is stale, or the "
+        "shard was replaced; rebuild it with atd.build_index() (or delete it)",
+        shard=shard,
+    )
 
 
 def scan(

@@ -8,6 +8,7 @@ raises :class:`~atdata_torch.errors.ShardFormatError` naming the shard and byte 
 
 from __future__ import annotations
 
+import re
 import struct
 import zlib
 from collections.abc import Iterator
@@ -18,6 +19,7 @@ from .errors import ShardFormatError
 BLOCK = 512
 RECORD = 10240  # tarfile's record size; shards are padded to a multiple of it, like the original writes
 ZERO_BLOCK = bytes(BLOCK)
+MAX_OFFSET = 1 << 50  # 1 PiB: no shard is larger; bounds every offset read from a sidecar (no int64 overflow)
 _ADLER_MOD = 65521
 
 
@@ -48,14 +50,17 @@ def _octal(field: bytes, what: str, shard: str, offset: int) -> int:
     digits = field.split(b"\0", 1)[0].strip(b" ")
     if not digits:
         return 0
-    try:
-        return int(digits, 8)
-    except ValueError:
-        raise ShardFormatError(
-            f"tar header has an invalid {what} field {field!r}; the shard is corrupt (re-write or re-download it)",
-            shard=shard,
-            offset=offset,
-        ) from None
+    if digits.isdigit():  # ASCII digits only: int() would also take a sign, "0o", "_" and spaces
+        try:
+            return int(digits, 8)
+        except ValueError:
+            pass
+    raise ShardFormatError(
+        f"tar header has an invalid {what} field {field!r} (expected octal digits); the shard is corrupt "
+        "(re-write or re-download it)",
+        shard=shard,
+        offset=offset,
+    )
 
 
 def _check_checksum(hdr: bytes, shard: str, offset: int) -> None:
@@ -72,23 +77,81 @@ def _check_checksum(hdr: bytes, shard: str, offset: int) -> None:
         )
 
 
+_FIX = "re-write the shard (atd.write_samples writes regular files only) or re-download it"
+_PAX_DIGITS = re.compile(rb"[0-9]{1,20}")
+# Typeflags of regular files, of metadata headers that describe the next member, and of members that carry no
+# data and belong to no sample (a directory entry such as "./" or "dir/" made by `tar`, a volume label).
+_REGULAR = (b"0", b"\0", b"7")
+_META = (b"x", b"g", b"L", b"K")
+_IGNORABLE = (b"5", b"V")
+_SAMPLE_NAME = re.compile(r"^(?:.*/|)[^./]+[.][^/]*$")  # a name with an extension (see _reader.split_name)
+_KINDS = {
+    b"1": "hard link",
+    b"2": "symbolic link",
+    b"3": "character device",
+    b"4": "block device",
+    b"5": "directory",
+    b"6": "FIFO",
+    b"S": "GNU sparse file",
+    b"D": "GNU dump directory",
+    b"M": "GNU multi-volume continuation",
+    b"N": "GNU old long name",
+    b"V": "volume label",
+}
+
+
 def _parse_pax(data: bytes, shard: str, offset: int) -> dict[str, str]:
+    """Parse the ``"<length> <key>=<value>\\n"`` records of a PAX header; every malformed record raises."""
     out: dict[str, str] = {}
     pos = 0
-    while pos < len(data):
-        if data[pos] == 0:
+    n = len(data)
+    while pos < n:
+        if data[pos] == 0:  # some writers pad the records with NULs
+            if data[pos:].strip(b"\0"):
+                raise ShardFormatError(
+                    f"PAX header has data after its NUL padding at record byte {pos}; {_FIX}",
+                    shard=shard,
+                    offset=offset,
+                )
             break
-        sp = data.find(b" ", pos)
+        sp = data.find(b" ", pos, pos + 21)
+        m = _PAX_DIGITS.fullmatch(data, pos, sp) if sp > pos else None
+        length = int(m.group()) if m is not None else 0
+        if m is None or length <= sp - pos + 1 or pos + length > n or data[pos + length - 1] != 0x0A:
+            raise ShardFormatError(
+                f"malformed PAX header record at record byte {pos} (expected '<length> <key>=<value>\\n' "
+                f"within the header's {n} bytes); {_FIX}",
+                shard=shard,
+                offset=offset,
+            )
+        k, eq, v = data[sp + 1 : pos + length - 1].partition(b"=")
+        if not eq or not k:
+            raise ShardFormatError(
+                f"malformed PAX header record at record byte {pos} (no '<key>='); {_FIX}",
+                shard=shard,
+                offset=offset,
+            )
         try:
-            length = int(data[pos:sp])
-            record = data[sp + 1 : pos + length - 1]
-        except ValueError:
-            raise ShardFormatError("malformed PAX header record", shard=shard, offset=offset) from None
-        if length <= 0:
-            raise ShardFormatError("malformed PAX header record length", shard=shard, offset=offset)
-        k, _, v = record.partition(b"=")
-        out[k.decode("utf-8", "replace")] = v.decode("utf-8", "replace")
+            out[k.decode("utf-8")] = v.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ShardFormatError(
+                f"PAX header record {k[:40]!r} at record byte {pos} is not UTF-8 (PAX names are UTF-8); {_FIX}",
+                shard=shard,
+                offset=offset,
+            ) from None
         pos += length
+    if "size" in out and not _PAX_DIGITS.fullmatch(out["size"].encode()):
+        raise ShardFormatError(
+            f"PAX header has an invalid size {out['size'][:40]!r} (expected decimal digits); {_FIX}",
+            shard=shard,
+            offset=offset,
+        )
+    if any(key.startswith("GNU.sparse.") for key in out):
+        raise ShardFormatError(
+            f"the PAX header describes a GNU sparse file, which cannot be read as sample data; {_FIX}",
+            shard=shard,
+            offset=offset,
+        )
     return out
 
 
@@ -107,8 +170,49 @@ def _key_of(name: str) -> str:
     return f"{head}/{key}" if head else key
 
 
+def _not_regular(typeflag: bytes, size: int, name: str, shard: str, pos: int) -> ShardFormatError | None:
+    """The error for a member that is not a regular file, or ``None`` when it can be passed over: one that carries
+    no data and could belong to no sample (a directory entry such as ``./`` or ``dir/`` made by ``tar``, a volume
+    label, or a link or device whose name has no extension, which webdataset would not read as a sample member
+    either)."""
+    if size == 0 and (typeflag in _IGNORABLE or _SAMPLE_NAME.match(name) is None):
+        return None
+    kind = _KINDS.get(typeflag, f"member of unknown type {typeflag!r}")
+    return ShardFormatError(
+        f"tar member {name[:200]!r} at byte {pos} is a {kind} (typeflag {typeflag!r}), not a regular file: its "
+        f"data cannot be read as a sample; {_FIX} (dereference links: tar --dereference --hard-dereference)",
+        shard=shard,
+        key=_key_of(name),
+        offset=pos,
+    )
+
+
+def _after_end(tail_nonzero: int, shard: str, eoa: int) -> ShardFormatError:
+    return ShardFormatError(
+        f"the tar has an end-of-archive marker (a zero block) at byte {eoa}, followed by more data at byte "
+        f"{tail_nonzero}: a zeroed header, or shards concatenated; the members after it would be lost; {_FIX}",
+        shard=shard,
+        offset=eoa,
+    )
+
+
+def _first_nonzero(buf: Sliceable, start: int, stop: int) -> int:
+    """The offset of the first non-zero byte of ``buf[start:stop]``, or -1 (read in 1 MiB pieces)."""
+    step = 1 << 20
+    for lo in range(start, stop, step):
+        piece = bytes(buf[lo : min(stop, lo + step)])
+        stripped = piece.lstrip(b"\0")
+        if stripped:
+            return lo + len(piece) - len(stripped)
+    return -1
+
+
 def iter_members(buf: Sliceable, shard: str, start: int = 0, end: int | None = None) -> Iterator[Member]:
     """Yield the regular-file members of a tar held in a buffer (bytes or mmap), in archive order.
+
+    Every header moves the walk strictly forward. A member that is not a regular file raises, except a directory
+    entry or volume label that carries no data (passed over: it belongs to no sample); so does an end-of-archive
+    marker followed by anything but zero padding.
 
     Args:
         buf: The whole shard (or a buffer covering ``[start, end)``).
@@ -116,9 +220,12 @@ def iter_members(buf: Sliceable, shard: str, start: int = 0, end: int | None = N
         start: Byte offset to start at (a header boundary).
         end: Stop at this offset (exclusive) without requiring an end-of-archive marker; ``None`` reads to the
             end-of-archive marker and raises if it is missing.
+
+    Raises:
+        ShardFormatError: naming the shard, the offset and, where known, the member.
     """
     total = len(buf)
-    limit = total if end is None else end
+    limit = total if end is None else min(end, total)
     pos = start
     pax: dict[str, str] = {}
     long_name: str | None = None
@@ -127,7 +234,7 @@ def iter_members(buf: Sliceable, shard: str, start: int = 0, end: int | None = N
         if not (pax or long_name):
             first_header = pos
         if pos >= limit:
-            if end is not None:
+            if end is not None and pos >= end:
                 return
             raise ShardFormatError(
                 f"tar ends at byte {pos} without an end-of-archive marker: the shard is truncated "
@@ -143,49 +250,74 @@ def iter_members(buf: Sliceable, shard: str, start: int = 0, end: int | None = N
             )
         hdr = bytes(buf[pos : pos + BLOCK])
         if hdr == ZERO_BLOCK:
+            if pax or long_name:
+                raise ShardFormatError(
+                    f"the tar has a PAX or long-name header at byte {first_header} for no member (a zero block "
+                    f"follows it at byte {pos}); {_FIX}",
+                    shard=shard,
+                    offset=first_header,
+                )
+            if end is not None:
+                raise ShardFormatError(
+                    f"the shard index points at bytes [{start}, {end}) but the tar has an end-of-archive marker "
+                    f"at byte {pos}: the index sidecar is stale; rebuild it with atd.build_index()",
+                    shard=shard,
+                    offset=pos,
+                )
+            after = _first_nonzero(buf, pos + BLOCK, total)
+            if after >= 0:
+                raise _after_end(after, shard, pos)
             return
         _check_checksum(hdr, shard, pos)
         size = _octal(hdr[124:136], "size", shard, pos)
         typeflag = hdr[156:157]
         data_offset = pos + BLOCK
         if "size" in pax:
-            try:
-                size = int(pax["size"])
-            except ValueError:
-                raise ShardFormatError("PAX header has an invalid size", shard=shard, offset=pos) from None
+            size = int(pax["size"])  # digits only (checked by _parse_pax)
         next_pos = data_offset + ((size + BLOCK - 1) // BLOCK) * BLOCK
         if data_offset + size > total:
             name = pax.get("path") or long_name or _name_of(hdr)
             raise ShardFormatError(
-                f"tar member {name!r} at byte {pos} declares {size} bytes but the shard ends after "
+                f"tar member {name[:200]!r} at byte {pos} declares {size} bytes but the shard ends after "
                 f"{total - data_offset}: the shard is truncated (re-write or re-download it)",
                 shard=shard,
                 key=_key_of(name),
                 offset=pos,
             )
-        if typeflag in (b"x", b"g", b"L", b"K"):
+        if typeflag in _META:
             payload = bytes(buf[data_offset : data_offset + size])
             if typeflag == b"x":
                 pax = _parse_pax(payload, shard, pos)
+            elif typeflag == b"g":
+                _parse_pax(payload, shard, pos)  # checked; global keys are not used
             elif typeflag == b"L":
                 long_name = payload.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
             pos = next_pos
             continue
-        if typeflag in (b"0", b"\0", b"7"):
-            name = pax.get("path") or long_name or _name_of(hdr)
+        name = pax.get("path") or long_name or _name_of(hdr)
+        if typeflag in _REGULAR:
             yield Member(name, first_header, data_offset, size)
+        else:
+            err = _not_regular(typeflag, size, name, shard, pos)
+            if err is not None:
+                raise err
         pax = {}
         long_name = None
         pos = next_pos
 
 
 def read_member_stream(fileobj: IO[bytes], shard: str) -> Iterator[tuple[Member, bytes]]:
-    """Yield ``(member, data)`` from a sequential stream (HTTP body, pipe), reading each member once."""
+    """Yield ``(member, data)`` from a sequential stream (HTTP body, pipe), reading each member once.
+
+    Checks what :func:`iter_members` checks (non-regular members, data after the end-of-archive marker).
+    """
     pos = 0
     pax: dict[str, str] = {}
     long_name: str | None = None
     first_header = 0
     while True:
+        if not (pax or long_name):
+            first_header = pos
         hdr = _read_exact(fileobj, BLOCK)
         if len(hdr) == 0:
             raise ShardFormatError(
@@ -200,36 +332,54 @@ def read_member_stream(fileobj: IO[bytes], shard: str) -> Iterator[tuple[Member,
                 offset=pos,
             )
         if hdr == ZERO_BLOCK:
+            if pax or long_name:
+                raise ShardFormatError(
+                    f"the tar has a PAX or long-name header at byte {first_header} for no member (a zero block "
+                    f"follows it at byte {pos}); {_FIX}",
+                    shard=shard,
+                    offset=first_header,
+                )
+            at = pos + BLOCK
+            while chunk := fileobj.read(1 << 20):
+                rest = chunk.lstrip(b"\0")
+                if rest:
+                    raise _after_end(at + len(chunk) - len(rest), shard, pos)
+                at += len(chunk)
             return
         _check_checksum(hdr, shard, pos)
         size = _octal(hdr[124:136], "size", shard, pos)
         if "size" in pax:
-            size = int(pax["size"])
+            size = int(pax["size"])  # digits only (checked by _parse_pax)
         padded = ((size + BLOCK - 1) // BLOCK) * BLOCK
         data = _read_exact(fileobj, padded)
         if len(data) < size:
             name = pax.get("path") or long_name or _name_of(hdr)
             raise ShardFormatError(
-                f"tar member {name!r} at byte {pos} declares {size} bytes but the stream ended after {len(data)}: "
-                "the shard is truncated",
+                f"tar member {name[:200]!r} at byte {pos} declares {size} bytes but the stream ended after "
+                f"{len(data)}: the shard is truncated",
                 shard=shard,
                 key=_key_of(name),
                 offset=pos,
             )
         typeflag = hdr[156:157]
-        if not (pax or long_name):
-            first_header = pos
+        header_at = pos
         data_offset = pos + BLOCK
         pos = data_offset + padded
-        if typeflag in (b"x", b"g", b"L", b"K"):
+        if typeflag in _META:
             if typeflag == b"x":
-                pax = _parse_pax(data[:size], shard, pos)
+                pax = _parse_pax(data[:size], shard, header_at)
+            elif typeflag == b"g":
+                _parse_pax(data[:size], shard, header_at)
             elif typeflag == b"L":
                 long_name = data[:size].split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
             continue
-        if typeflag in (b"0", b"\0", b"7"):
-            name = pax.get("path") or long_name or _name_of(hdr)
+        name = pax.get("path") or long_name or _name_of(hdr)
+        if typeflag in _REGULAR:
             yield Member(name, first_header, data_offset, size), data[:size]
+        else:
+            err = _not_regular(typeflag, size, name, shard, header_at)
+            if err is not None:
+                raise err
         pax = {}
         long_name = None
 
@@ -315,8 +465,22 @@ def verify_headers(buf: bytes | memoryview, header_offsets: list[int], sizes: li
     if n == 0:
         return
     arr = np.frombuffer(buf, dtype=np.uint8)
-    offs = np.asarray(header_offsets, dtype=np.int64)
-    expected = np.asarray(sizes, dtype=np.int64)
+    try:
+        offs = np.asarray(header_offsets, dtype=np.int64)
+        expected = np.asarray(sizes, dtype=np.int64)
+    except (OverflowError, TypeError, ValueError):
+        offs = expected = np.full(1, -1, dtype=np.int64)
+    if (
+        offs.shape != (n,)
+        or expected.shape != (n,)
+        or min(int(offs.min()), int(expected.min())) < 0
+        or max(int(offs.max()), int(expected.max())) > MAX_OFFSET
+    ):
+        raise ShardFormatError(
+            "the index sidecar locates samples at invalid offsets or sizes (negative, or not integers): the "
+            "sidecar is corrupt; delete it or rebuild it with atd.build_index()",
+            shard=shard,
+        )
     if int(offs.max()) + BLOCK > len(arr) or int((offs + BLOCK + expected).max()) > len(arr):
         bad_at = int(offs[np.argmax((offs + BLOCK + expected) > len(arr))])
         raise ShardFormatError(

@@ -3,6 +3,7 @@ iteration through torch's DataLoader (the worker split)."""
 
 from __future__ import annotations
 
+import json
 import os
 import warnings
 from collections import Counter
@@ -143,9 +144,20 @@ def _garble(paths: list[str]) -> None:
         os.replace(path + ".junk", path)
 
 
+def _garble_samples(paths: list[str]) -> None:
+    """Replace each shard's samples but the last by junk, keeping its size, its last sample and its end-of-archive
+    marker (what a sidecar is checked against in O(1))."""
+    for path in paths:
+        raw = Path(path).read_bytes()
+        side = json.loads(Path(path + ".idx.json").read_bytes())
+        end = side["offsets"][-1]  # the last sample's header and the end-of-archive marker stay
+        Path(path + ".junk").write_bytes(b"\xff" * end + raw[end:])
+        os.replace(path + ".junk", path)
+
+
 def test_len_from_sidecars_does_not_read_the_shards(ds: atd.Dataset[DsRec]) -> None:
     fresh = atd.Dataset[DsRec](ds.list_shards())
-    _garble(fresh.list_shards())  # a scan would now fail with ShardFormatError
+    _garble_samples(fresh.list_shards())  # a scan would now fail with ShardFormatError
     assert len(fresh) == N
     assert len(fresh.ordered()) == N
     assert len(fresh.ordered(batch_size=4)) == 3
@@ -516,3 +528,122 @@ def test_dataloader_with_workers_and_set_epoch(ds: atd.Dataset[DsRec]) -> None:
     reference = ds.shuffled(seed=9)
     reference.set_epoch(2)
     assert orders[2] == _labels(reference)
+
+
+# ------------------------------------------------------------------------------------------- sidecars vs shard
+def _mutate_sidecar(shard: str, how: str, other: str) -> None:
+    """Make the sidecar of ``shard`` lie in one way (the shard is left intact)."""
+    side = json.loads(Path(shard + ".idx.json").read_bytes())
+    lists = ("keys", "offsets", "lengths", "payload_offsets", "payload_sizes")
+    if how == "count-0":
+        side.update(count=0, **{k: [] for k in lists})
+    elif how == "omits-last":
+        side.update(count=side["count"] - 1, **{k: side[k][:-1] for k in lists})
+    elif how == "offsets-shifted":
+        side.update(
+            offsets=[o + 512 for o in side["offsets"]], payload_offsets=[o + 512 for o in side["payload_offsets"]]
+        )
+    elif how == "size-wrong":
+        side["size"] += 10240
+    elif how == "other-shard":
+        side = json.loads(Path(other + ".idx.json").read_bytes())
+    Path(shard + ".idx.json").write_text(json.dumps(side))
+
+
+STALE = ["count-0", "omits-last", "offsets-shifted", "size-wrong", "other-shard"]
+
+
+@pytest.mark.parametrize("how", STALE)
+def test_a_stale_local_sidecar_is_rebuilt_from_the_shard(
+    ds: atd.Dataset[DsRec], how: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    shards = ds.list_shards()
+    _mutate_sidecar(shards[0], how, shards[2])
+    fresh = atd.Dataset[DsRec](shards)
+    assert len(fresh) == N
+    assert _labels(fresh.ordered()) == list(range(N))
+    assert sorted(_labels(fresh.shuffled(batch_size=3))) == list(range(N))
+    assert sorted(_labels(atd.Dataset[DsRec](shards).shuffled(batch_size=3, on_error="skip"))) == list(range(N))
+    assert "is stale" in caplog.text and "build_index" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b"null", b"[]", b"5", b'"x"', b"[" * 5000 + b"]" * 5000, b"{}", b"\xff\xfe"],
+    ids=["null", "list", "int", "str", "deep", "empty", "binary"],
+)
+def test_a_sidecar_that_is_not_one_is_a_format_error(raw: bytes) -> None:
+    with pytest.raises(atd.ShardFormatError, match=r"not valid.*build_index"):
+        atd.ShardIndex.from_json(raw, "s.tar")
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        {"payload_ext": 5},
+        {"offsets": [2**70, 1024]},
+        {"offsets": [-512, 1024]},
+        {"offsets": ["0", 1024]},
+        {"offsets": [1024, 0]},
+        {"keys": ["a", "a"]},
+        {"keys": ["a", 3]},
+        {"count": 3},
+        {"lengths": [512, 512]},
+        {"payload_offsets": [0, 1536]},
+        {"payload_sizes": [10**9, 3]},
+        {"size": 1024},
+        {"extra": {"deep": [[[[[[]]]]]] * 3}, "sha256": "zz"},
+        {"format": "other"},
+        {"version": 99},
+    ],
+)
+def test_a_sidecar_that_breaks_its_schema_is_a_format_error(edit: dict[str, object]) -> None:
+    good = {
+        "format": "atdata-torch-shard-index",
+        "version": 1,
+        "count": 2,
+        "keys": ["a", "b"],
+        "offsets": [0, 1024],
+        "lengths": [1024, 1024],
+        "size": 10240,
+        "payload_ext": "msgpack",
+        "payload_offsets": [512, 1536],
+        "payload_sizes": [3, 3],
+    }
+    atd.ShardIndex.from_json(json.dumps(good).encode(), "s.tar")
+    with pytest.raises(atd.ShardFormatError, match=r"not valid.*build_index") as info:
+        atd.ShardIndex.from_json(json.dumps({**good, **edit}).encode(), "s.tar")
+    assert len(str(info.value)) < 600  # the sidecar's content is never echoed unbounded
+
+
+@pytest.mark.parametrize("cache", [False, True], ids=["stream", "cache"])
+@pytest.mark.parametrize("how", STALE)
+def test_a_stale_remote_sidecar_is_never_believed(
+    ds: atd.Dataset[DsRec], http_server: object, http_root: Path, tmp_path: Path, how: str, cache: bool
+) -> None:
+    import shutil
+
+    for shard in ds.list_shards():
+        for path in (shard, shard + ".idx.json"):
+            shutil.copy(path, http_root / os.path.basename(path))
+    names = [str(http_root / os.path.basename(s)) for s in ds.list_shards()]
+    _mutate_sidecar(names[0], how, names[2])
+    url = f"{http_server.base_url}/train-{{000000..000002}}.tar"  # type: ignore[attr-defined]
+    opts: dict[str, object] = {"timeout": 5.0, "backoff": 0.01, "retries": 2}
+    if cache:
+        opts["cache_dir"] = str(tmp_path / "cache")
+    for mode in ("ordered", "shuffled", "skip"):
+        remote = atd.Dataset[DsRec](url, **opts)
+        kwargs = {"ordered": {}, "shuffled": {"batch_size": 3}, "skip": {"batch_size": 4, "on_error": "skip"}}[mode]
+        read = remote.shuffled if mode == "shuffled" else remote.ordered
+        try:
+            try:
+                got = sorted(_labels(read(**kwargs)))  # type: ignore[arg-type]
+            except atd.ShardFormatError as exc:
+                assert exc.shard is not None and "train-000000.tar" in exc.shard
+                assert "stale" in str(exc) and "build_index" in str(exc)
+                got = sorted(_labels(read(**kwargs)))  # type: ignore[arg-type]  # the next pass scans the shard
+        except atd.ChecksumError as exc:  # the cache checks the shard against the sha256 of another shard's sidecar
+            assert how == "other-shard" and cache and exc.shard is not None and "train-000000.tar" in exc.shard
+            continue
+        assert got == list(range(N)), (mode, got)

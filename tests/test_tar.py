@@ -223,7 +223,7 @@ def test_global_pax_header_skipped(tar_factory: Callable[..., Path]) -> None:
     assert walk_stream(raw) == members
 
 
-def test_directories_and_links_are_not_members(tmp_path: Path) -> None:
+def test_directories_and_extensionless_links_are_not_members(tmp_path: Path) -> None:
     path = tmp_path / "mixed.tar"
     with tarfile.open(path, "w", format=tarfile.GNU_FORMAT) as tf:
         d = tarfile.TarInfo("dir")
@@ -232,7 +232,7 @@ def test_directories_and_links_are_not_members(tmp_path: Path) -> None:
         f = tarfile.TarInfo("dir/a.txt")
         f.size = 3
         tf.addfile(f, io.BytesIO(b"abc"))
-        ln = tarfile.TarInfo("dir/link.txt")
+        ln = tarfile.TarInfo("dir/LINK")  # no extension: it could belong to no sample
         ln.type = tarfile.SYMTYPE
         ln.linkname = "a.txt"
         tf.addfile(ln)
@@ -240,7 +240,7 @@ def test_directories_and_links_are_not_members(tmp_path: Path) -> None:
         g.size = 1
         tf.addfile(g, io.BytesIO(b"b"))
     raw = path.read_bytes()
-    assert walk(raw) == tarfile_regular(path) == [("dir/a.txt", b"abc"), ("dir/b.txt", b"b")]
+    assert walk(raw) == walk_stream(raw) == tarfile_regular(path) == [("dir/a.txt", b"abc"), ("dir/b.txt", b"b")]
 
 
 def test_old_v7_style_typeflag_nul(tmp_path: Path) -> None:
@@ -324,3 +324,95 @@ def test_our_writer_agrees_with_tarfile(payloads: list[bytes]) -> None:
     expected = [(f"{i:04d}.bin", p) for i, p in enumerate(payloads)]
     assert tarfile_regular(raw) == expected
     assert walk(raw) == expected
+
+
+# ------------------------------------------------------------------------------------ hardening (issue 15)
+def _pax_member(records: bytes, name: str = "k0.txt", data: bytes = b"abc") -> bytes:
+    """A PAX header with ``records`` (no record is length-checked here), then a regular member."""
+    pax = bytearray(_tar.ustar_header("././@PaxHeader", len(records)))
+    pax[156:157] = b"x"
+    _fix_checksum(pax, 0)
+    return bytes(pax) + records + bytes((-len(records)) % 512) + _tar.member_bytes(name, data)
+
+
+def _both_walkers(raw: bytes) -> list[Callable[[], object]]:
+    return [lambda: walk(raw), lambda: walk_stream(raw)]
+
+
+@pytest.mark.parametrize(
+    "records",
+    [b"16 size=-99999\n", b"11 size=-1\n", b"12 size=+10\n", b"13 size= 100\n", b"99 path=x\n", b"5 a\n", b"x"],
+    ids=["negative", "minus-one", "plus", "space", "overlong", "no-eq", "junk"],
+)
+def test_a_bad_pax_record_raises_and_never_loops(records: bytes) -> None:
+    raw = _tar.member_bytes("a.txt", b"1") + _pax_member(records) + _tar.end_of_archive(0)
+    for run in _both_walkers(raw):
+        with pytest.raises(atd.ShardFormatError, match="PAX") as info:
+            run()
+        assert info.value.shard == "t.tar" and info.value.offset == 1024
+
+
+def test_a_pax_path_that_is_not_utf8_raises() -> None:
+    raw = _pax_member(b"17 path=k\xff\xfe0.txt\n") + _tar.end_of_archive(0)
+    for run in _both_walkers(raw):
+        with pytest.raises(atd.ShardFormatError, match="not UTF-8"):
+            run()
+
+
+def test_a_negative_octal_size_raises() -> None:
+    hdr = bytearray(_tar.ustar_header("k.txt", 0))
+    hdr[124:136] = b"-0000001000\0"
+    _fix_checksum(hdr, 0)
+    raw = bytes(hdr) + _tar.end_of_archive(512)
+    for run in _both_walkers(raw):
+        with pytest.raises(atd.ShardFormatError, match="invalid size"):
+            run()
+
+
+@pytest.mark.parametrize("flag", [b"1", b"2", b"3", b"4", b"6", b"S", b"Z"])
+def test_a_non_regular_sample_member_raises(flag: bytes) -> None:
+    hdr = bytearray(_tar.ustar_header("k1.txt", 0))
+    hdr[156:157] = flag
+    _fix_checksum(hdr, 0)
+    raw = _tar.member_bytes("k0.txt", b"a") + bytes(hdr) + _tar.member_bytes("k2.txt", b"c")
+    raw += _tar.end_of_archive(len(raw))
+    for run in _both_walkers(raw):
+        with pytest.raises(atd.ShardFormatError, match="not a regular file") as info:
+            run()
+        assert info.value.key == "k1" and info.value.offset == 1024
+
+
+def test_a_directory_with_data_raises_and_an_empty_one_is_passed_over() -> None:
+    d = bytearray(_tar.ustar_header("dir/", 0))
+    d[156:157] = b"5"
+    _fix_checksum(d, 0)
+    raw = bytes(d) + _tar.member_bytes("dir/k0.txt", b"a")
+    assert walk(raw + _tar.end_of_archive(len(raw))) == [("dir/k0.txt", b"a")]
+    d[124:136] = b"%011o\0" % 3
+    _fix_checksum(d, 0)
+    raw = bytes(d) + b"abc" + bytes(509) + _tar.member_bytes("dir/k0.txt", b"a")
+    with pytest.raises(atd.ShardFormatError, match="directory"):
+        walk(raw + _tar.end_of_archive(len(raw)))
+
+
+def test_data_after_the_end_of_archive_marker_raises_padding_does_not() -> None:
+    first = _tar.member_bytes("k0.txt", b"a")
+    raw = first + bytes(512) + _tar.member_bytes("k1.txt", b"b") + _tar.end_of_archive(2048)
+    for run in _both_walkers(raw):
+        with pytest.raises(atd.ShardFormatError, match="end-of-archive marker") as info:
+            run()
+        assert info.value.offset == 1024
+    padded = first + _tar.end_of_archive(len(first)) + bytes(10240)
+    assert walk(padded) == walk_stream(padded) == [("k0.txt", b"a")]
+    # scan(salvage=) keeps the intact samples before the damage and reports it
+    errors: list[atd.ShardFormatError] = []
+    from atdata_torch._sidecar import scan
+
+    assert scan(raw, "t.tar", salvage=errors).keys == ["k0"] and len(errors) == 1
+
+
+def test_verify_headers_raises_no_foreign_exception() -> None:
+    raw = _tar.member_bytes("k0.txt", b"a") + _tar.end_of_archive(1024)
+    for offs, sizes in [([2**70], [1]), ([-512], [1]), ([0], [-1]), ([0], [2**62]), ([0], [2])]:
+        with pytest.raises(atd.ShardFormatError):
+            _tar.verify_headers(raw, offs, sizes, "t.tar")
