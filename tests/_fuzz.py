@@ -1326,7 +1326,7 @@ class FuzzReport:
             fams = ", ".join(f"{f} {n}" for f, n in self.families[c].most_common())
             lines += ["", f"### {c} ({len(sigs)} distinct; by family: {fams})", ""]
             for n, k, v in sigs[:top]:
-                idx, desc, msg, _where_, mode, as_type = v[1]
+                idx, desc, msg, _, mode, as_type = v[1]
                 modes = ", ".join(f"{m} {x}" for m, x in v[2].most_common())
                 head = f"{k[1]}: {k[2]}" if k[1] else k[2]
                 lines.append(f"- **{n}x** `{head}` at `{k[3]}` [{modes}]")
