@@ -1060,7 +1060,11 @@ def make_input(seeds: list[Seed], seed: int, i: int) -> Input:
     else:
         reads = [(m, "dict") for m in MODES]
     regroup = 0
-    if sd.kind == "wds" and family in ("header", "pax") and any(w in desc for w in ("name", "prefix", "path", "GNU L")):
+    if (
+        sd.kind == "wds"
+        and family in ("header", "pax")
+        and any(w in desc for w in ("name", "prefix", "path", "GNU L", "hdrcharset"))
+    ):
         regroup = 2
     vanish = len(touched) if desc.startswith("delete") else 0
     return Input(
