@@ -42,8 +42,11 @@ def stack_encoded(values: Sequence[Any]) -> Any:
     prefix = bytes(first[:off])
     n = len(first)
     for v in values:
-        # A different header (or a corrupt one) is parsed, to tell ragged from broken (raises DecodeError).
-        if (len(v) != n or v[:off] != prefix) and parse_array_header(v)[:2] != (dtype, shape):
+        # A different header (or a corrupt one) is parsed, to tell ragged from broken (raises DecodeError). Even
+        # one that means the same array ("f4" for "<f4") has its data at another offset: the caller stacks the
+        # decoded arrays instead.
+        if len(v) != n or v[:off] != prefix:
+            parse_array_header(v)
             return None
     rows = len(values)
     if dtype.itemsize == 0 or n == off:

@@ -52,7 +52,16 @@ def _group(members: Iterator[tuple[str, int, int, Buffer]], shard: str) -> Itera
             name, header_offset, data_offset, data = item
             parts = split_name(name)
             if parts is None:
-                continue  # webdataset semantics: members without an extension belong to no sample
+                if len(data) == 0:
+                    continue  # webdataset semantics: members without an extension belong to no sample
+                raise ShardFormatError(
+                    f"tar member {name[:200]!r} has no extension, so it belongs to no sample and its "
+                    f"{len(data)} bytes would be dropped (a corrupt or renamed member name); re-write the shard "
+                    "with names <key>.<ext>",
+                    shard=shard,
+                    key=name[:200] or None,
+                    offset=header_offset,
+                )
             k, ext = parts
             if k != key:
                 if key is not None:

@@ -16,7 +16,7 @@ import msgspec
 import numpy as np
 
 from ._reader import Buffer, iter_records, split_name
-from ._tar import BLOCK, MAX_OFFSET, ZERO_BLOCK, Sliceable, _check_checksum, iter_members
+from ._tar import BLOCK, MAX_OFFSET, ZERO_BLOCK, Sliceable, _check_checksum, _first_nonzero, iter_members
 from .errors import ShardFormatError
 
 SIDECAR_SUFFIX = ".idx.json"
@@ -191,6 +191,10 @@ class ShardIndex:
                 f"the tar goes on after its last sample (at byte {end}, where the end-of-archive marker should "
                 "be): it does not list every sample"
             )
+        whole = wait is None or getattr(buf, "filled", 0) >= self.size
+        if whole and end + BLOCK < self.size and _first_nonzero(buf, end + BLOCK, self.size) >= 0:
+            # Only zero padding may follow the end-of-archive marker (O(padding): tar pads to 10240-byte records).
+            return f"there is data after the end-of-archive marker at byte {end} that it does not describe"
         if self.count and (last_header is not None or wait is None or getattr(buf, "filled", 0) >= end):
             at = self.offsets[-1]
             hdr = last_header if last_header is not None else bytes(buf[at : at + BLOCK])

@@ -97,6 +97,7 @@ _KINDS = {
     b"M": "GNU multi-volume continuation",
     b"N": "GNU old long name",
     b"V": "volume label",
+    b"K": "GNU long link target (of a link)",
 }
 
 
@@ -185,6 +186,12 @@ def _not_regular(typeflag: bytes, size: int, name: str, shard: str, pos: int) ->
         key=_key_of(name),
         offset=pos,
     )
+
+
+def _link_target(name: str, shard: str, pos: int) -> ShardFormatError:
+    err = _not_regular(b"K", 1, name, shard, pos)
+    assert err is not None  # a member with data is never passed over
+    return err
 
 
 def _after_end(tail_nonzero: int, shard: str, eoa: int) -> ShardFormatError:
@@ -292,6 +299,8 @@ def iter_members(buf: Sliceable, shard: str, start: int = 0, end: int | None = N
                 _parse_pax(payload, shard, pos)  # checked; global keys are not used
             elif typeflag == b"L":
                 long_name = payload.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+            else:  # b"K": the long target of a link, and links are no sample data
+                raise _link_target(_name_of(hdr), shard, pos)
             pos = next_pos
             continue
         name = pax.get("path") or long_name or _name_of(hdr)
@@ -372,6 +381,8 @@ def read_member_stream(fileobj: IO[bytes], shard: str) -> Iterator[tuple[Member,
                 _parse_pax(data[:size], shard, header_at)
             elif typeflag == b"L":
                 long_name = data[:size].split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+            else:  # b"K": the long target of a link, and links are no sample data
+                raise _link_target(_name_of(hdr), shard, header_at)
             continue
         name = pax.get("path") or long_name or _name_of(hdr)
         if typeflag in _REGULAR:

@@ -92,7 +92,7 @@ def test_records_group_consecutive_members(
         [
             ("a.jpg", b"J" * 600),
             ("a.cls", b"1"),
-            ("README", b"ignored"),
+            ("EMPTY", b""),
             ("b.jpg", b"K"),
             ("b.cls", b"2"),
             ("dir/c.msgpack", b"\x80"),
@@ -102,10 +102,15 @@ def test_records_group_consecutive_members(
     assert [r.key for r in recs] == ["a", "b", "dir/c"]
     assert members_of(recs[0]) == {"jpg": b"J" * 600, "cls": b"1"}
     assert members_of(recs[1]) == {"jpg": b"K", "cls": b"2"}
+    # A member with data but no extension belongs to no sample: its bytes would be dropped in silence (a renamed or
+    # corrupt member name), so it is reported, naming it (an empty one, like EMPTY above, is passed over).
+    bad = tar_bytes([("a.jpg", b"J"), ("README", b"not a sample"), ("b.jpg", b"K")])
+    with pytest.raises(atd.ShardFormatError, match="'README' has no extension"):
+        list(_reader.iter_records(bad, "s.tar"))
     assert members_of(recs[2]) == {"msgpack": b"\x80"}
     # offsets are the first header of each sample; lengths run to the end of its last member
     assert recs[0].offset == 0 and recs[0].length == 512 + 1024 + 512 + 512
-    assert recs[1].offset == recs[0].offset + recs[0].length + 1024  # README member skipped
+    assert recs[1].offset == recs[0].offset + recs[0].length + 512  # the EMPTY member (a header only) passed over
     for r in recs:
         again = _reader.read_record(raw, "s.tar", r.offset, r.length)
         assert again.key == r.key and members_of(again) == members_of(r)
