@@ -188,6 +188,19 @@ def _not_regular(typeflag: bytes, size: int, name: str, shard: str, pos: int) ->
     )
 
 
+def _long_name(payload: bytes, shard: str, pos: int) -> str:
+    """The name a GNU long-name (``L``) header gives the next member; control characters mean it is corrupt (a
+    header whose typeflag was damaged makes the next member's name out of its data)."""
+    raw = payload.split(b"\0", 1)[0]
+    if not raw or any(b < 0x20 or b == 0x7F for b in raw):
+        raise ShardFormatError(
+            f"the GNU long-name header at byte {pos} holds no valid name ({raw[:40]!r}); {_FIX}",
+            shard=shard,
+            offset=pos,
+        )
+    return raw.decode("utf-8", "surrogateescape")
+
+
 def _link_target(name: str, shard: str, pos: int) -> ShardFormatError:
     err = _not_regular(b"K", 1, name, shard, pos)
     assert err is not None  # a member with data is never passed over
@@ -298,7 +311,7 @@ def iter_members(buf: Sliceable, shard: str, start: int = 0, end: int | None = N
             elif typeflag == b"g":
                 _parse_pax(payload, shard, pos)  # checked; global keys are not used
             elif typeflag == b"L":
-                long_name = payload.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+                long_name = _long_name(payload, shard, pos)
             else:  # b"K": the long target of a link, and links are no sample data
                 raise _link_target(_name_of(hdr), shard, pos)
             pos = next_pos
@@ -380,7 +393,7 @@ def read_member_stream(fileobj: IO[bytes], shard: str) -> Iterator[tuple[Member,
             elif typeflag == b"g":
                 _parse_pax(data[:size], shard, header_at)
             elif typeflag == b"L":
-                long_name = data[:size].split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+                long_name = _long_name(data[:size], shard, header_at)
             else:  # b"K": the long target of a link, and links are no sample data
                 raise _link_target(_name_of(hdr), shard, header_at)
             continue

@@ -275,6 +275,11 @@ class FaultServer:
         """The ``Range`` header of every GET of ``path`` (``None`` when absent)."""
         return [r.range for r in self.requests(path)]
 
+    def downloads(self, path: str) -> list[str | None]:
+        """The ``Range`` of every GET of a shard, less the small read of its end that checks its index sidecar (its
+        last sample's header, then the end-of-archive block; see ``Dataset._check_remote``)."""
+        return [r for r in self.ranges(path) if not _is_tail_check(r)]
+
     def max_in_flight(self, paths: list[str] | None = None) -> int:
         """The largest number of GETs (of ``paths``) that were being answered at the same time."""
         keys = None if paths is None else {self._key(p) for p in paths}
@@ -416,3 +421,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
         elif body:
             self.wfile.write(data)
+
+
+def _is_tail_check(rng: str | None) -> bool:
+    m = re.fullmatch(r"bytes=(\d+)-(\d+)", rng or "")
+    return m is not None and (int(m[2]) + 1) % 512 == 0 and int(m[2]) - int(m[1]) < (1 << 16) + 512

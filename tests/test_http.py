@@ -9,7 +9,6 @@ import itertools
 import json
 import logging
 import pickle
-import re
 import threading
 import time
 import traceback
@@ -527,16 +526,9 @@ def test_checksums_with_parallel_parts(http_server: FaultServer, shards: list[Pa
 
 
 # ---------------------------------------------------------------------------------------------------- streaming
-def _is_tail_check(rng: str | None) -> bool:
-    """Whether a Range is the small read of a shard's end (its last sample's header, then the end-of-archive
-    block) that checks its sidecar (see Dataset._check_remote)."""
-    m = re.fullmatch(r"bytes=(\d+)-(\d+)", rng or "")
-    return m is not None and (int(m[2]) + 1) % 512 == 0 and int(m[2]) - int(m[1]) < (1 << 16) + 512
-
-
 def _downloads(server: FaultServer, name: str) -> list[str | None]:
     """The Range of every GET of a shard, less the sidecar's tail check."""
-    return [r for r in server.ranges(name) if not _is_tail_check(r)]
+    return server.downloads(name)
 
 
 BIG = [f"big-{i:06d}.tar" for i in range(2)]
