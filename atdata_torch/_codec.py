@@ -109,6 +109,8 @@ def parse_dtype(text: str, what: str = "ndarray-bytes value") -> np.dtype[Any]:
         ) from exc
     if dt.hasobject or dt.names is not None or dt.subdtype is not None:  # the grammar excludes these; be sure
         raise DecodeError(f"{what} names the dtype {shown}, which is not a plain dtype; the payload is corrupt")
+    if dt.itemsize == 0:  # "S0", "U0", "V0": numpy gives such arrays another itemsize, so sizes would not add up
+        raise DecodeError(f"{what} names the unsized dtype {shown}; the payload is corrupt or from another writer")
     if len(_DTYPE_CACHE) > 1024:
         _DTYPE_CACHE.clear()
     _DTYPE_CACHE[text] = dt
