@@ -16,7 +16,7 @@ import msgspec
 import numpy as np
 
 from ._reader import Buffer, iter_records, split_name
-from ._tar import BLOCK, MAX_OFFSET, ZERO_BLOCK, Sliceable, _check_checksum, _first_nonzero, iter_members
+from ._tar import BLOCK, MAX_OFFSET, ZERO_BLOCK, Sliceable, _check_checksum, _first_nonzero, _name_of, iter_members
 from .errors import ShardFormatError
 
 SIDECAR_SUFFIX = ".idx.json"
@@ -205,6 +205,10 @@ class ShardIndex:
                 fine = False
             if not fine:
                 return f"there is no tar header where its last sample starts (byte {at})"
+            if self.payload_ext is not None and hdr[156:157] in (b"0", b"\0"):
+                parts = split_name(_name_of(hdr))
+                if parts is None or parts[1] != self.payload_ext:
+                    return f"its payloads are .{self.payload_ext[:20]} members, the shard's last one is not"
         first = self.offsets[0] if self.count else 0
         if first:
             if wait is not None:
