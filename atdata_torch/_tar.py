@@ -207,6 +207,15 @@ def _link_target(name: str, shard: str, pos: int) -> ShardFormatError:
     return err
 
 
+def _orphan_header(at: int, zero_at: int, shard: str) -> ShardFormatError:
+    return ShardFormatError(
+        f"the tar has a PAX or long-name header at byte {at} for no member (a zero block follows it at byte "
+        f"{zero_at}); {_FIX}",
+        shard=shard,
+        offset=at,
+    )
+
+
 def _after_end(tail_nonzero: int, shard: str, eoa: int) -> ShardFormatError:
     return ShardFormatError(
         f"the tar has an end-of-archive marker (a zero block) at byte {eoa}, followed by more data at byte "
@@ -271,12 +280,7 @@ def iter_members(buf: Sliceable, shard: str, start: int = 0, end: int | None = N
         hdr = bytes(buf[pos : pos + BLOCK])
         if hdr == ZERO_BLOCK:
             if pax or long_name:
-                raise ShardFormatError(
-                    f"the tar has a PAX or long-name header at byte {first_header} for no member (a zero block "
-                    f"follows it at byte {pos}); {_FIX}",
-                    shard=shard,
-                    offset=first_header,
-                )
+                raise _orphan_header(first_header, pos, shard)
             if end is not None:
                 raise ShardFormatError(
                     f"the shard index points at bytes [{start}, {end}) but the tar has an end-of-archive marker "
@@ -355,12 +359,7 @@ def read_member_stream(fileobj: IO[bytes], shard: str) -> Iterator[tuple[Member,
             )
         if hdr == ZERO_BLOCK:
             if pax or long_name:
-                raise ShardFormatError(
-                    f"the tar has a PAX or long-name header at byte {first_header} for no member (a zero block "
-                    f"follows it at byte {pos}); {_FIX}",
-                    shard=shard,
-                    offset=first_header,
-                )
+                raise _orphan_header(first_header, pos, shard)
             at = pos + BLOCK
             while chunk := fileobj.read(1 << 20):
                 rest = chunk.lstrip(b"\0")
