@@ -32,6 +32,7 @@ from ._batch import SampleBatch, stack_column, stack_encoded
 from ._order import DEFAULT_BLOCK_SIZE, DEFAULT_WINDOW, iter_epoch_order
 from ._placement import Placement, learn
 from ._reader import Record, read_record
+from ._tar import hidden_members
 from ._topology import Topology, control_slot, resolve_rank_world
 from .errors import AtdataError, DecodeError, ShardFormatError, SkippedSamplesWarning
 from .schema import DictSample, PackableSample
@@ -64,8 +65,9 @@ class SkipReport:
     errors: list[str] = field(default_factory=list)
 
     def add(self, exc: BaseException, *, shard: str | None = None) -> None:
-        """Count one skipped sample (or, with ``shard``, one unreadable shard)."""
-        self.merge(0 if shard is not None else 1, [shard] if shard is not None else [], [str(exc)])
+        """Count the samples ``exc`` lost (one, or more: see :func:`lost`), or, with ``shard``, one unreadable
+        shard."""
+        self.merge(0 if shard is not None else lost(exc), [shard] if shard is not None else [], [str(exc)])
 
     def merge(self, samples: int, shards: list[str], errors: list[str]) -> None:
         """Add counts from elsewhere (a DataLoader worker's part of the epoch)."""
@@ -106,7 +108,49 @@ def decode_record(rec: Record, decode_type: type) -> Any:
             return DictSample(_codec.decode_untyped_map(data))
         return _codec.build_sample(decode_type, data)
     except AtdataError as exc:
-        raise _with_context(exc, rec) from exc
+        err = _with_context(exc, rec)
+        raise (_swallowing(rec, err) if isinstance(exc, DecodeError) else err) from exc
+
+
+def _swallowing(rec: Record, err: AtdataError) -> AtdataError:
+    """The error for a record that could not be decoded because a member's size field was corrupted upwards: its
+    data then holds the headers of later members, whose samples are lost with it (counted, see :func:`lost`)."""
+    for ext, buf in rec.members.items():
+        found = hidden_members(buf, rec.shard, rec.key)
+        if found is None:
+            continue
+        at, keys = found
+        shown = ", ".join(repr(k) for k in keys[:3]) + (", ..." if len(keys) > 3 else "")
+        out = ShardFormatError(
+            f"member {rec.key}.{ext} declares {len(buf)} bytes, but tar headers lie inside its data from byte {at} "
+            f"on: its size field is corrupt, and it swallowed {len(keys)} later sample(s) "
+            f"({shown or 'parts of this one'}), lost with it; re-write the shard or re-download it",
+            shard=rec.shard,
+            key=rec.key,
+            offset=rec.offset,
+        )
+        out.samples_lost = 1 + len(keys)  # type: ignore[attr-defined]
+        return out
+    return err
+
+
+def lost(exc: BaseException) -> int:
+    """How many samples a per-sample error lost: one, or more for a member that swallowed others."""
+    n = getattr(exc, "samples_lost", 1)
+    return n if isinstance(n, int) and n > 0 else 1
+
+
+class SkipsOnly:
+    """What an unbatched pass in a Loader's worker yields last when samples it skipped after its last sample have
+    no sample to travel to the main process with (see ``loader._SendCheck``); the Loader drops it."""
+
+    __slots__ = ()
+
+    def __reduce__(self) -> str:
+        return "SKIPS_ONLY"  # one instance in every process
+
+
+SKIPS_ONLY = SkipsOnly()
 
 
 # ---------------------------------------------------------------------------------------------------- control
@@ -208,11 +252,12 @@ class Pipeline(IterableDataset[T], Generic[T]):
         # Set by a multi-worker Loader: workers then leave warnings and the epoch summary to the main process, which
         # gets each batch's skips with the batch (see loader._SendCheck) and reports them where users see them.
         self.forward_reports = False
-        self._outbox: list[tuple[str | None, str]] = []
+        self._outbox: list[tuple[str | None, str, int]] = []
 
-    def take_skips(self) -> list[tuple[str | None, str]]:
-        """What this worker skipped since the last call: ``(shard or None, message)`` per skipped sample (``None``)
-        or unreadable shard. The Loader's collate wrapper sends it to the main process with each batch."""
+    def take_skips(self) -> list[tuple[str | None, str, int]]:
+        """What this worker skipped since the last call: ``(shard or None, message, samples lost)`` per per-sample
+        error (``None``) or unreadable shard. The Loader's collate wrapper sends it to the main process with each
+        batch."""
         out, self._outbox = self._outbox, []
         return out
 
@@ -420,6 +465,8 @@ class Pipeline(IterableDataset[T], Generic[T]):
                 unroute = getattr(ds.source, "unroute", None)
                 if unroute is not None:
                     unroute(owner)
+        if not batched and self._outbox and self._forwarding():
+            yield SKIPS_ONLY  # skips after this worker's last sample have no sample to travel with: this carries them
         if report and not self._forwarding():
             msg = f"atdata_torch epoch {epoch}: {report.summary()}"
             log.warning(msg)
@@ -554,7 +601,7 @@ class Pipeline(IterableDataset[T], Generic[T]):
     def _note(self, report: SkipReport, exc: BaseException, *, shard: str | None = None) -> None:
         report.add(exc, shard=shard)
         if self._forwarding():
-            self._outbox.append((shard, str(exc)))
+            self._outbox.append((shard, str(exc), 0 if shard is not None else lost(exc)))
         elif self.on_error == "warn":
             warnings.warn(f"atdata_torch skipped: {exc}", SkippedSamplesWarning, stacklevel=3)
 

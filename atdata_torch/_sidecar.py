@@ -205,9 +205,21 @@ class ShardIndex:
                 fine = False
             if not fine:
                 return f"there is no tar header where its last sample starts (byte {at})"
-            if self.payload_ext is not None and hdr[156:157] in (b"0", b"\0"):
-                parts = split_name(_name_of(hdr))
-                if parts is None or parts[1] != self.payload_ext:
+            if self.payload_ext is not None:
+                name: str | None = None
+                if wait is None or getattr(buf, "filled", 0) >= end:
+                    # The last sample's few headers (a PAX or long-name header may come first): O(1) in samples.
+                    try:
+                        members = list(iter_members(buf, "", at, at + self.lengths[-1]))
+                    except ShardFormatError:
+                        return f"there are no valid tar headers where its last sample lies (byte {at})"
+                    assert self.payload_offsets is not None
+                    p = self.payload_offsets[-1]
+                    name = next((m.name for m in members if m.data_offset == p), "")
+                elif hdr[156:157] in (b"0", b"\0"):
+                    name = _name_of(hdr)
+                parts = split_name(name) if name is not None else None
+                if name is not None and (parts is None or parts[1] != self.payload_ext):
                     return f"its payloads are .{self.payload_ext[:20]} members, the shard's last one is not"
         first = self.offsets[0] if self.count else 0
         if first:

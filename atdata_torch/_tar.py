@@ -14,6 +14,8 @@ import zlib
 from collections.abc import Iterator
 from typing import IO, NamedTuple, Protocol
 
+import numpy as np
+
 from .errors import ShardFormatError
 
 BLOCK = 512
@@ -234,6 +236,36 @@ def _first_nonzero(buf: Sliceable, start: int, stop: int) -> int:
         if stripped:
             return lo + len(piece) - len(stripped)
     return -1
+
+
+def hidden_members(data: bytes | memoryview, shard: str, key: str) -> tuple[int, list[str]] | None:
+    """Tar headers inside a member's data, when its size field was corrupted upwards and swallowed later members.
+
+    Called on the error path only (a member that failed to decode): ``data`` starts at a block boundary, so later
+    members' headers lie at multiples of 512 in it. Returns the offset (in ``data``) of the first valid header and
+    the keys of the samples whose members lie in ``data`` (other than ``key``), or ``None`` when there is no header.
+    """
+    n = len(data) // BLOCK
+    if n < 2:
+        return None
+    blocks = np.frombuffer(data, dtype=np.uint8, count=n * BLOCK).reshape(n, BLOCK)
+    candidates = np.flatnonzero((blocks[:, 257:262] == np.frombuffer(b"ustar", np.uint8)).all(axis=1))
+    for c in candidates.tolist():
+        at = c * BLOCK
+        try:
+            _check_checksum(bytes(data[at : at + BLOCK]), shard, at)
+        except ShardFormatError:
+            continue
+        keys: list[str] = []
+        try:
+            for m in iter_members(data, shard, at, len(data)):
+                k = _key_of(m.name)
+                if k != key and k not in keys:
+                    keys.append(k)
+        except ShardFormatError:
+            pass  # the swallowed region ends inside a member: the keys seen so far are what it holds
+        return at, keys
+    return None
 
 
 def iter_members(buf: Sliceable, shard: str, start: int = 0, end: int | None = None) -> Iterator[Member]:

@@ -24,7 +24,7 @@ from typing import Any
 import torch.utils.data
 from torchdata.stateful_dataloader import StatefulDataLoader
 
-from ._pipeline import Pipeline, SkipReport
+from ._pipeline import SKIPS_ONLY, Pipeline, SkipReport
 from ._stats import LoaderStats, _Timer
 from .collate import collate
 from .errors import AtdataError, SkippedSamplesWarning
@@ -49,7 +49,7 @@ class _WithSkips:
 
     __slots__ = ("batch", "skips")
 
-    def __init__(self, batch: Any, skips: list[tuple[str | None, str]]) -> None:
+    def __init__(self, batch: Any, skips: list[tuple[str | None, str, int]]) -> None:
         self.batch = batch
         self.skips = skips
 
@@ -73,7 +73,7 @@ class _SendCheck:
         self._checked_pid = 0
 
     def __call__(self, batch: Any) -> Any:
-        out = self._send_checked(self.fn(batch))
+        out = batch if batch is SKIPS_ONLY else self._send_checked(self.fn(batch))
         skips = self.pipeline.take_skips() if self.pipeline is not None else None
         return _WithSkips(out, skips) if skips else out
 
@@ -129,7 +129,10 @@ class Loader(StatefulDataLoader):  # type: ignore[misc]
         pipeline._indexes()  # (under on_error="skip"/"warn", a damaged shard contributes its intact samples)
         # torchdata's per-worker snapshots are not used (the resume state is global): take them rarely.
         kwargs.setdefault("snapshot_every_n_steps", 1 << 30)
-        fn = collate_fn if collate_fn is not None else _identity
+        # An unbatched pipeline yields samples one by one: the default collate (lists of samples -> tensors) does not
+        # apply to them, and they arrive as they are (as torch's DataLoader gives them with batch_size=None).
+        unbatched_default = collate_fn is collate and pipeline.batch_size is None
+        fn = collate_fn if collate_fn is not None and not unbatched_default else _identity
         with warnings.catch_warnings():
             # torchdata 0.11 calls the deprecated torch.set_vital() in every constructor: not the user's concern.
             warnings.filterwarnings("ignore", message="'set_vital' is deprecated", category=UserWarning)
@@ -190,6 +193,8 @@ class Loader(StatefulDataLoader):  # type: ignore[misc]
             if batch.__class__ is _WithSkips:
                 self._received(report, batch.skips)
                 batch = batch.batch
+                if batch is SKIPS_ONLY:
+                    continue  # it only carried a worker's last skips
             timer.after_next(batch)
             self._yielded += 1
             yield batch
@@ -204,6 +209,10 @@ class Loader(StatefulDataLoader):  # type: ignore[misc]
         # (multiprocessing drops what it cannot pickle, and only prints the error) would otherwise vanish silently.
         p = self.pipeline
         expected = p.count_for_rank(p._total(), self._start)
+        if p.batch_size is None:  # one item per sample: skipped and filtered samples never arrive
+            if any(kind == "filter" for kind, _ in p.dataset._stages):
+                return
+            expected -= report.samples
         if self._yielded < expected:
             raise AtdataError(
                 f"epoch {self._epoch} ended after {self._yielded} of its {expected} batches on this rank: a DataLoader "
@@ -212,12 +221,12 @@ class Loader(StatefulDataLoader):  # type: ignore[misc]
                 "silently: make the batches picklable (module-level classes and functions), or use num_workers=0"
             )
 
-    def _received(self, report: SkipReport, skips: list[tuple[str | None, str]]) -> None:
+    def _received(self, report: SkipReport, skips: list[tuple[str | None, str, int]]) -> None:
         """Count what a worker skipped, and (``on_error="warn"``) warn of each here, where the warning is seen."""
-        for shard, message in skips:
+        for shard, message, samples in skips:
             if shard is not None and shard in report.shards:
                 continue  # every worker finds the same unreadable shard when it reads the indexes
-            report.merge(0 if shard is not None else 1, [shard] if shard is not None else [], [message])
+            report.merge(samples, [shard] if shard is not None else [], [message])
             if self.pipeline.on_error == "warn":
                 warnings.warn(f"atdata_torch skipped: {message}", SkippedSamplesWarning, stacklevel=3)
 

@@ -492,6 +492,8 @@ def _mut_bytes(rng: random.Random, seed: Seed) -> tuple[str, bytes, set[int], bo
         what = "valid member"
     else:
         extra = rng.randbytes(rng.choice([1, 100, 512]))
+        if not any(extra):  # all zero bytes are padding, not data: make the junk junk
+            extra = b"\x01" + extra[1:]
         what = "junk"
     b[p : p + len(extra)] = extra
     return f"after EOA: {what}", bytes(b), set(), True, True

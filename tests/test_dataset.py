@@ -567,6 +567,32 @@ def test_a_stale_local_sidecar_is_rebuilt_from_the_shard(
     assert "is stale" in caplog.text and "build_index" in caplog.text
 
 
+def test_a_sidecar_naming_another_payload_extension_is_stale_behind_pax_headers(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Each sample's first header is a PAX header (a long name): the payload member's name is checked all the same
+    # (the fuzzer found a sidecar with payload_ext "3" believed for such a shard, its samples read as {"3": bytes}).
+    import io
+    import tarfile
+
+    import msgpack
+
+    shard = tmp_path / "pax.tar"
+    with tarfile.open(shard, "w", format=tarfile.PAX_FORMAT) as tf:
+        for i in range(3):
+            data = msgpack.packb({"label": i})
+            info = tarfile.TarInfo(f"{'d' * 120}/k{i}.msgpack")
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    atd.build_index(str(shard))
+    side = json.loads(Path(f"{shard}.idx.json").read_bytes())
+    assert side["payload_ext"] == "msgpack"
+    Path(f"{shard}.idx.json").write_text(json.dumps({**side, "payload_ext": "3"}))
+    got = list(atd.Dataset(str(shard)).ordered())
+    assert [s.label for s in got] == [0, 1, 2]
+    assert "is stale" in caplog.text and "payloads are .3 members" in caplog.text
+
+
 @pytest.mark.parametrize(
     "raw",
     [b"null", b"[]", b"5", b'"x"', b"[" * 5000 + b"]" * 5000, b"{}", b"\xff\xfe"],

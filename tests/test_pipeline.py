@@ -568,3 +568,41 @@ def test_dataloader_workers_raise_on_a_missing_shard(
     assert isinstance(err, atd.ShardNotFoundError)
     assert isinstance(err, FileNotFoundError)
     assert missing in str(err)
+
+
+# A member whose size field was corrupted upwards swallows the members after it: the samples it hides are counted as
+# lost with it (found by the fuzzer: a .json member's size times 1000 hid three multi-member samples).
+def _swollen_wds_shard(path: Path) -> None:
+    import io
+    import json
+    import tarfile
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tf:
+        for i in range(5):
+            for ext, data in (("json", json.dumps({"i": i}).encode()), ("cls", str(i).encode())):
+                info = tarfile.TarInfo(f"s{i:04d}.{ext}")
+                info.size = len(data)
+                tf.addfile(info, io.BytesIO(data))
+    raw = bytearray(buf.getvalue())
+    # s0000.json's data now runs to s0004.json's header: over s0000.cls and s0001.* .. s0003.* (1024 bytes each)
+    raw[124:136] = b"%011o\0" % (7 * 1024 + 512)
+    raw[148:156] = b" " * 8
+    raw[148:156] = b"%06o\0 " % sum(raw[:512])
+    path.write_bytes(bytes(raw))
+
+
+def test_a_member_that_swallowed_others_counts_them_as_lost(tmp_path: Path) -> None:
+    shard = tmp_path / "swollen.tar"
+    _swollen_wds_shard(shard)
+    with pytest.raises(atd.ShardFormatError, match=r"s0000\.json declares 7680 bytes.*swallowed 3 later sample"):
+        _drain(atd.Dataset(str(shard)).ordered())
+    pipe = atd.Dataset(str(shard)).ordered(on_error="skip")
+    with pytest.warns(atd.SkippedSamplesWarning, match="skipped 4 undecodable"):
+        got = _drain(pipe)
+    assert len(got) == 1 and pipe.last_report.samples == 4  # s0000 and the three it hid; 1 + 4 == 5 written
+    # Through DataLoader workers the count travels with the batches.
+    loader = atd.Dataset(str(shard)).loader(batch_size=None, num_workers=2, on_error="skip")
+    with pytest.warns(atd.SkippedSamplesWarning, match="skipped 4 undecodable"):
+        assert len(list(loader)) == 1
+    assert loader.last_report.samples == 4
