@@ -479,8 +479,8 @@ class Pipeline(IterableDataset[T], Generic[T]):
     # ------------------------------------------------------------------------------------------------ placement
     def _placement(self, groups: list[np.ndarray], indexes: list[Any]) -> Placement | None:
         """A placement for this pass (see ``atdata_torch._placement``) when its array bytes can go straight into
-        batch rows: an in-order pass in batches, over a source that routes downloads, with every shard's payloads
-        located by its index sidecar, for a type with an NDArray field."""
+        batch rows: an in-order pass in batches, over a source that routes its reads (remote downloads, local
+        ``preadv``), with every shard's payloads located by its index sidecar, for a type with an NDArray field."""
         if self.shuffle or self.last_batch == "pad" or not groups:
             return None
         if not callable(getattr(self.dataset.source, "route", None)):
@@ -504,21 +504,31 @@ class Pipeline(IterableDataset[T], Generic[T]):
         route the bytes of every batch that are still to come. ``None`` when the layout cannot be placed."""
         s, i = int(shard_of[groups[0][0]]), int(index_of[groups[0][0]])
         ix = indexes[s]
-        view = views.get(s)
-        if view is None:
-            got = self.dataset._stream_buffer(shards[s], placement)
-            view = views[s] = got if isinstance(got, Filling) else memoryview(got)
+        source = self.dataset.source
         p, size = ix.payload_offsets[i], ix.payload_sizes[i]
-        if p + size > len(view):
-            return None  # a stale index: the pass raises or skips it as usual
-        if isinstance(view, Filling):
-            view.wait(p + size)
+        view = views.get(s)
+        read_range = getattr(source, "read_range", None)
+        if view is None and not getattr(source, "remote", False) and callable(read_range):
+            # A local shard is read whole when it is opened: the first payload alone teaches the layout, so that the
+            # first shard is routed before it is read.
+            payload = memoryview(read_range(shards[s], p, p + size))
+            if len(payload) < size:
+                return None  # a stale index: the pass raises or skips it as usual
+        else:
+            if view is None:
+                got = self.dataset._stream_buffer(shards[s], placement)
+                view = views[s] = got if isinstance(got, Filling) else memoryview(got)
+            if p + size > len(view):
+                return None  # a stale index: the pass raises or skips it as usual
+            if isinstance(view, Filling):
+                view.wait(p + size)
+            payload = view[p : p + size]
         fields = {spec.name: spec for spec in self.dataset._decode_type.__atdata_fields__}  # type: ignore[attr-defined]
-        layout = learn(view[p : p + size], fields)
+        layout = learn(payload, fields)
         if layout is None:
             return None
         placement.plan(layout, groups, 0, shard_of, index_of, indexes)
-        route = self.dataset.source.route  # type: ignore[attr-defined]
+        route = source.route  # type: ignore[attr-defined]
         for s, router in placement.routers.items():
             route(shards[s], router)
         return placement

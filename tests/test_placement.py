@@ -21,6 +21,7 @@ from atdata_torch._codec import array_to_bytes
 from atdata_torch._placement import MIN_PLACED, learn
 from atdata_torch.errors import SkippedSamplesWarning
 from atdata_torch.sources.http import HTTPSource
+from atdata_torch.sources.local import LocalSource
 
 PATTERN = "big-{000000..000002}.tar"
 WIDTH = 1 << 16  # float32: 256 KiB arrays, placed (MIN_PLACED is 64 KiB)
@@ -105,7 +106,8 @@ def test_an_ordered_pass_places_arrays_in_their_batch_rows(http_server: FaultSer
     assert rows(got) == rows(local.ordered()) and len(got) == 8
     # The first batch teaches the layout; the others are the very memory their bytes were received into.
     assert placed_batches(got) >= 6
-    assert placed_batches(list(local.ordered(batch_size=8))) == 0
+    assert placed_batches(list(local.ordered(batch_size=8))) == 8  # local reads place every batch (see below)
+    assert placed_batches(list(local.shuffled(batch_size=8))) == 0
     assert all(np.asarray(b.x).flags.writeable and np.asarray(b.x).flags.c_contiguous for b in got)
     for name in NAMES:
         assert len(http_server.downloads(name)) == 1
@@ -360,3 +362,93 @@ def test_short_receives_across_segment_ends_keep_every_byte(big: list[Path]) -> 
     for lo, hi in zip(starts.tolist(), ends.tolist(), strict=True):  # the bytes between the rows: in the segments
         assert bytes(fill[lo:hi]) == data[lo:hi]
     assert all(bytes(h) == data[:512] for h in held)
+
+
+# ---------------------------------------------------------------------------------------------------- local files
+class _Unplaced(LocalSource):
+    """The same files, read whole and stacked into batches (no route(): nothing is placed)."""
+
+    route = None  # type: ignore[assignment]
+
+
+def _columns(batches: list[Any]) -> list[tuple[list[str], list[tuple[str, str, tuple[int, ...], bytes]]]]:
+    """Batches as comparable values: each batch's keys, and per field its type, dtype, shape and bytes."""
+    out = []
+    for b in batches:
+        cols = []
+        for name in sorted(b.fields):
+            v = b[name]
+            if isinstance(v, np.ndarray):
+                cols.append((name, str(v.dtype), v.shape, v.tobytes()))
+            else:  # a list (ragged arrays, labels)
+                cols.append((name, "list", (len(v),), repr([np.asarray(x).tobytes() for x in v]).encode()))
+        out.append((list(b.keys), cols))
+    return out
+
+
+def _local_pair(paths: list[Path], t: Any, **kw: Any) -> tuple[list[Any], list[Any], list[str]]:
+    """An ordered pass of ``paths`` placed and unplaced, and the shards the placed pass routed."""
+    routed: list[str] = []
+
+    class Spy(LocalSource):
+        def route(self, shard: str, router: Any) -> None:
+            routed.append(shard)
+            super().route(shard, router)
+
+    ids = [str(p) for p in paths]
+    placed = list(atd.Dataset[t](Spy(ids)).ordered(**kw))
+    plain = list(atd.Dataset[t](_Unplaced(ids)).ordered(**kw))
+    return placed, plain, routed
+
+
+@pytest.mark.parametrize(
+    ("dtype", "shape"),
+    [
+        ("uint8", (64, 64, 20)),
+        ("float32", (WIDTH,)),
+        ("float64", (96, 100)),
+        ("int16", (3, 128, 97)),
+        ("bool", (70_000,)),
+    ],
+)
+def test_local_ordered_reads_place_the_same_batches(tmp_path: Path, dtype: str, shape: tuple[int, ...]) -> None:
+    @atd.packable
+    class Arr:
+        a: NDArray
+        label: int
+        tag: str
+
+    rng = np.random.default_rng(7)
+    samples = [Arr(a=(rng.integers(0, 200, shape) % 7).astype(dtype), label=i, tag=f"t{i}") for i in range(45)]
+    ds = atd.write_samples(samples, tmp_path / "arr.tar", maxcount=13, progress=False)  # 13 + 13 + 13 + 6
+    paths = [Path(s) for s in ds.list_shards()]
+    placed, plain, routed = _local_pair(paths, Arr, batch_size=7)  # batches across shard ends, a partial last one
+    assert _columns(placed) == _columns(plain) and len(placed) == 7 and len(placed[-1]) == 3
+    assert routed == [str(p) for p in paths]  # every shard, the first one too (routed before it is read)
+    assert placed_batches([atd.SampleBatch({"x": b.a}, len(b), Arr, b.keys) for b in placed]) == 7
+    assert all(np.asarray(b.a).flags.writeable and np.asarray(b.a).flags.c_contiguous for b in placed)
+    assert [int(x) for b in placed for x in b.label] == list(range(45))
+
+
+def test_local_samples_of_another_layout_are_read_as_before(tmp_path: Path) -> None:
+    @atd.packable
+    class Var:
+        x: NDArray
+        label: int
+
+    rng = np.random.default_rng(3)
+    xs = [rng.standard_normal(WIDTH).astype(np.float32) for _ in range(10)]
+    xs += [rng.standard_normal(WIDTH + 3).astype(np.float32), rng.standard_normal(WIDTH - 5).astype(np.float32)]
+    xs += [rng.standard_normal(WIDTH).astype(np.float32) for _ in range(12)]
+    xs += [rng.standard_normal(WIDTH // 2)] * 6  # a shard of float64: the same bytes per array, another header
+    xs += [rng.standard_normal(2 * WIDTH).astype(np.float32) for _ in range(6)]  # a shard of larger arrays
+    samples = [Var(x=x, label=i) for i, x in enumerate(xs)]
+    ds = atd.write_samples(samples, tmp_path / "var.tar", maxcount=12, progress=False)
+    ds2 = atd.write_samples(samples[24:30], tmp_path / "f64.tar", maxcount=12, progress=False)
+    ds3 = atd.write_samples(samples[30:], tmp_path / "wide.tar", maxcount=12, progress=False)
+    paths = [Path(s) for s in ds.list_shards()[:2] + ds2.list_shards() + ds3.list_shards()]
+    placed, plain, routed = _local_pair(paths, Var, batch_size=4)
+    assert _columns(placed) == _columns(plain) and len(placed) == 9
+    assert isinstance(placed[2].x, list)  # the batch with the odd samples is ragged, as an unplaced read gives it
+    assert [np.asarray(x).dtype for x in placed[6].x] == [np.float64] * 4  # (a list: the float64 shard and wide)
+    assert len(routed) == 4

@@ -3,11 +3,13 @@ scheme registry (custom schemes, the ``gopen`` fallback, mixed schemes)."""
 
 from __future__ import annotations
 
+import os
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from http_server import FaultServer
 from remote_data import FORK_WITH_THREADS, MOTO_ACCESS_KEY, MOTO_SECRET_KEY, Rec, rows, write_shards
@@ -435,3 +437,99 @@ def test_a_file_truncated_during_a_pass_is_a_named_error(files: list[Path], work
     assert out.stdout.startswith(("NAMED ShardFormatError", "READ 12")), out.stdout + out.stderr[-2000:]
     if out.stdout.startswith("NAMED"):
         assert "data-00000" in out.stdout
+
+
+# ---------------------------------------------------------------------------------------------------- local placement
+WIDE = 1 << 15  # float32: 128 KiB arrays, which an ordered pass in batches places (see atdata_torch._placement)
+
+
+def _placed_pass(paths: list[Path], **kw: Any) -> list[Any]:
+    return list(atd.Dataset[Rec]([str(p) for p in paths], **kw).ordered(batch_size=3))
+
+
+def _array_byte(path: Path, sample: int) -> int:
+    """An offset inside the array data of a sample of a shard."""
+    ix = atd.Dataset[Rec](str(path)).shard_indexes()[0]
+    assert ix.payload_offsets is not None
+    return ix.payload_offsets[sample] + 100 + 4 * (WIDE // 2)
+
+
+def test_a_local_shard_truncated_between_index_and_read_is_named(tmp_path: Path) -> None:
+    paths = write_shards(tmp_path, "wide", n=12, per_shard=4, width=WIDE)
+    want = rows(_placed_pass(paths))
+    ds = atd.Dataset[Rec]([str(p) for p in paths])
+    ds.shard_indexes()  # the pass lays out its order (and its routes) from these
+    os.truncate(paths[1], _array_byte(paths[1], 2))  # inside the third sample's array
+    with pytest.raises(atd.ShardFormatError, match=paths[1].name) as info:
+        list(ds.ordered(batch_size=3))
+    assert info.value.shard == str(paths[1])
+    with pytest.warns(atd.SkippedSamplesWarning):
+        got = rows(ds.ordered(batch_size=3, on_error="skip"))
+    assert got == want[:6] + want[8:]  # the samples the shard still holds were placed; the two cut off are counted
+
+
+def test_a_local_shard_that_shrinks_while_it_is_placed_is_named(tmp_path: Path) -> None:
+    from atdata_torch._placement import Placement, learn
+
+    paths = write_shards(tmp_path, "wide", n=8, per_shard=8, width=WIDE)
+    ix = atd.Dataset[Rec](str(paths[0])).shard_indexes()[0]
+    p, n = ix.payload_offsets[0], ix.payload_sizes[0]  # type: ignore[index]
+    layout = learn(paths[0].read_bytes()[p : p + n], {s.name: s for s in Rec.__atdata_fields__})
+    assert layout is not None
+    cut = _array_byte(paths[0], 5)
+
+    class Shrinking(Placement):
+        """Another process truncates the file while the read is under way (when its first row is handed out)."""
+
+        def dest(self, j: int, r: int) -> memoryview:
+            if os.path.getsize(paths[0]) > cut:
+                os.truncate(paths[0], cut)
+            return super().dest(j, r)
+
+    placement = Shrinking()
+    placement.plan(layout, [np.arange(0, 4), np.arange(4, 8)], 0, np.zeros(8, np.int64), np.arange(8), [ix])
+    src = LocalSource([str(paths[0])])
+    src.route(str(paths[0]), placement.routers[0])
+    with pytest.raises(atd.ShardFormatError, match="changed size while it was read") as info:
+        src.stream_buffer(str(paths[0]), placement)
+    assert info.value.shard == str(paths[0])
+
+
+@pytest.mark.parametrize("small_reads", [False, True])
+def test_checksums_true_hashes_the_bytes_a_local_pass_placed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, small_reads: bool
+) -> None:
+    from atdata_torch.sources import local as local_mod
+
+    if small_reads:  # reads that end inside arrays and between them, and calls of few buffers
+        monkeypatch.setattr(local_mod, "_CHUNK", 100_003)
+        monkeypatch.setattr(local_mod, "_IOV_MAX", 3)
+    paths = write_shards(tmp_path, "wide", n=12, per_shard=4, width=WIDE)
+    want = rows(atd.Dataset[Rec]([str(p) for p in paths]).ordered())
+    got = _placed_pass(paths, checksums=True)
+    assert rows(got) == want
+    base = np.asarray(got[1].x).base
+    while isinstance(base, np.ndarray):
+        base = base.base
+    assert isinstance(base, memoryview)  # placed: a pooled batch array, not a stacked copy
+    raw = bytearray(paths[1].read_bytes())
+    raw[_array_byte(paths[1], 2)] ^= 0x10  # a flipped bit in a placed row: the tar and the payload stay valid
+    paths[1].write_bytes(bytes(raw))
+    with pytest.raises(atd.ChecksumError, match=paths[1].name):
+        _placed_pass(paths, checksums=True)
+    assert len(rows(_placed_pass(paths))) == 12  # unseen without checksums=
+
+
+def test_a_local_source_with_routes_pickles_without_them(tmp_path: Path) -> None:
+    from atdata_torch._placement import Placement, Router
+
+    paths = write_shards(tmp_path, "wide", n=4, per_shard=4, width=WIDE)
+    src = LocalSource([str(p) for p in paths])
+    owner = Placement()
+    z = np.zeros(1, np.int64)
+    src.route(str(paths[0]), Router(owner, z, z + 1, z, z, z))
+    copy = pickle.loads(pickle.dumps(src))
+    assert copy._routes == {} and copy.list_shards() == src.list_shards()
+    assert bytes(copy.stream_buffer(str(paths[0]), owner)) == paths[0].read_bytes()  # no route: read whole
+    src.unroute(owner)
+    assert src._routes == {}
