@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import threading
+import time
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ from ._batch import SampleBatch, stack_column, stack_encoded
 from ._order import DEFAULT_BLOCK_SIZE, DEFAULT_WINDOW, iter_epoch_order
 from ._placement import Placement, learn
 from ._reader import Record, read_record
+from ._stats import Work, io_counts
 from ._tar import hidden_members
 from ._topology import Topology, control_slot, resolve_rank_world
 from .errors import AtdataError, DecodeError, ShardFormatError, SkippedSamplesWarning
@@ -253,6 +255,10 @@ class Pipeline(IterableDataset[T], Generic[T]):
         # gets each batch's skips with the batch (see loader._SendCheck) and reports them where users see them.
         self.forward_reports = False
         self._outbox: list[tuple[str | None, str, int]] = []
+        # This reader's counts for Loader.stats() (see take_work), kept per process: a worker starts from zero.
+        self._work_pid = 0
+        self._work = [0.0, 0.0, 0]  # read_s, decode_s, batches
+        self._io_base = (0, 0)  # the source's (cache hits, downloads) at the last take_work()
 
     def take_skips(self) -> list[tuple[str | None, str, int]]:
         """What this worker skipped since the last call: ``(shard or None, message, samples lost)`` per per-sample
@@ -260,6 +266,23 @@ class Pipeline(IterableDataset[T], Generic[T]):
         batch."""
         out, self._outbox = self._outbox, []
         return out
+
+    def take_work(self) -> Work:
+        """This reader's counts since the last call: seconds reading records (waiting for shard bytes included) and
+        decoding them into batches, batches made, shards served by the cache and shards downloaded. The Loader
+        sends them with each batch from a worker (see ``loader._SendCheck``) for :meth:`Loader.stats`."""
+        if self._work_pid != os.getpid():
+            self._start_work()
+        (read_s, decode_s, batches), self._work = self._work, [0.0, 0.0, 0]
+        hits, downloads = io_counts(self.dataset.source)
+        base, self._io_base = self._io_base, (hits, downloads)
+        return read_s, decode_s, int(batches), hits - base[0], downloads - base[1]
+
+    def _start_work(self) -> None:
+        """Counts start in each process where this pipeline first runs (a worker does not report its parent's)."""
+        self._work_pid = os.getpid()
+        self._work = [0.0, 0.0, 0]
+        self._io_base = io_counts(self.dataset.source)
 
     # ------------------------------------------------------------------------------------------------ settings
     @property
@@ -416,6 +439,8 @@ class Pipeline(IterableDataset[T], Generic[T]):
             yield pos
 
     def _run(self, epoch: int, start: int, topo: Topology) -> Iterator[Any]:
+        if self._work_pid != os.getpid():
+            self._start_work()  # before any download of this process starts (see take_work)
         report = SkipReport()
         self.last_report = report
         ds = self.dataset
@@ -437,12 +462,17 @@ class Pipeline(IterableDataset[T], Generic[T]):
             _, first = np.unique(order, return_index=True)
             prefetch([shards[s] for s in order[np.sort(first)].tolist()])
         placement = owner = self._placement(groups, indexes) if fast else None
+        clock = time.perf_counter
         try:
             if placement is not None:
                 placement = self._plan(placement, groups, shard_of, index_of, shards, indexes, views)
             for j, positions in enumerate(groups):
+                t0 = clock()
                 slots: list[int] | None = [] if placement is not None and placement.layout is not None else None
                 recs, kept = self._read(positions, shard_of, index_of, shards, indexes, views, report, placement, slots)
+                t1 = clock()
+                work = self._work  # (take_work() swaps the list between two batches)
+                work[0] += t1 - t0
                 if not batched:
                     for _key, sample in self._samples(recs, report, kept, epoch):
                         yield sample
@@ -456,6 +486,8 @@ class Pipeline(IterableDataset[T], Generic[T]):
                         placement.take(j, make=False)
                     batch = self._fast_batch(recs, report)
                 del recs  # the records' bytes may be download segments: they go back to the pool before the next read
+                work[1] += clock() - t1
+                work[2] += 1
                 # One batch per step, even when filter() or skipped samples emptied it: step counts stay equal across
                 # ranks (DDP), workers stay in round-robin order, and a resume position is steps x global batch size.
                 yield batch if batch is not None else self._empty_batch()

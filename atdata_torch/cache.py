@@ -73,6 +73,7 @@ class ShardCache:
         self._verified: set[tuple[str, int, int]] = set()
         self._guard = threading.Lock()
         self.downloads = 0  # downloads done by this object (in this process)
+        self.hits = 0  # entries served from the cache, without a download, by this object (in this process)
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
@@ -153,6 +154,8 @@ class ShardCache:
         with self._lock(key):
             if self._valid(path, sha256):
                 _touch(path)
+                with self._guard or threading.Lock():
+                    self.hits += 1
                 return opener(path)
             for stale in (path, path.parent / (path.name + ".sha256")):
                 with contextlib.suppress(FileNotFoundError):
@@ -183,8 +186,8 @@ class ShardCache:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(tmp)
                 raise
-            self.downloads += 1
             with self._guard or threading.Lock():
+                self.downloads += 1
                 self._verified.add((str(path), path.stat().st_size, path.stat().st_mtime_ns))
             result = opener(path)
         self.evict(keep=path)

@@ -25,7 +25,7 @@ import torch.utils.data
 from torchdata.stateful_dataloader import StatefulDataLoader
 
 from ._pipeline import SKIPS_ONLY, Pipeline, SkipReport
-from ._stats import LoaderStats, _Timer
+from ._stats import DEFAULT_PROFILE_EVERY, LoaderStats, Work, _Timer
 from .collate import collate
 from .errors import AtdataError, SkippedSamplesWarning
 
@@ -45,18 +45,23 @@ def _identity(x: Any) -> Any:
 
 
 class _WithSkips:
-    """A batch from a worker, with what the worker skipped while building it (``on_error="skip"``/``"warn"``)."""
+    """A batch from a worker, with what the worker skipped while building it (``on_error="skip"``/``"warn"``), the
+    worker's id and its counts since its last batch (``Pipeline.take_work``: five numbers) for :meth:`Loader.stats`."""
 
-    __slots__ = ("batch", "skips")
+    __slots__ = ("batch", "skips", "work", "worker")
 
-    def __init__(self, batch: Any, skips: list[tuple[str | None, str, int]]) -> None:
+    def __init__(
+        self, batch: Any, skips: list[tuple[str | None, str, int]], worker: int | None = None, work: Work | None = None
+    ) -> None:
         self.batch = batch
         self.skips = skips
+        self.worker = worker
+        self.work = work
 
     def pin_memory(self) -> _WithSkips:
         from torch.utils.data._utils.pin_memory import pin_memory
 
-        return _WithSkips(pin_memory(self.batch), self.skips)  # type: ignore[no-untyped-call]
+        return _WithSkips(pin_memory(self.batch), self.skips, self.worker, self.work)  # type: ignore[no-untyped-call]
 
 
 class _SendCheck:
@@ -65,21 +70,27 @@ class _SendCheck:
     In each worker process, the first batch is pickled once before it is handed to the DataLoader: multiprocessing
     drops (and only prints) what it cannot pickle, and the main process then waits forever for that batch; this turns
     it into an error the main process raises. And what the worker's pipeline skipped travels with the batch it was
-    skipped from (:class:`_WithSkips`), so that the main process counts and reports it."""
+    skipped from (:class:`_WithSkips`), so that the main process counts and reports it, and so do the worker's
+    counts for :meth:`Loader.stats` (read and decode time, cache hits, downloads)."""
 
     def __init__(self, fn: Callable[[Any], Any], pipeline: Pipeline[Any] | None = None) -> None:
         self.fn = fn
         self.pipeline = pipeline  # the worker's copy: the DataLoader sends it together with this wrapper
         self._checked_pid = 0
+        self._worker: int | None = None
 
     def __call__(self, batch: Any) -> Any:
         out = batch if batch is SKIPS_ONLY else self._send_checked(self.fn(batch))
-        skips = self.pipeline.take_skips() if self.pipeline is not None else None
-        return _WithSkips(out, skips) if skips else out
+        p = self.pipeline
+        if p is None:
+            return out
+        return _WithSkips(out, p.take_skips(), self._worker, p.take_work())
 
     def _send_checked(self, out: Any) -> Any:
         pid = os.getpid()
-        if self._checked_pid != pid and torch.utils.data.get_worker_info() is not None:
+        info = torch.utils.data.get_worker_info() if self._checked_pid != pid else None
+        if info is not None:
+            self._worker = info.id
             from multiprocessing.reduction import ForkingPickler
 
             try:
@@ -107,6 +118,8 @@ class Loader(StatefulDataLoader):  # type: ignore[misc]
             (``TensorBatch``). Pass ``None`` to get ``SampleBatch`` es.
         profile_every: Log :meth:`stats` to ``logging.getLogger("atdata_torch")`` (INFO) every this many batches
             and at the end of each epoch (``None``: only keep them for :meth:`stats`).
+        profile: ``True``: the same every 100 batches (``DEFAULT_PROFILE_EVERY``) and at the end of each epoch; a
+            number: every that many batches (``profile_every`` wins when both are given).
         **kwargs: Passed to ``StatefulDataLoader`` (``prefetch_factor``, ``multiprocessing_context``,
             ``timeout``, ...).
     """
@@ -120,8 +133,13 @@ class Loader(StatefulDataLoader):  # type: ignore[misc]
         persistent_workers: bool = False,
         collate_fn: Callable[[Any], Any] | None = collate,
         profile_every: int | None = None,
+        profile: bool | int = False,
         **kwargs: Any,
     ) -> None:
+        if profile_every is None and profile:
+            profile_every = DEFAULT_PROFILE_EVERY if profile is True else int(profile)
+        if profile_every is not None and profile_every < 0:
+            raise ValueError(f"profile_every must be >= 0 (batches between two log lines; 0: off), got {profile_every}")
         self._stats, self._profile_every = LoaderStats(), profile_every  # loader.stats(); see atdata_torch._stats
         if not isinstance(pipeline, Pipeline):
             raise TypeError(f"Loader needs a Pipeline (ds.ordered() / ds.shuffled()), got {type(pipeline).__name__}")
@@ -191,10 +209,15 @@ class Loader(StatefulDataLoader):  # type: ignore[misc]
             except StopIteration:
                 break
             if batch.__class__ is _WithSkips:
-                self._received(report, batch.skips)
+                if batch.skips:
+                    self._received(report, batch.skips)
+                if batch.work is not None:
+                    self._stats.record_work(batch.worker, batch.work)
                 batch = batch.batch
                 if batch is SKIPS_ONLY:
                     continue  # it only carried a worker's last skips
+            elif not workers:
+                self._stats.record_work(None, self.pipeline.take_work())
             timer.after_next(batch)
             self._yielded += 1
             yield batch
@@ -237,9 +260,12 @@ class Loader(StatefulDataLoader):  # type: ignore[misc]
         """Throughput and wait time of the current (or last) pass: is the loader the loop's bottleneck?
 
         Returns batches/s, samples/s, bytes/s, ``wait_s`` (the loop waiting inside ``next()``), ``held_s`` (the
-        loop working on its batches), ``wait_fraction`` and ``first_batch_s``; see :class:`LoaderStats`.
-        ``profile_every=N`` logs the same to ``logging.getLogger("atdata_torch")`` every N batches and at the end of
-        each epoch.
+        loop working on its batches), ``wait_fraction`` and ``first_batch_s``; the readers' ``read_s`` (locating
+        records, waiting for shard bytes), ``decode_s`` (records into batches, ``map()`` included; not the
+        ``collate_fn``), ``cache_hits`` and ``downloads`` (shards from the local cache, shards fetched), and the same
+        per reader under ``workers`` (a list of dicts with ``worker``: the DataLoader worker id, ``None`` for the
+        main process when ``num_workers=0``); see :class:`LoaderStats`. ``profile=True`` (or ``profile_every=N``)
+        logs a summary to ``logging.getLogger("atdata_torch")`` every 100 (N) batches and at the end of each epoch.
         """
         return self._stats.snapshot()
 

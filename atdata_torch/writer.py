@@ -350,34 +350,56 @@ def write_samples(
 
 
 def build_index(
-    shards: str | os.PathLike[str] | list[str], *, write: bool = True, progress: bool | None = None
+    shards: str | os.PathLike[str] | list[str] | Any, *, write: bool = True, progress: bool | None = None
 ) -> list[ShardIndex]:
-    """Scan local shards (plain webdataset tars, original atdata shards, ...) and write their index sidecars.
+    """Scan shards (plain webdataset tars, original atdata shards, ...) and write their index sidecars.
+
+    Remote shards (``https://``, ``s3://``, or a source such as ``HTTPSource(urls, cache=...)``) are downloaded
+    (through the source's cache, if it has one) and scanned; their sidecars cannot be written next to them, so pass
+    ``write=False`` and upload each index's ``to_json()`` as ``<shard>.idx.json`` yourself.
 
     Args:
-        shards: A path / brace pattern / glob, or a list of them.
-        write: Write ``<shard>.idx.json`` next to each shard (atomically); otherwise only return the indexes.
-        progress: Show a progress bar (``None``: only on a terminal).
+        shards: A path / URL / brace pattern / glob, a list of them, or a source.
+        write: Write ``<shard>.idx.json`` next to each (local) shard, atomically; otherwise only return the indexes.
+        progress: A progress bar over the shards (``None``: only when stderr is a terminal, never in a DataLoader
+            worker). A remote source's own bars, one per shard downloaded into its cache, follow its ``progress=``.
+
+    Raises:
+        TypeError: ``write=True`` for remote shards.
 
     Example:
         >>> # atd.build_index("data/train-{000000..000009}.tar")
+        >>> # atd.build_index("https://example.org/train-{000000..000009}.tar", write=False)
     """
+    from . import _progress
     from ._sidecar import scan
     from .sources import LocalSource, resolve_source
 
-    source = resolve_source(shards if isinstance(shards, list) else os.fspath(shards))
-    if not isinstance(source, LocalSource):
-        raise TypeError("build_index() writes sidecars next to local shards; pass local paths")
+    source = resolve_source(shards)
+    local = isinstance(source, LocalSource)
+    if write and not local:
+        raise TypeError(
+            f"build_index() writes sidecars next to local shards, and {type(source).__name__} shards are not local: "
+            "pass write=False to get the indexes of remote shards (then upload each index's to_json() as "
+            "<shard>.idx.json next to its shard), or download the shards and index the local copies"
+        )
+    names = source.list_shards()
+    bar = _progress.bar(progress, total=len(names), desc="indexing", unit="shard")
     out = []
-    for shard in tqdm(
-        source.list_shards(),
-        desc="indexing",
-        unit="shard",
-        disable=None if progress is None else not progress,
-        leave=False,
-    ):
-        idx = scan(source.buffer(shard), shard, with_sha256=True)
-        if write:
-            _atomic_write(shard + SIDECAR_SUFFIX, idx.to_json())
-        out.append(idx)
+    try:
+        for shard in names:
+            get = getattr(source, "buffer", None)
+            buf = get(shard) if get is not None else None
+            if buf is None:
+                with source.open_shard(shard) as f:
+                    buf = f.read()
+            idx = scan(buf, shard, with_sha256=True)
+            if write:
+                _atomic_write(shard + SIDECAR_SUFFIX, idx.to_json())
+            out.append(idx)
+            if bar is not None:
+                bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()
     return out

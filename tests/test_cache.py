@@ -5,14 +5,17 @@ digest checks. Downloads come from the real HTTP server of tests/http_server.py.
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 import multiprocessing
 import os
 import pickle
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 from http_server import FaultServer
 from remote_data import FORK_WITH_THREADS, Rec, deadline, rows, write_shards
 
@@ -232,3 +235,58 @@ def test_dataset_with_a_small_cache_still_reads_everything(
     cache = atd.ShardCache(cache_dir)
     assert len(cache.entries()) == 2 and cache.size() <= budget
     assert leftovers(cache_dir) == []
+
+
+# ---------------------------------------------------------------------------------------------------- progress
+class _TTY(io.StringIO):
+    """A stream that says it is a terminal (tqdm shows a bar on it when ``disable=None``)."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+class _BarInWorker(torch.utils.data.IterableDataset[bool]):
+    def __iter__(self) -> Iterator[bool]:
+        from atdata_torch import _progress
+
+        yield _progress.bar(None, file=_TTY()) is None
+
+
+def test_cache_fills_show_a_byte_progress_bar_when_asked(
+    http_server: FaultServer,
+    shards: list[Path],
+    local: atd.Dataset[Rec],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    url = f"{http_server.base_url}/{PATTERN}"
+    ds = atd.Dataset[Rec](url, cache_dir=str(tmp_path / "shown"), progress=True)
+    assert rows(ds.ordered()) == rows(local.ordered())
+    err = capsys.readouterr().err
+    for name in NAMES:
+        assert f"downloading {name}" in err  # one bar per shard downloaded into the cache
+    assert "kB" in err or "B/s" in err  # counted in bytes
+    cache = ds.source.cache  # type: ignore[attr-defined]
+    assert (cache.downloads, cache.hits) == (4, 0)
+    assert rows(ds.ordered()) == rows(local.ordered())
+    assert (cache.downloads, cache.hits) == (4, 4)  # the second pass: all from the cache, and no bar
+    assert "downloading" not in capsys.readouterr().err
+
+    # progress=None (the default): stderr is not a terminal here, so no bar; progress=False: never.
+    for kwargs in ({}, {"progress": False}):
+        quiet = atd.Dataset[Rec](url, cache_dir=str(tmp_path / f"quiet{len(kwargs)}"), **kwargs)
+        assert rows(quiet.ordered()) == rows(local.ordered())
+        assert quiet.source.cache.downloads == 4  # type: ignore[attr-defined]
+        assert capsys.readouterr().err == ""
+
+
+@FORK_WITH_THREADS
+def test_progress_bars_stay_hidden_in_dataloader_workers_by_default() -> None:
+    from atdata_torch import _progress
+
+    shown = _progress.bar(None, file=_TTY())
+    assert shown is not None  # on a terminal, in the main process: shown
+    shown.close()
+    loader = torch.utils.data.DataLoader(_BarInWorker(), batch_size=None, num_workers=1, multiprocessing_context="fork")
+    assert list(loader) == [True]  # the same call in a worker (which inherits the terminal): hidden
+    assert _progress.bar(False, file=_TTY()) is None

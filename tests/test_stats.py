@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from http_server import FaultServer
+from remote_data import FORK_WITH_THREADS, Rec, deadline, rows, write_shards
 
 import atdata_torch as atd
 
@@ -56,6 +58,71 @@ def test_profile_every_logs_every_n_batches_and_at_epoch_end(
         list(loader)
     lines = [r.getMessage() for r in caplog.records if "atdata_torch loader" in r.getMessage()]
     assert len(lines) == 3 and lines[-1].endswith("(end of epoch)") and "samples/s" in lines[0]
+
+
+def test_profile_true_logs_at_epoch_end_and_every_default_n_batches(
+    ds: atd.Dataset[StatRec], caplog: pytest.LogCaptureFixture
+) -> None:
+    from atdata_torch._stats import DEFAULT_PROFILE_EVERY
+
+    loader = ds.loader(batch_size=16, profile=True)
+    assert loader._profile_every == DEFAULT_PROFILE_EVERY == 100
+    with caplog.at_level(logging.INFO, logger="atdata_torch"):
+        list(loader)  # 4 batches: fewer than 100, so only the epoch's end
+    lines = [r.getMessage() for r in caplog.records if "atdata_torch loader" in r.getMessage()]
+    assert len(lines) == 1 and lines[0].endswith("(end of epoch)") and "decoded" in lines[0]
+    assert ds.loader(batch_size=16, profile=2)._profile_every == 2
+    assert ds.loader(batch_size=16, profile=True, profile_every=3)._profile_every == 3
+    assert ds.loader(batch_size=16)._profile_every is None
+    with pytest.raises(ValueError, match="profile_every must be >= 0"):
+        ds.loader(batch_size=16, profile_every=-1)
+
+
+def test_in_process_reader_reports_its_decode_time(ds: atd.Dataset[StatRec]) -> None:
+    loader = ds.map(_slow).loader(batch_size=16, shuffle=False)
+    list(loader)
+    s = loader.stats()
+    (w,) = s["workers"]
+    assert w["worker"] is None and w["batches"] == 4
+    assert w["decode_s"] >= 64 * 0.002  # map() runs while the records become a batch
+    assert s["decode_s"] == w["decode_s"] and s["read_s"] == w["read_s"] > 0
+    assert (s["cache_hits"], s["downloads"]) == (0, 0)  # local shards
+    list(loader)
+    assert loader.stats()["workers"][0]["batches"] == 4  # counted per epoch
+
+
+@FORK_WITH_THREADS
+def test_two_workers_report_decode_time_cache_hits_and_downloads(
+    http_server: FaultServer, http_root: Path, tmp_path: Path
+) -> None:
+    shards = write_shards(http_root, n=20, per_shard=5)  # 4 shards of 5: one batch each
+    names = [p.name for p in shards]
+    url = f"{http_server.base_url}/data-{{000000..000003}}.tar"
+    ds = atd.Dataset[Rec](url, cache_dir=str(tmp_path / "cache"), retries=1, backoff=0.01)
+    loader = ds.loader(batch_size=5, shuffle=False, num_workers=2, multiprocessing_context="fork")
+    want = rows(atd.Dataset[Rec]([str(p) for p in shards]).ordered())
+    with deadline(60):
+        assert rows(loader) == want
+    s = loader.stats()
+    by_worker = {w["worker"]: w for w in s["workers"]}
+    assert sorted(by_worker) == [0, 1]
+    for w in by_worker.values():
+        assert w["batches"] == 2 and w["decode_s"] > 0 and w["read_s"] > 0
+        # Worker w reads batches w, w + 2 (shards w, w + 2); a read-ahead that starts before the worker's plan is
+        # known may also open one shard the other worker reads: the one that comes second finds it in the cache.
+        assert w["downloads"] + w["cache_hits"] >= 2, w
+    assert s["downloads"] == 4  # every shard was downloaded once, by one of the workers
+    assert s["cache_hits"] == sum(w["cache_hits"] for w in by_worker.values())
+    assert s["decode_s"] == pytest.approx(sum(w["decode_s"] for w in by_worker.values()))
+    assert {n: len(http_server.downloads(n)) for n in names} == dict.fromkeys(names, 1)  # as the server saw it
+
+    with deadline(60):
+        assert rows(loader) == want  # the second epoch reads every shard from the cache
+    s = loader.stats()
+    assert [(w["worker"], w["downloads"]) for w in s["workers"]] == [(0, 0), (1, 0)]
+    assert all(w["cache_hits"] >= 2 for w in s["workers"]) and s["cache_hits"] >= 4
+    assert all(w["decode_s"] > 0 for w in s["workers"])
+    assert {n: len(http_server.downloads(n)) for n in names} == dict.fromkeys(names, 1)
 
 
 def test_the_package_logger_has_a_null_handler() -> None:

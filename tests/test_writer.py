@@ -12,10 +12,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from http_server import FaultServer
 from numpy.typing import NDArray
+from remote_data import write_shards
 
 import atdata_torch as atd
 from atdata_torch._sidecar import SIDECAR_SUFFIX, ShardIndex
+from atdata_torch.sources.http import HTTPSource
 
 
 @atd.packable
@@ -430,6 +433,29 @@ def test_build_index_write_false(tmp_path: Path, tar_factory: Callable[..., Path
     (idx,) = atd.build_index([str(p)], write=False, progress=False)
     assert idx.count == 1
     assert files(tmp_path) == ["w.tar"]
+
+
+def test_build_index_over_remote_shards(
+    http_server: FaultServer, http_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    shards = write_shards(http_root, n=12, per_shard=4, sidecars=False)
+    local = atd.build_index([str(p) for p in shards], write=False, progress=False)
+    url = f"{http_server.base_url}/data-{{000000..000002}}.tar"
+    got = atd.build_index(url, write=False, progress=True)
+    assert [(i.count, i.keys, i.offsets, i.sha256) for i in got] == [
+        (i.count, i.keys, i.offsets, i.sha256) for i in local
+    ]
+    err = capsys.readouterr().err
+    assert "indexing" in err and "3/3" in err  # one bar over the shards, advanced per shard
+    # A source works too (here with a cache: its fills have their own bars, per its progress=), and by default
+    # (stderr is not a terminal here) nothing is shown.
+    src = HTTPSource([f"{http_server.base_url}/{p.name}" for p in shards], cache=str(tmp_path / "cache"))
+    assert [i.sha256 for i in atd.build_index(src, write=False)] == [i.sha256 for i in local]
+    assert src.cache is not None and src.cache.downloads == 3
+    assert capsys.readouterr().err == ""
+    with pytest.raises(TypeError, match="write=False"):
+        atd.build_index(url)  # sidecars cannot be written next to remote shards
+    assert not list(http_root.glob("*.idx.json"))
 
 
 def test_written_shard_readable_as_bytes(tmp_path: Path) -> None:

@@ -2,7 +2,8 @@
 
 Every ``every_n_batches`` training batches (and at the end of each training epoch) it logs ``loader/samples_per_s``,
 ``loader/batches_per_s``, ``loader/bytes_per_s``, ``loader/wait_s``, ``loader/held_s`` and ``loader/wait_fraction``
-(the share of the loop's time spent waiting for data: near 0 means the loader keeps up). Works with any training
+(the share of the loop's time spent waiting for data: near 0 means the loader keeps up), and the readers' totals
+``loader/read_s``, ``loader/decode_s``, ``loader/cache_hits`` and ``loader/downloads``. Works with any training
 loader that is an :class:`~atdata_torch.Loader` (e.g. from ``AtdataDataModule``); others are ignored.
 
 Needs the ``lightning`` extra: ``pip install 'atdata-torch[lightning]'``.
@@ -26,7 +27,18 @@ except ImportError as _exc:  # pragma: no cover - exercised without the extra
 
 __all__ = ["LoaderStatsCallback"]
 
-_KEYS = ("samples_per_s", "batches_per_s", "bytes_per_s", "wait_s", "held_s", "wait_fraction")
+_KEYS = (
+    "samples_per_s",
+    "batches_per_s",
+    "bytes_per_s",
+    "wait_s",
+    "held_s",
+    "wait_fraction",
+    "read_s",
+    "decode_s",
+    "cache_hits",
+    "downloads",
+)
 
 
 def _loaders(obj: Any) -> list[Any]:

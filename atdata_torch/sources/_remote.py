@@ -40,6 +40,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 
+from .. import _progress
 from ..errors import ChecksumError, ShardNotFoundError, SourceError, redact_text
 from ._base import Buffer, Filling, ShardSource
 
@@ -159,6 +160,9 @@ class RemoteSource(ShardSource):
             timeout of the subclass); a slower transfer is broken off and retried from its last byte. ``0``: off.
         max_retry_after: The longest ``Retry-After`` honoured, in seconds; a server asking for longer is retried
             after this long (with a warning saying so).
+        progress: A tqdm bar (bytes) for each shard downloaded into the ``cache``: ``None`` (default) only when
+            stderr is a terminal and not in a DataLoader worker, ``True`` always, ``False`` never. (Downloads kept
+            in memory, as a pass streams them, have none.)
 
     Every retry logs a WARNING on the ``atdata_torch`` logger naming the (redacted) URL, the attempt and the
     reason; logging rather than :mod:`warnings`, since a retry that succeeds is not an error of the caller's.
@@ -181,6 +185,7 @@ class RemoteSource(ShardSource):
         sidecar_deadline: float | None = 60.0,
         min_rate: float = 1024.0,
         max_retry_after: float = 30.0,
+        progress: bool | None = None,
     ) -> None:
         from ..cache import ShardCache
 
@@ -201,6 +206,10 @@ class RemoteSource(ShardSource):
         self.sidecar_deadline = sidecar_deadline if sidecar_deadline is None or sidecar_deadline > 0 else None
         self.min_rate = max(0.0, float(min_rate))
         self.max_retry_after = max(0.0, float(max_retry_after))
+        self.progress = progress
+        # Shards downloaded (whole, into memory or the cache) by this process's copy of the source: the loader's
+        # stats count them per DataLoader worker (see Loader.stats()).
+        self.shards_downloaded = 0
         # The sha256 each shard's index sidecar promises ("": its sidecar was read and gives none). A plain attribute,
         # not per-process state: it reaches DataLoader workers (forked or pickled), which do not read sidecars again.
         self._digests: dict[str, str] = {}
@@ -381,7 +390,7 @@ class RemoteSource(ShardSource):
                 self.read_sidecar(shard)
             return self.cache.open(
                 self._cache_key(shard),
-                lambda f: f.write(self._download(shard, priority)),
+                lambda f: f.write(self._download(shard, priority, progress=self.progress)),
                 opener=_map_file,
                 sha256=self._expected_sha256(shard),
             )
@@ -405,19 +414,26 @@ class RemoteSource(ShardSource):
         view = job.future.result()
         return view, job.digest or hashlib.sha256(view).hexdigest()
 
-    def _download(self, shard: str, priority: tuple[int, int]) -> memoryview:
-        """The whole shard in memory: ranged parts in parallel on the download threads (see ``chunk_size``)."""
+    def _download(self, shard: str, priority: tuple[int, int], *, progress: bool | None = False) -> memoryview:
+        """The whole shard in memory: ranged parts in parallel on the download threads (see ``chunk_size``), with a
+        progress bar per ``progress`` (see ``atdata_torch._progress``)."""
         job = _Job(self, shard, priority)
-        self._downloader().submit(job, 0, job.head)
-        view: memoryview = job.future.result()
+        job.bar = _progress.bar(progress, desc=f"downloading {_short(self._display(shard))}", unit="B", unit_scale=True)
+        try:
+            self._downloader().submit(job, 0, job.head)
+            view: memoryview = job.future.result()
+        finally:
+            if job.bar is not None:
+                job.bar.close()
         return view
 
     def _downloader(self) -> _Downloader:
         dl: _Downloader = self._per_process("downloader", lambda: _Downloader(self.max_concurrency, self.parallel))
         return dl
 
-    def _read_part(self, shard: str, view: memoryview, lo: int, hi: int) -> None:
-        """Bytes ``[lo, hi)`` of the shard into ``view[lo:hi]`` by a ranged request (retried, resumed)."""
+    def _read_part(self, shard: str, view: memoryview, lo: int, hi: int, bar: Any = None) -> None:
+        """Bytes ``[lo, hi)`` of the shard into ``view[lo:hi]`` by a ranged request (retried, resumed); ``bar``: a
+        progress bar to advance per chunk."""
         pos = lo
 
         def attempt() -> None:
@@ -429,6 +445,8 @@ class RemoteSource(ShardSource):
                     if not n:
                         raise TransientError(f"connection closed after {pos - lo} of {hi - lo} bytes of a part")
                     pos += n
+                    if bar is not None:
+                        bar.update(n)
             finally:
                 stream.close()
 
@@ -712,6 +730,7 @@ class _Job:
         self.future: Future[Any] = Future()  # a memoryview, or the Filling of a streamed download
         self.filling: Filling | None = None
         self.router: Router | None = None  # where this download's placed ranges go (streamed jobs; see route())
+        self.bar: Any = None  # a tqdm bar advanced per chunk received (see RemoteSource._download)
         self.active = 0  # parts being downloaded (the downloader's lock)
         self.cancelled = False
         self._lock = threading.Lock()
@@ -787,6 +806,8 @@ class _Job:
                 if total is not None:
                     size = end = total
                     sink.reserve(total)
+                    if self.bar is not None:
+                        self.bar.reset(total)
                     if isinstance(sink, _SegmentSink):
                         self.filling = sink.fill
                         self._handed.set()
@@ -798,7 +819,7 @@ class _Job:
                 if total is not None and end is None:
                     size = end = total
                     sink.reserve(total)
-            fill = self.filling
+            fill, bar = self.filling, self.bar
             try:
                 while end is None or sink.pos < end:
                     if self.cancelled:
@@ -811,6 +832,8 @@ class _Job:
                         break
                     if fill is not None:
                         fill.advance(sink.pos)
+                    if bar is not None:
+                        bar.update(n)
             finally:
                 stream.close()
             if end is not None and sink.pos < end:
@@ -818,6 +841,8 @@ class _Job:
             return sink.pos
 
         src._with_retries(shard, "download of", attempt)
+        with src._state()["lock"]:
+            src.shards_downloaded += 1
         if isinstance(sink, _SegmentSink):
             self._view = sink.finished()
         elif self._view is None:  # one stream: the whole shard
@@ -843,7 +868,7 @@ class _Job:
                 return
             try:
                 assert isinstance(self._view, memoryview)  # parts: never streamed
-                self.src._read_part(self.shard, self._view, lo, hi)
+                self.src._read_part(self.shard, self._view, lo, hi, self.bar)
             except BaseException as exc:
                 self._finish(exc)
             else:
@@ -910,6 +935,11 @@ class _Downloader:
                     job.active -= 1
                     self._cv.notify_all()
             del task, job, fn  # an idle thread must not keep the last shard (and its buffer) alive
+
+
+def _short(shown: str) -> str:
+    """A shard's name for a progress bar: its last path part (the bar has little room)."""
+    return shown.rstrip("/").rsplit("/", 1)[-1] or shown
 
 
 def _map_file(path: Any) -> Buffer:
