@@ -16,28 +16,26 @@ import hashlib
 import json
 import logging
 import os
-import threading
 import time
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
-import msgpack
 import numpy as np
 import torch
 from torch.utils.data import IterableDataset
 
-from . import _codec
-from ._batch import SampleBatch, stack_column, stack_encoded
+from ._batch import SampleBatch
+from ._decode import Decoder, lost, sample_rng, sample_seed
+from ._decode import decode_record as decode_record  # re-exported: dataset and cli import it from here
 from ._order import DEFAULT_BLOCK_SIZE, DEFAULT_WINDOW, iter_epoch_order
 from ._placement import Placement, learn
+from ._placement import placed_record as _placed_record
 from ._reader import Record, read_record
 from ._stats import Work, io_counts
-from ._tar import hidden_members
 from ._topology import Topology, control_slot, resolve_rank_world
-from .errors import AtdataError, DecodeError, ShardFormatError, SkippedSamplesWarning
-from .schema import DictSample, PackableSample
+from .errors import ShardFormatError, SkippedSamplesWarning
 from .sources._base import Filling, past_end
 
 if TYPE_CHECKING:
@@ -88,58 +86,6 @@ class SkipReport:
         if self.errors:
             msg += f"; first error: {self.errors[0]}"
         return msg
-
-
-def _with_context(exc: AtdataError, rec: Record) -> AtdataError:
-    if exc.shard is not None and exc.key is not None:
-        return exc
-    return type(exc)(
-        exc.message,
-        shard=exc.shard or rec.shard,
-        key=exc.key or rec.key,
-        offset=exc.offset if exc.offset is not None else rec.offset,
-        field=exc.field,
-    )
-
-
-def decode_record(rec: Record, decode_type: type) -> Any:
-    """One record -> one sample of ``decode_type`` (DictSample or a packable class). Errors name shard and key."""
-    try:
-        data = _codec.members_to_map(rec.members)
-        if decode_type is DictSample:
-            return DictSample(_codec.decode_untyped_map(data))
-        return _codec.build_sample(decode_type, data)
-    except AtdataError as exc:
-        err = _with_context(exc, rec)
-        raise (_swallowing(rec, err) if isinstance(exc, DecodeError) else err) from exc
-
-
-def _swallowing(rec: Record, err: AtdataError) -> AtdataError:
-    """The error for a record that could not be decoded because a member's size field was corrupted upwards: its
-    data then holds the headers of later members, whose samples are lost with it (counted, see :func:`lost`)."""
-    for ext, buf in rec.members.items():
-        found = hidden_members(buf, rec.shard, rec.key)
-        if found is None:
-            continue
-        at, keys = found
-        shown = ", ".join(repr(k) for k in keys[:3]) + (", ..." if len(keys) > 3 else "")
-        out = ShardFormatError(
-            f"member {rec.key}.{ext} declares {len(buf)} bytes, but tar headers lie inside its data from byte {at} "
-            f"on: its size field is corrupt, and it swallowed {len(keys)} later sample(s) "
-            f"({shown or 'parts of this one'}), lost with it; re-write the shard or re-download it",
-            shard=rec.shard,
-            key=rec.key,
-            offset=rec.offset,
-        )
-        out.samples_lost = 1 + len(keys)  # type: ignore[attr-defined]
-        return out
-    return err
-
-
-def lost(exc: BaseException) -> int:
-    """How many samples a per-sample error lost: one, or more for a member that swallowed others."""
-    n = getattr(exc, "samples_lost", 1)
-    return n if isinstance(n, int) and n > 0 else 1
 
 
 class SkipsOnly:
@@ -647,58 +593,33 @@ class Pipeline(IterableDataset[T], Generic[T]):
         elif self.on_error == "warn":
             warnings.warn(f"atdata_torch skipped: {exc}", SkippedSamplesWarning, stacklevel=3)
 
-    # ------------------------------------------------------------------------------------------------ samples
+    # ------------------------------------------------------------------------------------------------ decoding
+    def _decoder(self) -> Decoder:
+        """The decoder of this pipeline's dataset, ``on_error`` and seed (see ``atdata_torch._decode``), made once
+        (and again if one of them is changed)."""
+        cached: tuple[Any, str, int, Decoder] | None = self.__dict__.get("_decoder_of")
+        ds = self.dataset
+        if cached is not None and cached[0] is ds and cached[1] == self.on_error and cached[2] == self.seed:
+            return cached[3]
+        dec = Decoder(ds._decode_type, ds.sample_type, ds._stages, self.on_error, self._note, self.seed)
+        self.__dict__["_decoder_of"] = (ds, self.on_error, self.seed, dec)
+        return dec
+
     def _samples(
         self, recs: list[Record], report: SkipReport, positions: list[int], epoch: int
     ) -> Iterator[tuple[str, Any]]:
-        decode_type = self.dataset._decode_type
-        stages = self.dataset._stages
-        raise_errors = self.on_error == "raise"
-        ctx = _SAMPLE_CONTEXT
-        for rec, pos in zip(recs, positions, strict=True):
-            # The key is set only while this sample's decode and stages run (sample_rng() raises elsewhere).
-            outer, ctx.key = ctx.key, (self.seed, epoch, pos)
-            try:
-                try:
-                    sample = decode_record(rec, decode_type)
-                except (DecodeError, ShardFormatError) as exc:
-                    if raise_errors:
-                        raise
-                    self._note(report, exc)
-                    continue
-                keep = True
-                for kind, fn in stages:
-                    if kind == "filter":
-                        if not fn(sample):
-                            keep = False
-                            break
-                    else:
-                        sample = fn(sample)
-            finally:
-                ctx.key = outer
-            if keep:
-                yield rec.key, sample
+        return self._decoder().samples(recs, report, positions, epoch)
 
-    # ------------------------------------------------------------------------------------------------ batches
     def _slow_batch(
         self, recs: list[Record], report: SkipReport, positions: list[int], epoch: int
     ) -> SampleBatch[Any] | None:
-        pairs = list(self._samples(recs, report, positions, epoch))
-        if not pairs:
-            return None
-        out_type = self.dataset.sample_type
-        return SampleBatch.from_samples(
-            [s for _, s in pairs], out_type if out_type is not Any else None, [k for k, _ in pairs]
-        )
+        return self._decoder().slow_batch(recs, report, positions, epoch)
 
     def _empty_batch(self) -> SampleBatch[Any]:
-        t: Any = self.dataset.sample_type
-        names = [f.name for f in t.__atdata_fields__] if isinstance(t, type) and issubclass(t, PackableSample) else []
-        return SampleBatch({n: [] for n in names}, 0, t if isinstance(t, type) else DictSample, [])
+        return self._decoder().empty_batch()
 
     def _fast_batches_possible(self) -> bool:
-        t = self.dataset._decode_type
-        return not self.dataset._stages and isinstance(t, type) and issubclass(t, PackableSample)
+        return self._decoder().fast
 
     def _fast_batch(
         self,
@@ -708,206 +629,7 @@ class Pipeline(IterableDataset[T], Generic[T]):
         j: int = 0,
         slots: list[int] | None = None,
     ) -> SampleBatch[Any] | None:
-        """Columnar decoding: unpack each payload once, then build one array per NDArray field.
-
-        Records that are not plain one-member msgpack samples, or that are broken, go through the per-record
-        decoder, which names the record in its error (and applies ``on_error``).
-
-        With ``placement`` and ``slots`` (see :meth:`_read`), batch ``j``'s placed field is the array its download
-        filled: a placed record's payload member holds only the bytes after the array.
-        """
-        t: type = self.dataset._decode_type
-        specs = t.__atdata_fields__  # type: ignore[attr-defined]
-        unpackb = msgpack.unpackb
-        skim, threshold = _codec.skim_map, _codec.SKIM_THRESHOLD
-        required = _required(t)
-        raise_errors = self.on_error == "raise"
-        maps: list[Any] = []
-        good: list[Record] = []
-        good_slots: list[int] = []
-        layout = placement.layout if placement is not None and slots is not None else None
-        placed: tuple[np.ndarray, np.ndarray] | None = None
-        if layout is not None:
-            assert placement is not None
-            placed = placement.take(j)
-            required_rest = required - {layout.field}  # what the fields after a placed array must hold
-        for n, rec in enumerate(recs):
-            members = rec.members
-            d: Any = None
-            slot = slots[n] if slots is not None else -1
-            if slot >= 0:
-                assert layout is not None and placed is not None and placement is not None
-                ((ext, tail),) = members.items()
-                rest = layout.rest + bytes(tail)
-                try:
-                    d = unpackb(rest) if len(rest) < threshold else skim(rest)
-                except Exception:
-                    d = None
-                if d.__class__ is dict and required_rest.issubset(d):
-                    d[layout.field] = _PLACED
-                    good.append(rec)
-                    good_slots.append(slot)
-                    maps.append(d)
-                    continue
-                rec = placement.repair(rec, placed[1][slot], ext)  # decoded as any other (below), and copied
-                slot = ~slot
-                members = rec.members
-            if len(members) == 1:
-                payload = members.get("msgpack")
-                if payload is None:
-                    payload = members.get("mp")
-                if payload is not None:
-                    try:
-                        d = unpackb(payload) if len(payload) < threshold else skim(payload)
-                    except Exception:
-                        d = None
-            if d.__class__ is not dict or not required.issubset(d):
-                try:
-                    d = decode_record(rec, t).__dict__
-                except (DecodeError, ShardFormatError) as exc:
-                    if raise_errors:
-                        raise
-                    self._note(report, exc)
-                    continue
-            good.append(rec)
-            good_slots.append(slot)
-            maps.append(d)
-        if not good:
-            return None
-        columns: dict[str, Any] = {}
-        try:
-            for spec in specs:
-                name = spec.name
-                if layout is not None and name == layout.field:
-                    assert placed is not None
-                    columns[name] = _placed_column(placed, maps, good_slots, layout)
-                    continue
-                col = [m[name] for m in maps]  # KeyError -> per-record path
-                kind = spec.kind
-                if kind == "ndarray":
-                    if all(v.__class__ is bytes or v.__class__ is memoryview for v in col):
-                        arr = stack_encoded(col)
-                        if arr is None or (
-                            spec.dtype is not None and arr.dtype.newbyteorder("=") != spec.dtype.newbyteorder("=")
-                        ):
-                            raise _Fallback
-                        columns[name] = arr
-                    else:
-                        columns[name] = stack_column([_codec.convert_field(spec, v) for v in col])
-                elif (exact := _EXACT.get(kind)) is not None and all(v.__class__ is exact for v in col):
-                    columns[name] = col
-                else:
-                    convert = _codec.convert_field
-                    columns[name] = [convert(spec, v) for v in col]
-        except (_Fallback, KeyError, TypeError, AtdataError):
-            samples: list[tuple[str, Any]] = []
-            for rec, slot in zip(good, good_slots, strict=True):
-                if slot >= 0:  # placed: its whole payload again, for the per-record decoder
-                    assert placement is not None and placed is not None
-                    rec = placement.repair(rec, placed[1][slot], next(iter(rec.members)))
-                try:
-                    samples.append((rec.key, decode_record(rec, t)))
-                except (DecodeError, ShardFormatError) as exc:
-                    if raise_errors:
-                        raise
-                    self._note(report, exc)
-            if not samples:
-                return None
-            return SampleBatch.from_samples([s for _, s in samples], t, [k for k, _ in samples])
-        return SampleBatch(columns, len(good), t, [r.key for r in good])
-
-
-class _Fallback(Exception):
-    pass
-
-
-_PLACED = object()  # the value of a placed field in a decoded map (its bytes are in the batch's array)
-
-
-def _placed_record(placement: Any, router: Any, r: int, view: Any, shard: str, ix: Any, i: int) -> tuple[Record, bool]:
-    """The record of sample ``i`` of a shard, whose array bytes went to its batch row (range ``r`` of ``router``):
-    the payload's bytes after the array when the bytes before it are the layout's, else (``True``) the whole payload
-    put back together from the bytes around the row and the row."""
-    layout = placement.layout
-    p = ix.payload_offsets[i]
-    lo = p + len(layout.prefix)
-    hi = lo + layout.nbytes
-    end = p + ix.payload_sizes[i]
-    head = view[p:lo]
-    if head == layout.prefix:
-        return Record(shard, ix.keys[i], ix.offsets[i], ix.lengths[i], {ix.payload_ext: view[hi:end]}, p), False
-    payload = memoryview(b"".join((head, placement.dest(router.batches[r], router.rows[r]), view[hi:end])))
-    return Record(shard, ix.keys[i], ix.offsets[i], ix.lengths[i], {ix.payload_ext: payload}, p), True
-
-
-def _placed_column(placed: tuple[np.ndarray, np.ndarray], maps: list[Any], slots: list[int], layout: Any) -> Any:
-    """The placed field's column: the batch's array, whose placed rows the download filled; the other rows are
-    copied in from their decoded values here, and the rows of samples that were skipped are left out."""
-    arr, rows = placed
-    for m, slot in zip(maps, slots, strict=True):
-        if slot >= 0:
-            continue
-        v = m[layout.field]
-        if v.__class__ is bytes or v.__class__ is memoryview:
-            dtype, shape, off = _codec.parse_array_header(v)
-            if dtype != layout.dtype or tuple(shape) != layout.shape:
-                raise _Fallback
-            rows[~slot] = np.frombuffer(v, dtype=np.uint8, offset=off)
-        elif isinstance(v, np.ndarray) and v.dtype == layout.dtype and v.shape == layout.shape:
-            arr[~slot] = v
-        else:
-            raise _Fallback
-    used = [s if s >= 0 else ~s for s in slots]
-    if used != list(range(len(arr))):
-        arr = arr[np.asarray(used, dtype=np.int64)]
-    return arr
-
-
-# Field kinds whose decoded values need no conversion when they have exactly this class.
-_EXACT: dict[str, type] = {"str": str, "int": int, "float": float, "bool": bool, "bytes": bytes}
-
-_REQUIRED: dict[type, frozenset[str]] = {}
-
-
-def _required(t: type) -> frozenset[str]:
-    req = _REQUIRED.get(t)
-    if req is None:
-        req = _REQUIRED[t] = frozenset(
-            s.name
-            for s in t.__atdata_fields__  # type: ignore[attr-defined]
-            if not (s.optional or s.has_default)
-        )
-    return req
-
-
-class _SampleContext(threading.local):
-    key: tuple[int, int, int] | None = None
-
-
-_SAMPLE_CONTEXT = _SampleContext()
-
-
-def sample_seed() -> int:
-    """A seed for the sample being transformed, from (pipeline seed, epoch, global position).
-
-    Call it inside a ``map()`` / ``filter()`` function or a lens: the value depends only on the sample's place
-    in the epoch, so random augmentations are reproducible for a seed and epoch, differ between samples and
-    epochs, and do not depend on the number of ranks or workers.
-
-    Raises:
-        RuntimeError: outside a transform running in a pipeline.
-    """
-    key = _SAMPLE_CONTEXT.key
-    if key is None:
-        raise RuntimeError("sample_seed() / sample_rng() only work inside map(), filter() or a lens during iteration")
-    ss = np.random.SeedSequence([key[0] & (2**63 - 1), key[1], key[2], 0x5A3D])
-    return int(ss.generate_state(1, np.uint64)[0])
-
-
-def sample_rng() -> np.random.Generator:
-    """A numpy Generator for the sample being transformed (see :func:`sample_seed`).
-
-    Example:
-        >>> # ds.map(lambda s: flip(s) if atd.sample_rng().random() < 0.5 else s)
-    """
-    return np.random.default_rng(sample_seed())
+        """Columnar decoding (see :meth:`Decoder.fast_batch`); with ``placement`` and ``slots`` (see :meth:`_read`),
+        batch ``j``'s placed field is the array its download filled."""
+        dec = self._decoder()
+        return dec.fast_batch(recs, report, dec.placed(placement, j, slots))

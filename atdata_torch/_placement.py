@@ -40,10 +40,10 @@ from typing import Any, NamedTuple
 import msgpack
 import numpy as np
 
-from ._codec import _skip, bin_span, map_header, pack_map_header, parse_array_header
+from ._codec import SKIM_THRESHOLD, _skip, bin_span, map_header, pack_map_header, parse_array_header, skim_map
 from ._reader import Record
 
-__all__ = ["MIN_PLACED", "Layout", "Placement", "Router", "learn"]
+__all__ = ["MIN_PLACED", "Layout", "PlacedColumns", "Placement", "Router", "learn", "placed_record"]
 
 MIN_PLACED = 64 << 10  # smallest array worth placing (bytes): below it the batch copy is cheap
 
@@ -242,3 +242,93 @@ def learn(payload: Any, fields: dict[str, Any]) -> Layout | None:
     if nbytes < MIN_PLACED or (spec.dtype is not None and dtype.newbyteorder("=") != spec.dtype.newbyteorder("=")):
         return None
     return Layout(key, bytes(view[: start + hdr]), nbytes, dtype, tuple(shape), pack_map_header(entries - 1))
+
+
+def placed_record(placement: Any, router: Any, r: int, view: Any, shard: str, ix: Any, i: int) -> tuple[Record, bool]:
+    """The record of sample ``i`` of a shard, whose array bytes went to its batch row (range ``r`` of ``router``):
+    the payload's bytes after the array when the bytes before it are the layout's, else (``True``) the whole payload
+    put back together from the bytes around the row and the row."""
+    layout = placement.layout
+    p = ix.payload_offsets[i]
+    lo = p + len(layout.prefix)
+    hi = lo + layout.nbytes
+    end = p + ix.payload_sizes[i]
+    head = view[p:lo]
+    if head == layout.prefix:
+        return Record(shard, ix.keys[i], ix.offsets[i], ix.lengths[i], {ix.payload_ext: view[hi:end]}, p), False
+    payload = memoryview(b"".join((head, placement.dest(router.batches[r], router.rows[r]), view[hi:end])))
+    return Record(shard, ix.keys[i], ix.offsets[i], ix.lengths[i], {ix.payload_ext: payload}, p), True
+
+
+_PLACED = object()  # the value of a placed field in a decoded map (its bytes are in the batch's array)
+
+
+class PlacedColumns:
+    """Batch ``j``'s placed field, for the columnar decoder (``atdata_torch._decode``): decodes a placed record's
+    other fields, supplies the field's column (the array the download filled), and repairs a placed record for the
+    per-record decoder.
+
+    Args:
+        placement: The pass's placement (its layout set).
+        j: The batch number; the batch's array is taken from ``placement`` here.
+        slots: One per record of the batch (see ``Pipeline._read``): its row if its array went there, else ``~row``.
+        required: The decode type's required fields.
+    """
+
+    __slots__ = ("arr", "field", "placement", "required_rest", "rest", "rows", "slots")
+
+    def __init__(self, placement: Placement, j: int, slots: list[int], required: frozenset[str]) -> None:
+        layout = placement.layout
+        assert layout is not None
+        self.placement = placement
+        self.slots = slots
+        self.field = layout.field
+        self.rest = layout.rest
+        got = placement.take(j)
+        assert got is not None
+        self.arr, self.rows = got
+        self.required_rest = required - {layout.field}  # what the fields after a placed array must hold
+
+    def decode(self, rec: Record, slot: int) -> tuple[dict[str, Any] | None, Record, int]:
+        """A placed record's map (the placed field a marker) with its slot; ``None`` when the fields after its array
+        do not decode, with the record repaired and the slot ``~slot`` (it is then decoded as any other, and copied).
+        """
+        ((ext, tail),) = rec.members.items()
+        rest = self.rest + bytes(tail)
+        try:
+            d = msgpack.unpackb(rest) if len(rest) < SKIM_THRESHOLD else skim_map(rest)
+        except Exception:
+            d = None
+        if d.__class__ is dict and self.required_rest.issubset(d):
+            d[self.field] = _PLACED
+            return d, rec, slot
+        return None, self.placement.repair(rec, self.rows[slot], ext), ~slot
+
+    def whole(self, rec: Record, slot: int) -> Record:
+        """A placed record (``slot >= 0``) with its whole payload again, for the per-record decoder."""
+        return self.placement.repair(rec, self.rows[slot], next(iter(rec.members)))
+
+    def column(self, maps: list[Any], slots: list[int]) -> np.ndarray | None:
+        """The placed field's column: the batch's array, whose placed rows the download filled; the other rows are
+        copied in from their decoded values here, and the rows of samples that were skipped are left out. ``None``
+        when a copied value is not the layout's array (the batch is then decoded record by record)."""
+        layout = self.placement.layout
+        assert layout is not None
+        arr, rows, name = self.arr, self.rows, self.field
+        for m, slot in zip(maps, slots, strict=True):
+            if slot >= 0:
+                continue
+            v = m[name]
+            if v.__class__ is bytes or v.__class__ is memoryview:
+                dtype, shape, off = parse_array_header(v)
+                if dtype != layout.dtype or tuple(shape) != layout.shape:
+                    return None
+                rows[~slot] = np.frombuffer(v, dtype=np.uint8, offset=off)
+            elif isinstance(v, np.ndarray) and v.dtype == layout.dtype and v.shape == layout.shape:
+                arr[~slot] = v
+            else:
+                return None
+        used = [s if s >= 0 else ~s for s in slots]
+        if used != list(range(len(arr))):
+            arr = arr[np.asarray(used, dtype=np.int64)]
+        return arr
