@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..dataset import Dataset
 from ..errors import RecordNotFoundError
 from ..load import DatasetDict, _select, detect_split
 from ..schema import DictSample
 from . import _lexicon as lex
+from ._schemas import schema_type
 from ._storage import shard_name
-
-if TYPE_CHECKING:
-    from ._client import Atmosphere
+from ._xrpc import XrpcRepo
 
 __all__ = ["load_entry"]
 
@@ -21,7 +20,7 @@ log = logging.getLogger("atdata_torch")
 
 
 def load_entry(
-    atmo: Atmosphere,
+    xrpc: XrpcRepo,
     rec: lex.DatasetRecord,
     sample_type: type | None,
     *,
@@ -32,7 +31,7 @@ def load_entry(
     st: Any = sample_type
     if st is None:
         if rec.schema_ref.startswith("at://"):
-            st = atmo.schema_type(rec.schema_ref)
+            st = schema_type(xrpc, rec.schema_ref)
         else:
             log.warning(
                 "atdata_torch: %s has schema %r, not an at:// record; reading DictSample", rec.uri, rec.schema_ref
