@@ -29,12 +29,14 @@ from ..dataset import Dataset
 from ..errors import AuthError
 from ..lens import Lens
 from ..load import DatasetDict
-from . import _datasets, _lenses, _schemas, _search
-from . import _lexicon as lex
 from ._auth import password_login, resume_session
-from ._datasets import parse_name
+from ._datasets import get_dataset, label, list_datasets, list_labels, parse_name, publish_dataset
 from ._identity import Identity, _atproto
+from ._lenses import find_lenses, load_lens, publish_lens
+from ._lexicon import CodeRef, DatasetRecord, LabelRecord, LensRecord, SchemaRecord
 from ._load import load_entry
+from ._schemas import get_schema, list_schemas, publish_schema, schema_type
+from ._search import search
 from ._session import default_session_path, load_session, save_session
 from ._xrpc import MAX_RECORD_BYTES, PAGE, XrpcAttr, XrpcRepo
 
@@ -265,9 +267,9 @@ class Atmosphere:
         return self.xrpc.list_records(collection, repo=repo)
 
     # ================================================================================================ schemas
-    def list_schemas(self, repo: str | None = None) -> list[lex.SchemaRecord]:
+    def list_schemas(self, repo: str | None = None) -> list[SchemaRecord]:
         """The schema records of a repo (either namespace)."""
-        return _schemas.list_schemas(self.xrpc, repo)
+        return list_schemas(self.xrpc, repo)
 
     def publish_schema(
         self,
@@ -294,17 +296,17 @@ class Atmosphere:
         Raises:
             SchemaError: not ``@packable``, or ``name@version`` is published with different fields.
         """
-        return _schemas.publish_schema(
+        return publish_schema(
             self.xrpc, sample_type, version=version, description=description, license=license, tags=tags
         )
 
-    def get_schema(self, uri: str) -> lex.SchemaRecord:
+    def get_schema(self, uri: str) -> SchemaRecord:
         """A schema record by at-uri."""
-        return _schemas.get_schema(self.xrpc, uri)
+        return get_schema(self.xrpc, uri)
 
     def schema_type(self, uri: str) -> type:
         """The ``@packable`` class a published schema describes (rebuilt from data; no code runs)."""
-        return _schemas.schema_type(self.xrpc, uri)
+        return schema_type(self.xrpc, uri)
 
     # ================================================================================================ datasets
     def publish_dataset(
@@ -352,7 +354,7 @@ class Atmosphere:
             BlobLimitError: a shard is larger than the PDS's blob limit.
             SchemaError: the samples are not typed and no ``schema_uri`` is given.
         """
-        return _datasets.publish_dataset(
+        return publish_dataset(
             self.xrpc,
             ds,
             name=name,
@@ -369,11 +371,11 @@ class Atmosphere:
             progress=progress,
         )
 
-    def list_datasets(self, repo: str | None = None) -> list[lex.DatasetRecord]:
+    def list_datasets(self, repo: str | None = None) -> list[DatasetRecord]:
         """The dataset entries of a repo (either namespace), newest first."""
-        return _datasets.list_datasets(self.xrpc, repo)
+        return list_datasets(self.xrpc, repo)
 
-    def get_dataset(self, ref: str) -> lex.DatasetRecord:
+    def get_dataset(self, ref: str) -> DatasetRecord:
         """A dataset entry by at-uri (an entry, or a label that points at one) or ``@handle/name[@version]``.
 
         Without a version, the newest label of the name wins, else the newest entry of that name.
@@ -381,7 +383,7 @@ class Atmosphere:
         Raises:
             RecordNotFoundError: nothing by that name (the message lists the repo's datasets) or version.
         """
-        return _datasets.get_dataset(self.xrpc, ref)
+        return get_dataset(self.xrpc, ref)
 
     def load(
         self, ref: str, sample_type: type | None = None, *, split: str | None = None, **source_options: Any
@@ -404,19 +406,19 @@ class Atmosphere:
         Raises:
             RecordNotFoundError: ``dataset_uri`` is not a dataset entry.
         """
-        return _datasets.label(self.xrpc, name, dataset_uri, version=version, description=description)
+        return label(self.xrpc, name, dataset_uri, version=version, description=description)
 
-    def list_labels(self, repo: str | None = None) -> list[lex.LabelRecord]:
+    def list_labels(self, repo: str | None = None) -> list[LabelRecord]:
         """The label records of a repo (either namespace)."""
-        return _datasets.list_labels(self.xrpc, repo)
+        return list_labels(self.xrpc, repo)
 
     # ================================================================================================ lenses
     def publish_lens(
         self,
         lens: Lens[Any, Any],
         *,
-        code: lex.CodeRef,
-        putter_code: lex.CodeRef | None = None,
+        code: CodeRef,
+        putter_code: CodeRef | None = None,
         name: str | None = None,
         description: str | None = None,
     ) -> str:
@@ -430,19 +432,15 @@ class Atmosphere:
             name: The lens name (default: the lens's).
             description: Text.
         """
-        return _lenses.publish_lens(
-            self.xrpc, lens, code=code, putter_code=putter_code, name=name, description=description
-        )
+        return publish_lens(self.xrpc, lens, code=code, putter_code=putter_code, name=name, description=description)
 
     def find_lenses(
         self, *, source: type | str | None = None, target: type | str | None = None, repo: str | None = None
-    ) -> list[lex.LensRecord]:
+    ) -> list[LensRecord]:
         """Lens records of a repo, optionally only those from / to a schema (a class, its name, or an at-uri)."""
-        return _lenses.find_lenses(self.xrpc, source=source, target=target, repo=repo)
+        return find_lenses(self.xrpc, source=source, target=target, repo=repo)
 
-    def load_lens(
-        self, lens: lex.LensRecord | str, *, allow: Iterable[str] = (), register: bool = False
-    ) -> Lens[Any, Any]:
+    def load_lens(self, lens: LensRecord | str, *, allow: Iterable[str] = (), register: bool = False) -> Lens[Any, Any]:
         """Turn a lens record into a :class:`~atdata_torch.Lens`, only from code you installed and allowed.
 
         Records from other accounts are data: the code they point at is imported only when its module (or
@@ -458,7 +456,7 @@ class Atmosphere:
             LensNotFoundError: the module is not installed, or the name is not a lens/function.
             SchemaError: the installed lens's types do not match the record's schemas.
         """
-        return _lenses.load_lens(self.xrpc, lens, allow=allow, register=register)
+        return load_lens(self.xrpc, lens, allow=allow, register=register)
 
     # ================================================================================================ discovery
     def list_repos(self, pds: str | None = None, *, limit: int = 10_000) -> list[str]:
@@ -472,10 +470,10 @@ class Atmosphere:
         repos: Iterable[str] | None = None,
         tags: Iterable[str] | None = None,
         limit: int | None = 50,
-    ) -> list[lex.DatasetRecord]:
+    ) -> list[DatasetRecord]:
         """Dataset entries whose name, description or tags contain ``text`` (any case) and carry every tag.
 
         Without an app view there is no global index: the search covers ``repos`` (handles or DIDs), by default
         every repo on this PDS (``com.atproto.sync.listRepos``). Newest first.
         """
-        return _search.search(self.xrpc, text, repos=repos, tags=tags, limit=limit)
+        return search(self.xrpc, text, repos=repos, tags=tags, limit=limit)

@@ -8,8 +8,18 @@ from typing import Any
 from ..dataset import Dataset
 from ..errors import PublishError, RecordNotFoundError, SchemaError
 from ..schema import DictSample, PackableSample
-from . import _lexicon as lex
 from ._kinds import list_kind
+from ._lexicon import (
+    COLLECTIONS,
+    AtUri,
+    DatasetRecord,
+    LabelRecord,
+    entry_record,
+    kind_of,
+    label_record,
+    parse_entry,
+    parse_label,
+)
 from ._schemas import publish_schema
 from ._storage import build_storage
 from ._xrpc import XrpcRepo
@@ -50,7 +60,7 @@ def publish_dataset(
     if not shards:
         raise PublishError(f"publish_dataset({name!r}): the dataset has no shards")
     stor, size = build_storage(xrpc, ds, shards, storage, endpoint=endpoint, region=region, progress=progress)
-    rec = lex.entry_record(
+    rec = entry_record(
         name=name,
         schema_uri=schema_uri,
         storage=stor,
@@ -60,31 +70,31 @@ def publish_dataset(
         size=size,
         metadata=metadata,
     )
-    uri = xrpc.create_record(lex.COLLECTIONS["entry"], rec)
+    uri = xrpc.create_record(COLLECTIONS["entry"], rec)
     if version is not None:
         label(xrpc, name, uri, version=version, description=description)
     return uri
 
 
-def list_datasets(xrpc: XrpcRepo, repo: str | None = None) -> list[lex.DatasetRecord]:
+def list_datasets(xrpc: XrpcRepo, repo: str | None = None) -> list[DatasetRecord]:
     """See :meth:`Atmosphere.list_datasets`."""
     did = xrpc.resolve(repo)
     endpoint = xrpc.pds_of(did)
-    out = [lex.parse_entry(u, v, pds=endpoint) for u, v in list_kind(xrpc, "entry", did)]
+    out = [parse_entry(u, v, pds=endpoint) for u, v in list_kind(xrpc, "entry", did)]
     return sorted(out, key=lambda r: r.created_at or "", reverse=True)
 
 
-def get_dataset(xrpc: XrpcRepo, ref: str) -> lex.DatasetRecord:
+def get_dataset(xrpc: XrpcRepo, ref: str) -> DatasetRecord:
     """See :meth:`Atmosphere.get_dataset`."""
     if ref.startswith("at://"):
         uri, value = xrpc.get_record(ref)
-        kind = lex.kind_of(lex.AtUri.parse(uri).collection or "")
+        kind = kind_of(AtUri.parse(uri).collection or "")
         if kind == "label":
             return get_dataset(xrpc, str(value.get("datasetUri")))
         if kind != "entry":
             raise RecordNotFoundError(f"{ref} is a {kind or 'foreign'} record, not a dataset entry or label")
-        did = lex.AtUri.parse(uri).repo
-        return lex.parse_entry(uri, value, pds=xrpc.pds_of(did))
+        did = AtUri.parse(uri).repo
+        return parse_entry(uri, value, pds=xrpc.pds_of(did))
     repo, name, version = parse_name(ref)
     did = xrpc.resolve(repo)
     labels = [lab for lab in list_labels(xrpc, did) if lab.name == name]
@@ -113,13 +123,13 @@ def label(
     """See :meth:`Atmosphere.label`."""
     xrpc.account()
     get_dataset(xrpc, dataset_uri)  # it must exist and be an entry
-    rec = lex.label_record(name=name, dataset_uri=dataset_uri, version=version, description=description)
-    return xrpc.create_record(lex.COLLECTIONS["label"], rec)
+    rec = label_record(name=name, dataset_uri=dataset_uri, version=version, description=description)
+    return xrpc.create_record(COLLECTIONS["label"], rec)
 
 
-def list_labels(xrpc: XrpcRepo, repo: str | None = None) -> list[lex.LabelRecord]:
+def list_labels(xrpc: XrpcRepo, repo: str | None = None) -> list[LabelRecord]:
     """See :meth:`Atmosphere.list_labels`."""
-    return [lex.parse_label(u, v) for u, v in list_kind(xrpc, "label", repo)]
+    return [parse_label(u, v) for u, v in list_kind(xrpc, "label", repo)]
 
 
 def parse_name(ref: str) -> tuple[str, str, str | None]:

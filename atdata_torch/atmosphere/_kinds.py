@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from . import _lexicon as lex
+from ._lexicon import COLLECTIONS, LEGACY_COLLECTIONS
 from ._xrpc import XrpcRepo
 
 __all__ = ["list_kind"]
@@ -15,5 +15,5 @@ def list_kind(xrpc: XrpcRepo, kind: str, repo: str | None) -> Iterator[tuple[str
     """``(at-uri, record)`` of every ``kind`` record (``"schema"``, ``"entry"``, ``"label"``, ``"lens"``) in ``repo``
     (``None``: the logged-in account's), from :data:`~atdata_torch.atmosphere.COLLECTIONS` then
     :data:`~atdata_torch.atmosphere.LEGACY_COLLECTIONS`."""
-    for table in (lex.COLLECTIONS, lex.LEGACY_COLLECTIONS):
+    for table in (COLLECTIONS, LEGACY_COLLECTIONS):
         yield from xrpc.list_records(table[kind], repo=repo)

@@ -7,8 +7,8 @@ from typing import Any
 
 from ..errors import AuthError, PublishError, SchemaError
 from ..lens import Lens
-from . import _lexicon as lex
 from ._kinds import list_kind
+from ._lexicon import COLLECTIONS, CodeRef, LensRecord, class_signature, lens_record, parse_lens, signature
 from ._schemas import get_schema, publish_schema, schema_type
 from ._xrpc import XrpcRepo
 
@@ -19,15 +19,15 @@ def publish_lens(
     xrpc: XrpcRepo,
     lens: Lens[Any, Any],
     *,
-    code: lex.CodeRef,
-    putter_code: lex.CodeRef | None = None,
+    code: CodeRef,
+    putter_code: CodeRef | None = None,
     name: str | None = None,
     description: str | None = None,
 ) -> str:
     """See :meth:`Atmosphere.publish_lens`."""
     src = publish_schema(xrpc, lens.source_type)
     dst = publish_schema(xrpc, lens.view_type)
-    rec = lex.lens_record(
+    rec = lens_record(
         name=name or str(lens.name),
         source_schema=src,
         target_schema=dst,
@@ -35,12 +35,12 @@ def publish_lens(
         putter=putter_code or code,
         description=description,
     )
-    return xrpc.create_record(lex.COLLECTIONS["lens"], rec)
+    return xrpc.create_record(COLLECTIONS["lens"], rec)
 
 
 def find_lenses(
     xrpc: XrpcRepo, *, source: type | str | None = None, target: type | str | None = None, repo: str | None = None
-) -> list[lex.LensRecord]:
+) -> list[LensRecord]:
     """See :meth:`Atmosphere.find_lenses`."""
 
     def matches(ref: str, want: type | str | None) -> bool:
@@ -54,20 +54,20 @@ def find_lenses(
         except PublishError:
             return False
 
-    out = [lex.parse_lens(u, v) for u, v in list_kind(xrpc, "lens", repo)]
+    out = [parse_lens(u, v) for u, v in list_kind(xrpc, "lens", repo)]
     return [r for r in out if matches(r.source_schema, source) and matches(r.target_schema, target)]
 
 
 def load_lens(
-    xrpc: XrpcRepo, lens: lex.LensRecord | str, *, allow: Iterable[str] = (), register: bool = False
+    xrpc: XrpcRepo, lens: LensRecord | str, *, allow: Iterable[str] = (), register: bool = False
 ) -> Lens[Any, Any]:
     """See :meth:`Atmosphere.load_lens`."""
     from ..index._lenses import import_code_ref
 
-    rec = lens if isinstance(lens, lex.LensRecord) else lex.parse_lens(*xrpc.get_record(lens))
+    rec = lens if isinstance(lens, LensRecord) else parse_lens(*xrpc.get_record(lens))
     allowed = set(allow)
 
-    def permitted(ref: lex.CodeRef) -> bool:
+    def permitted(ref: CodeRef) -> bool:
         parts = ref.module.split(".")
         prefixes = {".".join(parts[: i + 1]) for i in range(len(parts))}
         return ref.path in allowed or bool(prefixes & allowed)
@@ -94,7 +94,7 @@ def load_lens(
         ("target", rec.target_schema, out.view_type),
     ):
         expected = get_schema(xrpc, schema_ref)
-        if lex.class_signature(have) != lex.signature(expected.record):
+        if class_signature(have) != signature(expected.record):
             raise SchemaError(
                 f"lens {rec.name!r}: the installed code's {what} type {have.__name__} does not match the "
                 f"published schema {expected.name}@{expected.version} ({schema_ref}); install the commit "

@@ -6,8 +6,8 @@ import logging
 
 from ..errors import SchemaError
 from ..index._records import latest_semver, parse_semver
-from . import _lexicon as lex
 from ._kinds import list_kind
+from ._lexicon import COLLECTIONS, SchemaRecord, schema_record, signature
 from ._xrpc import XrpcRepo
 
 __all__ = ["get_schema", "list_schemas", "publish_schema", "schema_type"]
@@ -20,10 +20,10 @@ def _bump(v: str) -> str:
     return f"{sv[0]}.{sv[1]}.{sv[2] + 1}" if sv else v + ".1"
 
 
-def list_schemas(xrpc: XrpcRepo, repo: str | None = None) -> list[lex.SchemaRecord]:
+def list_schemas(xrpc: XrpcRepo, repo: str | None = None) -> list[SchemaRecord]:
     """See :meth:`Atmosphere.list_schemas`."""
     return [
-        lex.SchemaRecord(uri=u, name=str(v.get("name", "")), version=str(v.get("version", "")), record=v)
+        SchemaRecord(uri=u, name=str(v.get("name", "")), version=str(v.get("version", "")), record=v)
         for u, v in list_kind(xrpc, "schema", repo)
     ]
 
@@ -39,11 +39,11 @@ def publish_schema(
 ) -> str:
     """See :meth:`Atmosphere.publish_schema`."""
     xrpc.account()
-    draft = lex.schema_record(sample_type, version=version or "1.0.0", description=description)
-    sig = lex.signature(draft)
+    draft = schema_record(sample_type, version=version or "1.0.0", description=description)
+    sig = signature(draft)
     same_name = [s for s in list_schemas(xrpc) if s.name == draft["name"]]
     for s in same_name:
-        if (version is None or s.version == version) and lex.signature(s.record) == sig:
+        if (version is None or s.version == version) and signature(s.record) == sig:
             log.info("atdata_torch: reusing schema %s@%s (%s)", s.name, s.version, s.uri)
             return s.uri
     if version is not None and any(s.version == version for s in same_name):
@@ -55,16 +55,14 @@ def publish_schema(
     if version is None and same_name:
         latest = latest_semver(s.version for s in same_name)
         version = _bump(latest) if latest else "1.0.0"
-    rec = lex.schema_record(
-        sample_type, version=version or "1.0.0", description=description, license=license, tags=tags
-    )
-    return xrpc.create_record(lex.COLLECTIONS["schema"], rec)
+    rec = schema_record(sample_type, version=version or "1.0.0", description=description, license=license, tags=tags)
+    return xrpc.create_record(COLLECTIONS["schema"], rec)
 
 
-def get_schema(xrpc: XrpcRepo, uri: str) -> lex.SchemaRecord:
+def get_schema(xrpc: XrpcRepo, uri: str) -> SchemaRecord:
     """See :meth:`Atmosphere.get_schema`."""
     u, v = xrpc.get_record(uri)
-    return lex.SchemaRecord(uri=u, name=str(v.get("name", "")), version=str(v.get("version", "")), record=v)
+    return SchemaRecord(uri=u, name=str(v.get("name", "")), version=str(v.get("version", "")), record=v)
 
 
 def schema_type(xrpc: XrpcRepo, uri: str) -> type:

@@ -6,8 +6,8 @@ import logging
 from collections.abc import Iterable
 
 from ..errors import IdentityError, RecordNotFoundError
-from . import _lexicon as lex
 from ._datasets import list_datasets
+from ._lexicon import DatasetRecord
 from ._xrpc import XrpcRepo
 
 __all__ = ["search"]
@@ -22,12 +22,12 @@ def search(
     repos: Iterable[str] | None = None,
     tags: Iterable[str] | None = None,
     limit: int | None = 50,
-) -> list[lex.DatasetRecord]:
+) -> list[DatasetRecord]:
     """See :meth:`Atmosphere.search`."""
     needle = text.lower() if text else None
     want = set(tags or ())
     dids = [xrpc.resolve(r) for r in repos] if repos is not None else xrpc.list_repos()
-    hits: list[lex.DatasetRecord] = []
+    hits: list[DatasetRecord] = []
     for did in dids:
         try:
             entries = list_datasets(xrpc, did)

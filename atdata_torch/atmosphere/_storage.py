@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 
 from ..dataset import Dataset
 from ..errors import BlobLimitError, PublishError
-from . import _lexicon as lex
+from ._lexicon import EXT_KEY, NO_CHECKSUM, NS
 from ._xrpc import XrpcRepo
 
 __all__ = ["build_storage", "shard_name"]
@@ -82,7 +82,7 @@ def _remote_sha256(ds: Dataset[Any], shard: str) -> dict[str, str]:
     side = ds._sidecar(shard)
     if side is not None and side.sha256:
         return {"algorithm": "sha256", "digest": side.sha256}
-    return dict(lex.NO_CHECKSUM)
+    return dict(NO_CHECKSUM)
 
 
 def _remote_size(ds: Dataset[Any]) -> dict[str, int]:
@@ -104,7 +104,7 @@ def _http_storage(ds: Dataset[Any], shards: list[str]) -> tuple[dict[str, Any], 
                 shard=s,
             )
         out.append({"url": s, "checksum": _remote_sha256(ds, s)})
-    return {"$type": f"{lex.NS}.storageHttp", "shards": out}, _remote_size(ds)
+    return {"$type": f"{NS}.storageHttp", "shards": out}, _remote_size(ds)
 
 
 def _s3_storage(
@@ -125,7 +125,7 @@ def _s3_storage(
     endpoint = endpoint or getattr(ds.source, "endpoint", None)
     region = region or getattr(ds.source, "region", None)
     stor: dict[str, Any] = {
-        "$type": f"{lex.NS}.storageS3",
+        "$type": f"{NS}.storageS3",
         "bucket": buckets.pop(),
         "shards": [{"key": k, "checksum": _remote_sha256(ds, s)} for s, k in keys],
     }
@@ -202,11 +202,11 @@ def _blob_storage(
                     "blob": blob,
                     "checksum": {"algorithm": "sha256", "digest": digest},
                     # Extensions the original ignores: the file name (splits), its index sidecar, its samples.
-                    lex.EXT_KEY: {"name": shard_name(s), "index": index_blob, "samples": idx.count},
+                    EXT_KEY: {"name": shard_name(s), "index": index_blob, "samples": idx.count},
                 }
             )
             bar.update(len(data))
     finally:
         bar.close()
     size = {"samples": total_samples, "bytes": sum(b["blob"]["size"] for b in blobs), "shards": len(blobs)}
-    return {"$type": f"{lex.NS}.storageBlobs", "blobs": blobs}, size
+    return {"$type": f"{NS}.storageBlobs", "blobs": blobs}, size
