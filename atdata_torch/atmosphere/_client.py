@@ -4,9 +4,9 @@ Logged in, it writes records to the account's own repo; anonymous (:meth:`Atmosp
 Every read of another repo goes to the PDS its DID document names (never a hard-wired host), and lists page through
 ``listRecords`` 100 records at a time.
 
-A thin facade: the XRPC calls (records, blobs, retries, session refresh) are :class:`~._xrpc.XrpcRepo`'s (the
-:attr:`Atmosphere.xrpc` attribute), and each record kind has its module (``_schemas``, ``_datasets``, ``_lenses``,
-``_search``, ``_load``) built on the repository layer's public methods.
+A thin facade: the XRPC calls (records, blobs, retries, session refresh) belong to
+:class:`~atdata_torch.atmosphere.XrpcRepo` (the :attr:`Atmosphere.xrpc` attribute), and each record kind has its
+module (``_schemas``, ``_datasets``, ``_lenses``, ``_search``, ``_load``) built on that layer's public methods.
 
 Example (against a PDS; see ``tests/test_atmosphere.py`` for the real-network tests)::
 
