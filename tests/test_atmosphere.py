@@ -312,9 +312,9 @@ def test_blob_checksum_mismatch_is_an_error(alice: Atmosphere, digits: Path, tmp
 
 def test_records_in_the_originals_exact_shapes(alice: Atmosphere, digits: Path, net_env: Net) -> None:
     """Records built by hand from docs/format.md, as the original writes them (both namespaces)."""
-    client, did = alice._me()
+    client, did = alice.xrpc.account()
     shard = (digits / "test-000000.tar").read_bytes()
-    from atdata_torch.atmosphere._storage import upload_blob
+    from atdata_torch.atmosphere._xrpc import upload_blob
 
     up = upload_blob(client, shard, "application/x-tar")
     schema = {

@@ -30,6 +30,7 @@ from ._lexicon import (
     Shard,
 )
 from ._session import default_session_path
+from ._xrpc import XrpcRepo
 
 __all__ = [
     "COLLECTIONS",
@@ -44,6 +45,7 @@ __all__ = [
     "LensRecord",
     "SchemaRecord",
     "Shard",
+    "XrpcRepo",
     "default_session_path",
     "parse_name",
 ]

@@ -4,6 +4,10 @@ Logged in, it writes records to the account's own repo; anonymous (:meth:`Atmosp
 Every read of another repo goes to the PDS its DID document names (never a hard-wired host), and lists page through
 ``listRecords`` 100 records at a time.
 
+A thin facade: the XRPC calls (records, blobs, retries, session refresh) belong to
+:class:`~atdata_torch.atmosphere.XrpcRepo` (the :attr:`Atmosphere.xrpc` attribute), and each record kind has its
+module (``_schemas``, ``_datasets``, ``_lenses``, ``_search``, ``_load``) built on that layer's public methods.
+
 Example (against a PDS; see ``tests/test_atmosphere.py`` for the real-network tests)::
 
     from atdata_torch.atmosphere import Atmosphere, CodeRef
@@ -16,56 +20,27 @@ Example (against a PDS; see ``tests/test_atmosphere.py`` for the real-network te
 
 from __future__ import annotations
 
-import functools
-import json
-import logging
 import os
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from ..dataset import Dataset
-from ..errors import (
-    AuthError,
-    BlobLimitError,
-    IdentityError,
-    PublishError,
-    RecordNotFoundError,
-    SchemaError,
-)
-from ..index._records import latest_semver, parse_semver
+from ..errors import AuthError
 from ..lens import Lens
 from ..load import DatasetDict
-from ..schema import DictSample, PackableSample
-from . import _lexicon as lex
-from ._identity import Identity, _atproto, is_did, normalize_handle
-from ._lenses import find_lenses, load_lens
+from ._auth import password_login, resume_session
+from ._datasets import get_dataset, label, list_datasets, list_labels, parse_name, publish_dataset
+from ._identity import Identity, _atproto
+from ._lenses import find_lenses, load_lens, publish_lens
+from ._lexicon import CodeRef, DatasetRecord, LabelRecord, LensRecord, SchemaRecord
 from ._load import load_entry
+from ._schemas import get_schema, list_schemas, publish_schema, schema_type
+from ._search import search
 from ._session import default_session_path, load_session, save_session
-from ._storage import build_storage
+from ._xrpc import MAX_RECORD_BYTES, PAGE, XrpcAttr, XrpcRepo
 
-__all__ = ["Atmosphere"]
-
-log = logging.getLogger("atdata_torch")
-T = TypeVar("T")
-
-#: A record body a 0.4 PDS accepts is at most 150 KiB; stay clear of it.
-MAX_RECORD_BYTES = 140_000
-PAGE = 100
-
-
-def _status(exc: Exception) -> tuple[int | None, str, str]:
-    resp = getattr(exc, "response", None)
-    status = getattr(resp, "status_code", None)
-    content = getattr(resp, "content", None)
-    error = str(getattr(content, "error", "") or "")
-    message = str(getattr(content, "message", "") or "")
-    return status, error, message
-
-
-def _bump(v: str) -> str:
-    sv = parse_semver(v)
-    return f"{sv[0]}.{sv[1]}.{sv[2] + 1}" if sv else v + ".1"
+__all__ = ["MAX_RECORD_BYTES", "PAGE", "Atmosphere", "parse_name"]
 
 
 class Atmosphere:
@@ -96,17 +71,20 @@ class Atmosphere:
         max_blob_bytes: int | None = None,
         timeout: float = 30.0,
     ) -> None:
-        self.identity = identity
-        self._client = client
-        self.did = did
-        self.handle = handle
-        self.pds = pds.rstrip("/") if pds else identity.pds_url
+        self.xrpc = XrpcRepo(
+            identity, client, did=did, handle=handle, pds=pds, max_blob_bytes=max_blob_bytes, timeout=timeout
+        )
         self.session_file = Path(session_file).expanduser() if session_file is not None else None
-        self.max_blob_bytes = max_blob_bytes
-        self.timeout = timeout
-        self._readers: dict[str, Any] = {}
         if client is not None and self.session_file is not None:
             client.on_session_change(lambda _event, _session: self._persist())
+
+    #: The account's state lives on :attr:`xrpc` (read and written through): resolver, DID, handle, PDS, limits.
+    identity: XrpcAttr[Identity] = XrpcAttr()
+    did: XrpcAttr[str | None] = XrpcAttr()
+    handle: XrpcAttr[str | None] = XrpcAttr()
+    pds: XrpcAttr[str | None] = XrpcAttr()
+    max_blob_bytes: XrpcAttr[int | None] = XrpcAttr()
+    timeout: XrpcAttr[float] = XrpcAttr()
 
     # ================================================================================================ sessions
     @classmethod
@@ -154,37 +132,13 @@ class Atmosphere:
                 "Atmosphere.login needs a handle and a password (or ATDATA_HANDLE / ATDATA_PASSWORD, or a saved "
                 "session from `atdata-torch login`)"
             )
-        atproto = _atproto()
-        ids = Identity(plc=plc, pds=pds, timeout=timeout)
-        try:
-            did = ids.resolve_handle(handle)
-            endpoint = ids.pds_of(did)
-        except BaseException:
-            ids.close()
-            raise
-        client = atproto.Client(base_url=endpoint, request=atproto.Request(timeout=timeout))
-        who = handle if is_did(handle) else normalize_handle(handle)
-        try:
-            client.login(who, password, fetch_bsky_profile=False)
-        except atproto.exceptions.AtProtocolError as exc:
-            status, error, message = _status(exc)
-            client.request.close()
-            ids.close()
-            if status in (400, 401):
-                raise AuthError(
-                    f"login as {who} on {endpoint} failed: {message or error or 'invalid identifier or password'} "
-                    f"(HTTP {status}); check the handle and password (an app password works too)"
-                ) from None
-            raise PublishError(
-                f"login as {who} on {endpoint} failed ({type(exc).__name__}, HTTP {status}); is the PDS reachable?"
-            ) from None
-        sess_handle = client._session.handle if client._session is not None else who
+        who = password_login(handle, password, pds=pds, plc=plc, timeout=timeout)
         atmo = cls(
-            ids,
-            client,
-            did=did,
-            handle=str(sess_handle),
-            pds=endpoint,
+            who.identity,
+            who.client,
+            did=who.did,
+            handle=who.handle,
+            pds=who.pds,
             session_file=(session_file or default_session_path()) if save_session or session_file else None,
             max_blob_bytes=max_blob_bytes,
             timeout=timeout,
@@ -224,14 +178,10 @@ class Atmosphere:
             timeout=timeout,
         )
         try:
-            client.login(session_string=str(data["session"]), fetch_bsky_profile=False)
-        except atproto.exceptions.AtProtocolError as exc:
-            status, error, message = _status(exc)
+            resume_session(client, data, p)
+        except AuthError:
             atmo.close()
-            raise AuthError(
-                f"the saved session of {data.get('handle')} ({p}) was refused: {message or error} (HTTP {status}); "
-                "log in again"
-            ) from None
+            raise
         return atmo
 
     @classmethod
@@ -247,36 +197,33 @@ class Atmosphere:
         return cls(Identity(plc=plc, pds=pds, timeout=timeout), None, timeout=timeout)
 
     def _persist(self) -> None:
-        if self.session_file is None or self._client is None:
+        client = self.xrpc.client
+        if self.session_file is None or client is None:
             return
         data = {
             "handle": self.handle,
             "did": self.did,
             "pds": self.pds,
             "plc": self.identity.plc_url,
-            "session": self._client.export_session_string(),
+            "session": client.export_session_string(),
         }
         save_session(self.session_file, data)
 
     def save_session(self, path: str | os.PathLike[str] | None = None) -> Path:
         """Save this session (mode 0600); later refreshes of the tokens are saved there too. Returns the path."""
-        if self._client is None:
+        client = self.xrpc.client
+        if client is None:
             raise AuthError("an anonymous Atmosphere has no session to save; log in first")
         p = Path(path).expanduser() if path is not None else default_session_path()
         if self.session_file is None:
-            self._client.on_session_change(lambda _event, _session: self._persist())
+            client.on_session_change(lambda _event, _session: self._persist())
         self.session_file = p
         self._persist()
         return p
 
     def close(self) -> None:
         """Close the HTTP connections."""
-        for reader in self._readers.values():
-            reader.request.close()
-        self._readers.clear()
-        if self._client is not None:
-            self._client.request.close()
-        self.identity.close()
+        self.xrpc.close()
 
     def __enter__(self) -> Atmosphere:
         return self
@@ -285,88 +232,19 @@ class Atmosphere:
         self.close()
 
     def __repr__(self) -> str:
-        if self._client is None:
+        if self.xrpc.client is None:
             return f"Atmosphere(anonymous, plc={self.identity.plc_url!r})"
         return f"Atmosphere(handle={self.handle!r}, did={self.did!r}, pds={self.pds!r})"
 
-    # ================================================================================================ plumbing
-    def _me(self) -> tuple[Any, str]:
-        if self._client is None or self.did is None:
-            raise AuthError("this Atmosphere is anonymous (read-only); log in with Atmosphere.login() to publish")
-        return self._client, self.did
-
-    def _call(self, what: str, fn: Callable[[], T], *, where: str | None = None) -> T:
-        atproto = _atproto()
-        for attempt in (0, 1):
-            try:
-                return fn()
-            except atproto.exceptions.AtProtocolError as exc:
-                status, error, message = _status(exc)
-                if attempt == 0 and error in ("ExpiredToken", "InvalidToken") and self._client is not None:
-                    try:
-                        self._client._refresh_and_set_session()
-                    except atproto.exceptions.AtProtocolError:
-                        raise AuthError(
-                            f"{what}: the session expired and could not be refreshed; log in again"
-                        ) from None
-                    continue
-                place = f" ({where})" if where else ""
-                if status == 413:
-                    raise BlobLimitError(
-                        f"{what}{place}: the PDS refused the request as too large (HTTP 413)"
-                    ) from None
-                if status in (401, 403):
-                    raise AuthError(
-                        f"{what}{place} was refused: {message or error} (HTTP {status}); an account can only write to "
-                        "its own repo, and a session may have been revoked (log in again)"
-                    ) from None
-                if error in ("RecordNotFound", "RepoNotFound", "BlobNotFound", "InvalidRequest") and status == 400:
-                    raise RecordNotFoundError(f"{what}{place}: {message or error}") from None
-                detail = f"{message or error or type(exc).__name__}"
-                raise PublishError(f"{what}{place} failed: {detail} (HTTP {status})") from exc
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    def _reader(self, endpoint: str) -> Any:
-        endpoint = endpoint.rstrip("/")
-        if self._client is not None and endpoint == self.pds:
-            return self._client
-        r = self._readers.get(endpoint)
-        if r is None:
-            atproto = _atproto()
-            r = self._readers[endpoint] = atproto.Client(
-                base_url=endpoint, request=atproto.Request(timeout=self.timeout)
-            )
-        return r
-
+    # ================================================================================================ records
     def resolve(self, repo: str | None) -> str:
         """The DID of a repo given as handle or DID (``None``: the logged-in account).
 
         Raises:
             IdentityError: it does not resolve.
         """
-        if repo is None:
-            if self.did is None:
-                raise IdentityError("no repo given, and this Atmosphere is anonymous; pass repo='handle' or a DID")
-            return self.did
-        if self.handle and not is_did(repo) and repo.lstrip("@").lower() == self.handle.lower() and self.did:
-            return self.did
-        return self.identity.resolve_handle(repo, pds=self.pds)
+        return self.xrpc.resolve(repo)
 
-    def _pds_of(self, did: str) -> str:
-        if did == self.did and self.pds:
-            return self.pds
-        return self.identity.pds_of(did)
-
-    def _check_own(self, repo: str | None) -> tuple[Any, str]:
-        client, did = self._me()
-        if repo is not None and self.resolve(repo) != did:
-            raise AuthError(
-                f"logged in as {self.handle} ({did}), which cannot write to the repo of {repo}; log in as that "
-                "account to publish there"
-            )
-        return client, did
-
-    # ================================================================================================ records
     def create_record(self, collection: str, record: dict[str, Any], *, repo: str | None = None) -> str:
         """Write a record to the logged-in account's repo; returns its at-uri.
 
@@ -374,20 +252,7 @@ class Atmosphere:
             AuthError: anonymous, or ``repo`` is another account's.
             PublishError: the PDS refused the record (e.g. floats, too large).
         """
-        client, did = self._check_own(repo)
-        lex.check_no_floats(record)
-        body = json.dumps(record, default=str)
-        if len(body) > MAX_RECORD_BYTES:
-            raise PublishError(
-                f"the {collection} record is {len(body):,} bytes; a PDS accepts about 150 KB per record. For a "
-                "dataset, write fewer, larger shards (maxsize= / maxcount=) or publish with storage='http'/'s3'"
-            )
-        out = self._call(
-            f"writing a {collection} record",
-            lambda: client.com.atproto.repo.create_record({"repo": did, "collection": collection, "record": record}),
-            where=self.pds,
-        )
-        return str(out.uri)
+        return self.xrpc.create_record(collection, record, repo=repo)
 
     def get_record(self, uri: str) -> tuple[str, dict[str, Any]]:
         """``(uri with a DID, record)`` of an at-uri (its repo may be a handle).
@@ -395,51 +260,16 @@ class Atmosphere:
         Raises:
             RecordNotFoundError: no such record.
         """
-        at = lex.AtUri.parse(uri)
-        if not at.collection or not at.rkey:
-            raise RecordNotFoundError(f"{uri} names a repo, not a record (expected at://repo/collection/rkey)")
-        did = self.resolve(at.repo)
-        endpoint = self._pds_of(did)
-        reader = self._reader(endpoint)
-        got = self._call(
-            f"reading {uri}",
-            lambda: reader.com.atproto.repo.get_record({"repo": did, "collection": at.collection, "rkey": at.rkey}),
-            where=endpoint,
-        )
-        return str(lex.AtUri(did, at.collection, at.rkey)), got.value.to_dict()
+        return self.xrpc.get_record(uri)
 
     def list_records(self, collection: str, *, repo: str | None = None) -> Iterator[tuple[str, dict[str, Any]]]:
         """Every record of a collection in a repo, paging through ``listRecords`` (100 per page)."""
-        did = self.resolve(repo)
-        endpoint = self._pds_of(did)
-        reader = self._reader(endpoint)
-        cursor: str | None = None
-        while True:
-            params: dict[str, Any] = {"repo": did, "collection": collection, "limit": PAGE}
-            if cursor:
-                params["cursor"] = cursor
-            page = self._call(
-                f"listing {collection} of {repo or did}",
-                functools.partial(reader.com.atproto.repo.list_records, params),
-                where=endpoint,
-            )
-            for rec in page.records:
-                yield str(rec.uri), rec.value.to_dict()
-            cursor = page.cursor
-            if not page.records or not cursor:
-                return
-
-    def _list_kind(self, kind: str, repo: str | None) -> Iterator[tuple[str, dict[str, Any]]]:
-        for table in (lex.COLLECTIONS, lex.LEGACY_COLLECTIONS):
-            yield from self.list_records(table[kind], repo=repo)
+        return self.xrpc.list_records(collection, repo=repo)
 
     # ================================================================================================ schemas
-    def list_schemas(self, repo: str | None = None) -> list[lex.SchemaRecord]:
+    def list_schemas(self, repo: str | None = None) -> list[SchemaRecord]:
         """The schema records of a repo (either namespace)."""
-        return [
-            lex.SchemaRecord(uri=u, name=str(v.get("name", "")), version=str(v.get("version", "")), record=v)
-            for u, v in self._list_kind("schema", repo)
-        ]
+        return list_schemas(self.xrpc, repo)
 
     def publish_schema(
         self,
@@ -466,36 +296,17 @@ class Atmosphere:
         Raises:
             SchemaError: not ``@packable``, or ``name@version`` is published with different fields.
         """
-        self._me()
-        draft = lex.schema_record(sample_type, version=version or "1.0.0", description=description)
-        sig = lex.signature(draft)
-        same_name = [s for s in self.list_schemas() if s.name == draft["name"]]
-        for s in same_name:
-            if (version is None or s.version == version) and lex.signature(s.record) == sig:
-                log.info("atdata_torch: reusing schema %s@%s (%s)", s.name, s.version, s.uri)
-                return s.uri
-        if version is not None and any(s.version == version for s in same_name):
-            taken = next(s for s in same_name if s.version == version)
-            raise SchemaError(
-                f"schema {draft['name']}@{version} is already published ({taken.uri}) with different fields; "
-                f"publish the new fields as another version (e.g. version={_bump(version)!r})"
-            )
-        if version is None and same_name:
-            latest = latest_semver(s.version for s in same_name)
-            version = _bump(latest) if latest else "1.0.0"
-        rec = lex.schema_record(
-            sample_type, version=version or "1.0.0", description=description, license=license, tags=tags
+        return publish_schema(
+            self.xrpc, sample_type, version=version, description=description, license=license, tags=tags
         )
-        return self.create_record(lex.COLLECTIONS["schema"], rec)
 
-    def get_schema(self, uri: str) -> lex.SchemaRecord:
+    def get_schema(self, uri: str) -> SchemaRecord:
         """A schema record by at-uri."""
-        u, v = self.get_record(uri)
-        return lex.SchemaRecord(uri=u, name=str(v.get("name", "")), version=str(v.get("version", "")), record=v)
+        return get_schema(self.xrpc, uri)
 
     def schema_type(self, uri: str) -> type:
         """The ``@packable`` class a published schema describes (rebuilt from data; no code runs)."""
-        return self.get_schema(uri).sample_type
+        return schema_type(self.xrpc, uri)
 
     # ================================================================================================ datasets
     def publish_dataset(
@@ -543,44 +354,28 @@ class Atmosphere:
             BlobLimitError: a shard is larger than the PDS's blob limit.
             SchemaError: the samples are not typed and no ``schema_uri`` is given.
         """
-        self._me()
-        if not isinstance(ds, Dataset):
-            ds = Dataset(ds, sample_type=sample_type or DictSample)
-        st = sample_type or ds.sample_type
-        if schema_uri is None:
-            if st is None or st is DictSample or not (isinstance(st, type) and issubclass(st, PackableSample)):
-                raise SchemaError(
-                    f"publish_dataset({name!r}) needs the sample schema: pass a typed Dataset[T], sample_type=T, or "
-                    "schema_uri='at://.../science.alt.dataset.schema/...'"
-                )
-            schema_uri = self.publish_schema(st)
-        shards = ds.list_shards()
-        if not shards:
-            raise PublishError(f"publish_dataset({name!r}): the dataset has no shards")
-        stor, size = build_storage(self, ds, shards, storage, endpoint=endpoint, region=region, progress=progress)
-        rec = lex.entry_record(
+        return publish_dataset(
+            self.xrpc,
+            ds,
             name=name,
+            storage=storage,
+            sample_type=sample_type,
             schema_uri=schema_uri,
-            storage=stor,
+            version=version,
             description=description,
             tags=tags,
             license=license,
-            size=size,
             metadata=metadata,
+            endpoint=endpoint,
+            region=region,
+            progress=progress,
         )
-        uri = self.create_record(lex.COLLECTIONS["entry"], rec)
-        if version is not None:
-            self.label(name, uri, version=version, description=description)
-        return uri
 
-    def list_datasets(self, repo: str | None = None) -> list[lex.DatasetRecord]:
+    def list_datasets(self, repo: str | None = None) -> list[DatasetRecord]:
         """The dataset entries of a repo (either namespace), newest first."""
-        did = self.resolve(repo)
-        endpoint = self._pds_of(did)
-        out = [lex.parse_entry(u, v, pds=endpoint) for u, v in self._list_kind("entry", did)]
-        return sorted(out, key=lambda r: r.created_at or "", reverse=True)
+        return list_datasets(self.xrpc, repo)
 
-    def get_dataset(self, ref: str) -> lex.DatasetRecord:
+    def get_dataset(self, ref: str) -> DatasetRecord:
         """A dataset entry by at-uri (an entry, or a label that points at one) or ``@handle/name[@version]``.
 
         Without a version, the newest label of the name wins, else the newest entry of that name.
@@ -588,35 +383,7 @@ class Atmosphere:
         Raises:
             RecordNotFoundError: nothing by that name (the message lists the repo's datasets) or version.
         """
-        if ref.startswith("at://"):
-            uri, value = self.get_record(ref)
-            kind = lex.kind_of(lex.AtUri.parse(uri).collection or "")
-            if kind == "label":
-                return self.get_dataset(str(value.get("datasetUri")))
-            if kind != "entry":
-                raise RecordNotFoundError(f"{ref} is a {kind or 'foreign'} record, not a dataset entry or label")
-            did = lex.AtUri.parse(uri).repo
-            return lex.parse_entry(uri, value, pds=self._pds_of(did))
-        repo, name, version = parse_name(ref)
-        did = self.resolve(repo)
-        labels = [lab for lab in self.list_labels(did) if lab.name == name]
-        if version is not None:
-            hits = [lab for lab in labels if lab.version == version]
-            if not hits:
-                versions = sorted({lab.version or "(none)" for lab in labels})
-                raise RecordNotFoundError(
-                    f"{repo} has no version {version!r} of {name!r}"
-                    + (f"; versions: {versions}" if versions else "; it has no labels of that name")
-                )
-            return self.get_dataset(max(hits, key=lambda lab: lab.created_at or "").dataset_uri)
-        if labels:
-            return self.get_dataset(max(labels, key=lambda lab: lab.created_at or "").dataset_uri)
-        entries = self.list_datasets(did)
-        named = [e for e in entries if e.name == name]
-        if named:
-            return named[0]
-        have = sorted({e.name for e in entries})
-        raise RecordNotFoundError(f"{repo} has no dataset named {name!r}; its datasets: {have}")
+        return get_dataset(self.xrpc, ref)
 
     def load(
         self, ref: str, sample_type: type | None = None, *, split: str | None = None, **source_options: Any
@@ -630,7 +397,7 @@ class Atmosphere:
                 split expression.
             **source_options: Passed to the sources (``cache_dir=``, ``retries=``, S3 credentials, ...).
         """
-        return load_entry(self, self.get_dataset(ref), sample_type, split=split, **source_options)
+        return load_entry(self.xrpc, self.get_dataset(ref), sample_type, split=split, **source_options)
 
     # ================================================================================================ labels
     def label(self, name: str, dataset_uri: str, *, version: str | None = None, description: str | None = None) -> str:
@@ -639,22 +406,19 @@ class Atmosphere:
         Raises:
             RecordNotFoundError: ``dataset_uri`` is not a dataset entry.
         """
-        self._me()
-        self.get_dataset(dataset_uri)  # it must exist and be an entry
-        rec = lex.label_record(name=name, dataset_uri=dataset_uri, version=version, description=description)
-        return self.create_record(lex.COLLECTIONS["label"], rec)
+        return label(self.xrpc, name, dataset_uri, version=version, description=description)
 
-    def list_labels(self, repo: str | None = None) -> list[lex.LabelRecord]:
+    def list_labels(self, repo: str | None = None) -> list[LabelRecord]:
         """The label records of a repo (either namespace)."""
-        return [lex.parse_label(u, v) for u, v in self._list_kind("label", repo)]
+        return list_labels(self.xrpc, repo)
 
     # ================================================================================================ lenses
     def publish_lens(
         self,
         lens: Lens[Any, Any],
         *,
-        code: lex.CodeRef,
-        putter_code: lex.CodeRef | None = None,
+        code: CodeRef,
+        putter_code: CodeRef | None = None,
         name: str | None = None,
         description: str | None = None,
     ) -> str:
@@ -668,28 +432,15 @@ class Atmosphere:
             name: The lens name (default: the lens's).
             description: Text.
         """
-        src = self.publish_schema(lens.source_type)
-        dst = self.publish_schema(lens.view_type)
-        rec = lex.lens_record(
-            name=name or str(lens.name),
-            source_schema=src,
-            target_schema=dst,
-            getter=code,
-            putter=putter_code or code,
-            description=description,
-        )
-        return self.create_record(lex.COLLECTIONS["lens"], rec)
+        return publish_lens(self.xrpc, lens, code=code, putter_code=putter_code, name=name, description=description)
 
     def find_lenses(
         self, *, source: type | str | None = None, target: type | str | None = None, repo: str | None = None
-    ) -> list[lex.LensRecord]:
+    ) -> list[LensRecord]:
         """Lens records of a repo, optionally only those from / to a schema (a class, its name, or an at-uri)."""
+        return find_lenses(self.xrpc, source=source, target=target, repo=repo)
 
-        return find_lenses(self, source=source, target=target, repo=repo)
-
-    def load_lens(
-        self, lens: lex.LensRecord | str, *, allow: Iterable[str] = (), register: bool = False
-    ) -> Lens[Any, Any]:
+    def load_lens(self, lens: LensRecord | str, *, allow: Iterable[str] = (), register: bool = False) -> Lens[Any, Any]:
         """Turn a lens record into a :class:`~atdata_torch.Lens`, only from code you installed and allowed.
 
         Records from other accounts are data: the code they point at is imported only when its module (or
@@ -705,31 +456,12 @@ class Atmosphere:
             LensNotFoundError: the module is not installed, or the name is not a lens/function.
             SchemaError: the installed lens's types do not match the record's schemas.
         """
-        return load_lens(self, lens, allow=allow, register=register)
+        return load_lens(self.xrpc, lens, allow=allow, register=register)
 
     # ================================================================================================ discovery
     def list_repos(self, pds: str | None = None, *, limit: int = 10_000) -> list[str]:
         """The DIDs of the repos a PDS hosts (``com.atproto.sync.listRepos``, paged)."""
-        endpoint = (pds or self.pds or "").rstrip("/")
-        if not endpoint:
-            raise PublishError("list_repos needs a PDS: pass pds=, log in, or set ATDATA_PDS_URL")
-        reader = self._reader(endpoint)
-        out: list[str] = []
-        cursor: str | None = None
-        while len(out) < limit:
-            params: dict[str, Any] = {"limit": min(1000, limit - len(out))}
-            if cursor:
-                params["cursor"] = cursor
-            page = self._call(
-                "listing repos",
-                functools.partial(reader.com.atproto.sync.list_repos, params),
-                where=endpoint,
-            )
-            out.extend(str(r.did) for r in page.repos)
-            cursor = page.cursor
-            if not page.repos or not cursor:
-                break
-        return out
+        return self.xrpc.list_repos(pds, limit=limit)
 
     def search(
         self,
@@ -738,47 +470,10 @@ class Atmosphere:
         repos: Iterable[str] | None = None,
         tags: Iterable[str] | None = None,
         limit: int | None = 50,
-    ) -> list[lex.DatasetRecord]:
+    ) -> list[DatasetRecord]:
         """Dataset entries whose name, description or tags contain ``text`` (any case) and carry every tag.
 
         Without an app view there is no global index: the search covers ``repos`` (handles or DIDs), by default
         every repo on this PDS (``com.atproto.sync.listRepos``). Newest first.
         """
-        needle = text.lower() if text else None
-        want = set(tags or ())
-        dids = [self.resolve(r) for r in repos] if repos is not None else self.list_repos()
-        hits: list[lex.DatasetRecord] = []
-        for did in dids:
-            try:
-                entries = self.list_datasets(did)
-            except (RecordNotFoundError, IdentityError) as exc:
-                log.info("atdata_torch: search skips %s (%s)", did, exc)
-                continue
-            for e in entries:
-                if want and not want.issubset(e.tags):
-                    continue
-                hay = " ".join([e.name, e.description or "", " ".join(e.tags)]).lower()
-                if needle is None or needle in hay:
-                    hits.append(e)
-        hits.sort(key=lambda r: r.created_at or "", reverse=True)
-        return hits if limit is None else hits[:limit]
-
-
-def parse_name(ref: str) -> tuple[str, str, str | None]:
-    """``(repo, name, version)`` of ``@handle/name[@version]`` (or ``handle/name``, or a DID).
-
-    Raises:
-        ValueError: not such a name.
-
-    Example:
-        >>> parse_name("@alice.test/digits@1.0.0"), parse_name("did:plc:abc/mnist")
-        (('alice.test', 'digits', '1.0.0'), ('did:plc:abc', 'mnist', None))
-    """
-    body = ref[1:] if ref.startswith("@") else ref
-    repo, sep, rest = body.partition("/")
-    if not sep or not repo or not rest:
-        raise ValueError(f"{ref!r} is not '@handle/name[@version]'")
-    name, _, version = rest.partition("@")
-    if not name:
-        raise ValueError(f"{ref!r} has no dataset name")
-    return repo, name, version or None
+        return search(self.xrpc, text, repos=repos, tags=tags, limit=limit)

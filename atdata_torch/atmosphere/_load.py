@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..dataset import Dataset
 from ..errors import RecordNotFoundError
 from ..load import DatasetDict, _select, detect_split
 from ..schema import DictSample
-from . import _lexicon as lex
+from ._lexicon import DatasetRecord, Shard
+from ._schemas import schema_type
 from ._storage import shard_name
-
-if TYPE_CHECKING:
-    from ._client import Atmosphere
+from ._xrpc import XrpcRepo
 
 __all__ = ["load_entry"]
 
@@ -21,8 +20,8 @@ log = logging.getLogger("atdata_torch")
 
 
 def load_entry(
-    atmo: Atmosphere,
-    rec: lex.DatasetRecord,
+    xrpc: XrpcRepo,
+    rec: DatasetRecord,
     sample_type: type | None,
     *,
     split: str | None = None,
@@ -32,13 +31,13 @@ def load_entry(
     st: Any = sample_type
     if st is None:
         if rec.schema_ref.startswith("at://"):
-            st = atmo.schema_type(rec.schema_ref)
+            st = schema_type(xrpc, rec.schema_ref)
         else:
             log.warning(
                 "atdata_torch: %s has schema %r, not an at:// record; reading DictSample", rec.uri, rec.schema_ref
             )
             st = DictSample
-    groups: dict[str, list[lex.Shard]] = {}
+    groups: dict[str, list[Shard]] = {}
     meta_split = (
         (rec.record.get("metadata") or {}).get("split") if isinstance(rec.record.get("metadata"), dict) else None
     )
@@ -51,7 +50,7 @@ def load_entry(
     return splits if split is None else _select(splits, split)
 
 
-def _dataset(rec: lex.DatasetRecord, shards: list[lex.Shard], st: Any, options: dict[str, Any]) -> Any:
+def _dataset(rec: DatasetRecord, shards: list[Shard], st: Any, options: dict[str, Any]) -> Any:
     urls = [s.url for s in shards]
     checksums = {s.url: s.sha256 for s in shards if s.sha256}
     if rec.storage == "blobs":

@@ -8,23 +8,20 @@ from __future__ import annotations
 
 import hashlib
 import os
-import warnings
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from tqdm.auto import tqdm
 
 from ..dataset import Dataset
 from ..errors import BlobLimitError, PublishError
-from . import _lexicon as lex
+from ._lexicon import EXT_KEY, NO_CHECKSUM, NS
+from ._xrpc import XrpcRepo
 
-if TYPE_CHECKING:
-    from ._client import Atmosphere
-
-__all__ = ["build_storage", "shard_name", "upload_blob"]
+__all__ = ["build_storage", "shard_name"]
 
 
 def build_storage(
-    atmo: Atmosphere,
+    xrpc: XrpcRepo,
     ds: Dataset[Any],
     shards: list[str],
     storage: str | None,
@@ -52,7 +49,7 @@ def build_storage(
                 f"shards of mixed kinds ({sorted(kinds)}); pass storage='blobs' to upload them all to the PDS"
             )
     if storage == "blobs":
-        return _blob_storage(atmo, ds, shards, progress)
+        return _blob_storage(xrpc, ds, shards, progress)
     if storage == "http":
         return _http_storage(ds, shards)
     if storage == "s3":
@@ -72,13 +69,6 @@ def shard_name(url: str) -> str:
     return url.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1]
 
 
-def upload_blob(client: Any, data: bytes, mime: str) -> Any:
-    # The SDK hands bytes to httpx as data=, which httpx deprecates (not ours to fix): keep that warning out.
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Use 'content=<...>'", category=DeprecationWarning)
-        return client.com.atproto.repo.upload_blob(data, headers={"Content-Type": mime})
-
-
 def _local_refusal(shard: str, storage: str) -> PublishError:
     return PublishError(
         f"shard {shard!r} is a local file, and a {storage} record must never hold a local path (nobody else can "
@@ -92,7 +82,7 @@ def _remote_sha256(ds: Dataset[Any], shard: str) -> dict[str, str]:
     side = ds._sidecar(shard)
     if side is not None and side.sha256:
         return {"algorithm": "sha256", "digest": side.sha256}
-    return dict(lex.NO_CHECKSUM)
+    return dict(NO_CHECKSUM)
 
 
 def _remote_size(ds: Dataset[Any]) -> dict[str, int]:
@@ -114,7 +104,7 @@ def _http_storage(ds: Dataset[Any], shards: list[str]) -> tuple[dict[str, Any], 
                 shard=s,
             )
         out.append({"url": s, "checksum": _remote_sha256(ds, s)})
-    return {"$type": f"{lex.NS}.storageHttp", "shards": out}, _remote_size(ds)
+    return {"$type": f"{NS}.storageHttp", "shards": out}, _remote_size(ds)
 
 
 def _s3_storage(
@@ -135,7 +125,7 @@ def _s3_storage(
     endpoint = endpoint or getattr(ds.source, "endpoint", None)
     region = region or getattr(ds.source, "region", None)
     stor: dict[str, Any] = {
-        "$type": f"{lex.NS}.storageS3",
+        "$type": f"{NS}.storageS3",
         "bucket": buckets.pop(),
         "shards": [{"key": k, "checksum": _remote_sha256(ds, s)} for s, k in keys],
     }
@@ -146,29 +136,24 @@ def _s3_storage(
     return stor, _remote_size(ds)
 
 
-def _upload(atmo: Atmosphere, data: bytes | memoryview, mime: str, what: str) -> dict[str, Any]:
-    client, _ = atmo._me()
-    if atmo.max_blob_bytes is not None and len(data) > atmo.max_blob_bytes:
-        raise _too_large(atmo, what, len(data))
+def _upload(xrpc: XrpcRepo, data: bytes | memoryview, mime: str, what: str) -> dict[str, Any]:
+    xrpc.account()
+    if xrpc.max_blob_bytes is not None and len(data) > xrpc.max_blob_bytes:
+        raise _too_large(xrpc, what, len(data))
     try:
-        up = atmo._call(
-            f"uploading {what}",
-            lambda: upload_blob(client, bytes(data), mime),
-            where=atmo.pds,
-        )
+        return xrpc.upload_blob(data, mime, what=what)
     except BlobLimitError:
-        raise _too_large(atmo, what, len(data)) from None
-    return {"$type": "blob", "ref": {"$link": str(up.blob.ref.link)}, "mimeType": mime, "size": int(up.blob.size)}
+        raise _too_large(xrpc, what, len(data)) from None
 
 
-def _too_large(atmo: Atmosphere, what: str, size: int) -> BlobLimitError:
+def _too_large(xrpc: XrpcRepo, what: str, size: int) -> BlobLimitError:
     limit = (
-        f"its limit is {atmo.max_blob_bytes:,} bytes"
-        if atmo.max_blob_bytes is not None
+        f"its limit is {xrpc.max_blob_bytes:,} bytes"
+        if xrpc.max_blob_bytes is not None
         else "it answered 413 PayloadTooLarge; the reference PDS's default limit is 5 MiB (5,242,880 bytes)"
     )
     return BlobLimitError(
-        f"{what} is {size:,} bytes, larger than {atmo.pds} accepts as one blob ({limit}; a self-hosted PDS "
+        f"{what} is {size:,} bytes, larger than {xrpc.pds} accepts as one blob ({limit}; a self-hosted PDS "
         "raises it with PDS_BLOB_UPLOAD_LIMIT). Write smaller shards (ShardWriter(maxsize=...)), or put the "
         "shards on a web server or S3 and publish with storage='http' / 's3'",
         shard=what,
@@ -176,7 +161,7 @@ def _too_large(atmo: Atmosphere, what: str, size: int) -> BlobLimitError:
 
 
 def _blob_storage(
-    atmo: Atmosphere, ds: Dataset[Any], shards: list[str], progress: bool | None
+    xrpc: XrpcRepo, ds: Dataset[Any], shards: list[str], progress: bool | None
 ) -> tuple[dict[str, Any], dict[str, int]]:
     sizes: list[int] = []
     for s in shards:
@@ -185,10 +170,10 @@ def _blob_storage(
         else:
             side = ds._sidecar(s)
             sizes.append(side.size if side is not None else -1)
-    if atmo.max_blob_bytes is not None:  # refuse before uploading anything
+    if xrpc.max_blob_bytes is not None:  # refuse before uploading anything
         for s, n in zip(shards, sizes, strict=True):
-            if n > atmo.max_blob_bytes:
-                raise _too_large(atmo, shard_name(s), n)
+            if n > xrpc.max_blob_bytes:
+                raise _too_large(xrpc, shard_name(s), n)
     blobs = []
     total_samples = 0
     bar = tqdm(
@@ -208,20 +193,20 @@ def _blob_storage(
             else:
                 data = ds._buffer(s)
             digest = hashlib.sha256(data).hexdigest()
-            blob = _upload(atmo, data, "application/x-tar", f"shard {shard_name(s)}")
+            blob = _upload(xrpc, data, "application/x-tar", f"shard {shard_name(s)}")
             idx = ds.shard_index(s, data)
             total_samples += idx.count
-            index_blob = _upload(atmo, idx.to_json(), "application/octet-stream", f"index of {shard_name(s)}")
+            index_blob = _upload(xrpc, idx.to_json(), "application/octet-stream", f"index of {shard_name(s)}")
             blobs.append(
                 {
                     "blob": blob,
                     "checksum": {"algorithm": "sha256", "digest": digest},
                     # Extensions the original ignores: the file name (splits), its index sidecar, its samples.
-                    lex.EXT_KEY: {"name": shard_name(s), "index": index_blob, "samples": idx.count},
+                    EXT_KEY: {"name": shard_name(s), "index": index_blob, "samples": idx.count},
                 }
             )
             bar.update(len(data))
     finally:
         bar.close()
     size = {"samples": total_samples, "bytes": sum(b["blob"]["size"] for b in blobs), "shards": len(blobs)}
-    return {"$type": f"{lex.NS}.storageBlobs", "blobs": blobs}, size
+    return {"$type": f"{NS}.storageBlobs", "blobs": blobs}, size
