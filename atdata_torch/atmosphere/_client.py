@@ -33,9 +33,9 @@ from ..errors import (
     RecordNotFoundError,
     SchemaError,
 )
-from ..index._records import latest_semver, parse_semver
 from ..lens import Lens
 from ..load import DatasetDict
+from ..records import latest_semver, parse_semver
 from ..schema import DictSample, PackableSample
 from . import _lexicon as lex
 from ._identity import Identity, _atproto, is_did, normalize_handle

@@ -39,7 +39,7 @@ def load_lens(
     atmo: Atmosphere, lens: lex.LensRecord | str, *, allow: Iterable[str] = (), register: bool = False
 ) -> Lens[Any, Any]:
     """See :meth:`Atmosphere.load_lens`."""
-    from ..index._lenses import import_code_ref
+    from ..records import import_code_ref
 
     rec = lens if isinstance(lens, lex.LensRecord) else lex.parse_lens(*atmo.get_record(lens))
     allowed = set(allow)

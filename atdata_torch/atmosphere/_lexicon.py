@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import PublishError, SchemaError
-from ..index._schemas import EXT, FieldHint, build_schema_record, record_signature, type_from_record
-from ..index._schemas import class_signature as _class_signature
+from ..records import EXT, FieldHint, build_schema_record, record_signature, type_from_record
+from ..records import class_signature as _class_signature
 
 __all__ = [
     "COLLECTIONS",

@@ -43,11 +43,11 @@ from .._sidecar import SIDECAR_SUFFIX as _SIDECAR
 from ..dataset import Dataset
 from ..errors import IndexStoreError, SchemaError
 from ..load import DatasetDict
+from ..records import HintTracker, parse_schema_ref
 from ..schema import DictSample, PackableSample
 from ._catalog import Catalog, _schema_name_of
 from ._cid import entry_cid
 from ._records import IndexEntry, IndexNotFoundError, IndexStore, Label
-from ._schemas import HintTracker, parse_schema_ref
 from .sqlite import SqliteStore
 
 __all__ = ["Index", "default_data_dir", "default_index_location", "parse_dataset_ref"]
