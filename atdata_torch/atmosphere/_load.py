@@ -5,9 +5,10 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
+from .._splits import DatasetDict, detect_split
+from .._splits import select_split as _select
 from ..dataset import Dataset
 from ..errors import RecordNotFoundError
-from ..load import DatasetDict, _select, detect_split
 from ..schema import DictSample
 from . import _lexicon as lex
 from ._storage import shard_name

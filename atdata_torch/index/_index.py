@@ -40,9 +40,9 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from .._sidecar import SIDECAR_SUFFIX as _SIDECAR
+from .._splits import DatasetDict, detect_split, select_split
 from ..dataset import Dataset
 from ..errors import IndexStoreError, SchemaError
-from ..load import DatasetDict
 from ..records import HintTracker, parse_schema_ref
 from ..schema import DictSample, PackableSample
 from ._catalog import Catalog, _schema_name_of
@@ -141,8 +141,6 @@ def _sha256_of(shard: str) -> str:
 def _split_groups(urls: list[str]) -> dict[str, list[str]]:
     """Split name -> shards, from the part of each URL after the URLs' common directory (``train`` by default):
     ``.../digits/train--ab12cd34--000000.tar`` is ``train``, and so is any shard whose name shows no split."""
-    from ..load import detect_split
-
     prefix = urls[0]
     for u in urls[1:]:
         while not u.startswith(prefix):
@@ -531,13 +529,11 @@ class Index(Catalog):
                 a split expression (``"train[:10%]"``).
             **source_options: Passed to the sources (``cache_dir=``, ...).
         """
-        from ..load import _select
-
         entry = self.get_dataset(ref)
         st: Any = sample_type if sample_type is not None else self._entry_type(entry)
         groups = _split_groups(entry.data_urls)
         dd = DatasetDict({k: Dataset(v, sample_type=st, **source_options) for k, v in groups.items()}, st)
-        return dd if split is None else _select(dd, split)
+        return dd if split is None else select_split(dd, split)
 
     def _entry_type(self, entry: IndexEntry) -> type:
         try:
