@@ -45,7 +45,7 @@ from ._records import IndexEntry, IndexNotFoundError, IndexStore, Label
 from ._write import remove_shards, sha256_of, write_splits
 from .sqlite import SqliteStore
 
-__all__ = ["Index", "default_data_dir", "default_index_location", "parse_dataset_ref"]
+__all__ = ["Index"]
 
 log = logging.getLogger("atdata_torch")
 
