@@ -1,4 +1,5 @@
-"""HuggingFace-style ``load_dataset()``: path resolution, split detection, split slicing, ``DatasetDict``.
+"""HuggingFace-style ``load_dataset()``: path resolution and resolvers for names (the split grammar and
+``DatasetDict`` live in ``_splits``; they are re-exported here).
 
 Example:
     >>> import atdata_torch as atd
@@ -12,15 +13,19 @@ Example:
 from __future__ import annotations
 
 import glob
+import importlib
 import os
 import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, NamedTuple, TypeVar, overload
+from typing import Any, TypeVar, overload
 
 from ._shards import expand_urls
+from ._splits import Bound as Bound  # Bound and SplitTerm: importable from here, as before _splits
+from ._splits import DatasetDict, detect_split, parse_split, select_split, split_name
+from ._splits import SplitTerm as SplitTerm
 from .dataset import Dataset
-from .errors import ShardNotFoundError, SplitError
+from .errors import ShardNotFoundError
 from .schema import DictSample
 
 __all__ = ["DatasetDict", "detect_split", "load_dataset", "parse_split", "register_resolver"]
@@ -28,187 +33,44 @@ __all__ = ["DatasetDict", "detect_split", "load_dataset", "parse_split", "regist
 T = TypeVar("T")
 
 # --------------------------------------------------------------------------------------------------------------
-# split names
-
-_ALIASES = {
-    "train": "train",
-    "training": "train",
-    "test": "test",
-    "testing": "test",
-    "val": "validation",
-    "valid": "validation",
-    "validation": "validation",
-    "dev": "validation",
-    "development": "validation",
-}
-_DELIM = r"[-_./\\]"
-_SPLIT_RE = re.compile(rf"(?:^|{_DELIM})({'|'.join(sorted(_ALIASES, key=len, reverse=True))})(?={_DELIM}|$)")
-
-
-def detect_split(path: str) -> str | None:
-    """The split a shard path names (``train``, ``test`` or ``validation``), or ``None``.
-
-    The file name is checked first, with ``-``, ``_`` and ``.`` as delimiters (``mnist_train.tar``); then the
-    directories, nearest first, whose whole name is a split name (``root/valid/...``). Other directory names do
-    not count: ``/home/me/test_runs/shard.tar`` is not a test split.
-
-    Example:
-        >>> detect_split("data/mnist_train.tar"), detect_split("root/valid/shard-000.tar"), detect_split("x.tar")
-        ('train', 'validation', None)
-    """
-    parts = path.lower().replace("\\", "/").split("/")
-    m = _SPLIT_RE.search(parts[-1])
-    if m:
-        return _ALIASES[m.group(1)]
-    for part in reversed(parts[:-1]):
-        if part in _ALIASES:
-            return _ALIASES[part]
-    return None
-
-
-# --------------------------------------------------------------------------------------------------------------
-# split expressions
-
-
-class Bound(NamedTuple):
-    """One end of a split slice: an absolute sample index or a percentage."""
-
-    value: int
-    percent: bool
-
-
-class SplitTerm(NamedTuple):
-    """``name[start:stop]``."""
-
-    name: str
-    start: Bound | None
-    stop: Bound | None
-
-
-_TERM_RE = re.compile(r"^\s*([A-Za-z0-9_.\-]+)\s*(?:\[\s*([^\]]*)\s*\])?\s*$")
-
-
-def _bound(text: str, expr: str) -> Bound | None:
-    text = text.strip()
-    if not text:
-        return None
-    m = re.fullmatch(r"(-?\d+)\s*(%)?", text)
-    if m is None:
-        raise SplitError(
-            f"invalid slice bound {text!r} in split {expr!r}; use integers or percentages, e.g. 'train[:10%]', "
-            "'train[100:200]', 'test[-5%:]'"
-        )
-    return Bound(int(m.group(1)), bool(m.group(2)))
-
-
-def parse_split(expr: str) -> list[SplitTerm]:
-    """Parse a TFDS/HF split expression: ``train``, ``train[:10%]``, ``train[10:20]+validation``.
-
-    Raises:
-        SplitError: on malformed expressions.
-    """
-    terms = []
-    for part in expr.split("+"):
-        m = _TERM_RE.match(part)
-        if m is None:
-            raise SplitError(f"cannot parse split {expr!r}: {part!r} is not 'name' or 'name[start:stop]'")
-        name, sl = m.group(1), m.group(2)
-        start = stop = None
-        if sl is not None:
-            if sl.count(":") != 1:
-                raise SplitError(f"invalid slice [{sl}] in split {expr!r}; expected [start:stop]")
-            a, b = sl.split(":")
-            start, stop = _bound(a, expr), _bound(b, expr)
-        terms.append(SplitTerm(_ALIASES.get(name.lower(), name), start, stop))
-    return terms
-
-
-def _resolve_bound(b: Bound | None, n: int, default: int) -> int:
-    if b is None:
-        return default
-    v = round(b.value * n / 100) if b.percent else b.value
-    if v < 0:
-        v += n
-    return max(0, min(n, v))
-
-
-# --------------------------------------------------------------------------------------------------------------
-# DatasetDict
-
-
-class DatasetDict(dict[str, Dataset[Any]]):
-    """A dict of split name -> :class:`Dataset`. With exactly one split it also behaves like that dataset
-    (``ordered()``, ``shuffled()``, ``loader()``, ``as_type()``, ``head()``...). Dict methods stay dict methods:
-    ``len(dd)`` is the number of splits and ``dd.get("train")`` a split (``dd["train"].get(key)`` finds a sample).
-
-    Example:
-        >>> dd = DatasetDict()
-        >>> dd.sample_type is None
-        True
-    """
-
-    _PROXIED = frozenset(
-        {"ordered", "shuffled", "loader", "as_type", "list_shards", "head", "describe", "map", "filter"}
-    )
-
-    def __init__(self, splits: Mapping[str, Dataset[Any]] | None = None, sample_type: type | None = None) -> None:
-        super().__init__(splits or {})
-        self._sample_type = sample_type
-
-    @property
-    def sample_type(self) -> type | None:
-        """The sample type of the splits."""
-        if self._sample_type is not None:
-            return self._sample_type
-        return next(iter(self.values())).sample_type if self else None
-
-    @property
-    def num_shards(self) -> dict[str, int]:
-        """Shards per split."""
-        return {k: len(v.list_shards()) for k, v in self.items()}
-
-    @property
-    def num_samples(self) -> dict[str, int]:
-        """Samples per split."""
-        return {k: len(v) for k, v in self.items()}
-
-    def __getitem__(self, key: str) -> Dataset[Any]:
-        try:
-            return super().__getitem__(key)
-        except KeyError:
-            raise SplitError(f"split {key!r} does not exist; available splits: {sorted(self)}") from None
-
-    def __getattr__(self, name: str) -> Any:
-        if name in self._PROXIED:
-            if len(self) == 1:
-                return getattr(next(iter(self.values())), name)
-            raise AttributeError(
-                f"DatasetDict has {len(self)} splits ({', '.join(sorted(self))}); select one first, e.g. "
-                f"dd[{next(iter(self), 'train')!r}].{name}(...)"
-            )
-        raise AttributeError(f"'DatasetDict' object has no attribute {name!r}")
-
-    def __repr__(self) -> str:
-        inner = ", ".join(f"{k!r}: {v!r}" for k, v in self.items())
-        return f"DatasetDict({{{inner}}})"
-
-
-# --------------------------------------------------------------------------------------------------------------
-# resolvers (index names, at:// URIs: registered by later modules)
+# resolvers (index names, at:// URIs: registered below by dotted name, imported when a path matches)
 
 Resolver = Callable[..., Any]
-_RESOLVERS: list[tuple[Callable[[str], bool], Resolver]] = []
+_RESOLVERS: list[tuple[Callable[[str], bool], Resolver | str]] = []
+_DOTTED = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
 
 
-def register_resolver(matches: Callable[[str], bool] | str, resolve: Resolver) -> None:
+def register_resolver(matches: Callable[[str], bool] | str, resolve: Resolver | str) -> None:
     """Teach ``load_dataset`` a new kind of name.
 
     Args:
         matches: A predicate on the path, or a prefix (``"@"``, ``"at://"``).
-        resolve: ``resolve(path, sample_type, **kwargs)`` returning a ``Dataset`` or ``DatasetDict``.
+        resolve: ``resolve(path, sample_type, **kwargs)`` returning a ``Dataset`` or ``DatasetDict``, or its
+            dotted name ``"package.module:function"``, imported only when a path first matches (so registering
+            imports nothing).
+
+    Raises:
+        ValueError: ``resolve`` is a string that is not ``"module:function"``.
+
+    Example:
+        >>> register_resolver("demo://", "os.path:basename")  # imported when a "demo://..." path is loaded
+        >>> _ = _RESOLVERS.pop(0)
     """
+    if isinstance(resolve, str) and not _DOTTED.fullmatch(resolve):
+        raise ValueError(f"resolver {resolve!r} is not a dotted name 'package.module:function'")
     pred = (lambda p, _pre=matches: p.startswith(_pre)) if isinstance(matches, str) else matches
     _RESOLVERS.insert(0, (pred, resolve))
+
+
+def _resolver(target: Resolver | str) -> Resolver:
+    """The resolver function itself: a dotted name is imported (once; modules are cached by ``importlib``)."""
+    if not isinstance(target, str):
+        return target
+    module, _, qualname = target.partition(":")
+    obj: Any = importlib.import_module(module)
+    for part in qualname.split("."):
+        obj = getattr(obj, part)
+    return obj  # type: ignore[no-any-return]
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -249,28 +111,31 @@ def _expand_patterns(patterns: list[str], base: str | None) -> list[str]:
     return out
 
 
-def resolve_splits(
-    path: str, data_files: str | list[str] | Mapping[str, str | list[str]] | None = None
-) -> dict[str, list[str]]:
-    """Split name -> shard URLs for a path, a pattern, a directory, or explicit ``data_files``."""
+def _data_file_splits(path: str, data_files: str | list[str] | Mapping[str, str | list[str]]) -> dict[str, list[str]]:
+    """Split name -> shard URLs of explicit ``data_files`` (relative patterns are under ``path``'s directory)."""
     base = None if _is_remote(path) else path
-    if data_files is not None:
-        if base is not None and not os.path.isdir(base):
-            base = os.path.dirname(base) or None
-        if isinstance(data_files, (str, list)):
-            pats = [data_files] if isinstance(data_files, str) else list(data_files)
-            return {"train": _expand_patterns(pats, base)}
-        return {
-            _ALIASES.get(k, k): _expand_patterns([v] if isinstance(v, str) else list(v), base)
-            for k, v in data_files.items()
-        }
-    if not _is_remote(path) and os.path.isdir(path):
-        files = _files_under(Path(path))
-        if not files:
-            raise ShardNotFoundError(
-                f"no .tar shards in {path!r} or its subdirectories (e.g. {path}/train/*.tar)", shard=path
-            )
-        return _group_by_split(files, path)
+    if base is not None and not os.path.isdir(base):
+        base = os.path.dirname(base) or None
+    if isinstance(data_files, (str, list)):
+        pats = [data_files] if isinstance(data_files, str) else list(data_files)
+        return {"train": _expand_patterns(pats, base)}
+    return {
+        split_name(k): _expand_patterns([v] if isinstance(v, str) else list(v), base) for k, v in data_files.items()
+    }
+
+
+def _directory_splits(path: str) -> dict[str, list[str]]:
+    """Split name -> shards of a dataset directory (``*.tar`` and ``*/*.tar``, by the names inside it)."""
+    files = _files_under(Path(path))
+    if not files:
+        raise ShardNotFoundError(
+            f"no .tar shards in {path!r} or its subdirectories (e.g. {path}/train/*.tar)", shard=path
+        )
+    return _group_by_split(files, path)
+
+
+def _pattern_splits(path: str) -> dict[str, list[str]]:
+    """Split name -> shards of a shard path, URL or brace/glob pattern (a pattern may span several splits)."""
     shards = expand_urls(path)
     if not _is_remote(path):
         missing = [s for s in shards if glob.has_magic(s) or not os.path.exists(s)]
@@ -281,6 +146,17 @@ def resolve_splits(
         if len(groups) > 1:
             return groups
     return {detect_split(path) or detect_split(shards[0] if shards else path) or "train": shards}
+
+
+def resolve_splits(
+    path: str, data_files: str | list[str] | Mapping[str, str | list[str]] | None = None
+) -> dict[str, list[str]]:
+    """Split name -> shard URLs for a path, a pattern, a directory, or explicit ``data_files``."""
+    if data_files is not None:
+        return _data_file_splits(path, data_files)
+    if not _is_remote(path) and os.path.isdir(path):
+        return _directory_splits(path)
+    return _pattern_splits(path)
 
 
 @overload
@@ -355,10 +231,10 @@ def load_dataset(
     p = os.fspath(path)
     for matches, resolve in _RESOLVERS:
         if matches(p):
-            result = resolve(p, sample_type, split=split, **source_options)
+            result = _resolver(resolve)(p, sample_type, split=split, **source_options)
             if split is None or isinstance(result, Dataset):
                 return result  # type: ignore[no-any-return]
-            return _select(result, split)
+            return select_split(result, split)
     st: Any = sample_type if sample_type is not None else DictSample
     groups = resolve_splits(p, data_files)
     splits = DatasetDict(
@@ -366,30 +242,17 @@ def load_dataset(
     )
     if split is None:
         return splits
-    return _select(splits, split)
-
-
-def _select(splits: DatasetDict, expr: str) -> Dataset[Any]:
-    terms = parse_split(expr)
-    parts: list[Dataset[Any]] = []
-    for term in terms:
-        if term.name not in splits:
-            raise SplitError(f"split {term.name!r} does not exist; available splits: {sorted(splits)}")
-        ds = splits[term.name]
-        if term.start is not None or term.stop is not None:
-            n = len(ds)
-            lo = _resolve_bound(term.start, n, 0)
-            hi = _resolve_bound(term.stop, n, n)
-            ds = ds.select_range(lo, max(lo, hi))
-        parts.append(ds)
-    return parts[0] if len(parts) == 1 else Dataset.concat(parts)
+    return select_split(splits, split)
 
 
 # --------------------------------------------------------------------------------------------------------------
-# the dataset index (a leaf): "@local/name[@version]", and bare names that are not files. Its module is imported
-# only when such a name is loaded.
+# the leaves' names: "@local/name[@version]" and bare names that are not files (the dataset index);
+# "at://..." URIs and "@handle/name[@version]" (the AT Protocol). The predicates are here; the resolvers are named by
+# dotted string and imported only when such a name is loaded, so importing atdata_torch imports neither leaf (nor
+# the atproto SDK), and this module imports no leaf.
 
 _INDEX_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*(?:@[A-Za-z0-9_.+\-]+)?")
+_AT_NAME = re.compile(r"@(?!local/)[A-Za-z0-9:._\-]+/[^/@\s]+(?:@[^/@\s]+)?")
 
 
 def _is_index_name(path: str) -> bool:
@@ -398,29 +261,15 @@ def _is_index_name(path: str) -> bool:
     return bool(_INDEX_NAME.fullmatch(path)) and not path.lower().endswith(".tar") and not os.path.exists(path)
 
 
-def _resolve_index_name(path: str, sample_type: type[Any] | None, **kwargs: Any) -> Any:
-    from .index._resolve import resolve
-
-    return resolve(path, sample_type, **kwargs)
-
-
-register_resolver(_is_index_name, _resolve_index_name)
-
-# --------------------------------------------------------------------------------------------------------------
-# the AT Protocol (a leaf): "at://..." URIs and "@handle/name[@version]". Its module (and the atproto SDK) is
-# imported only when such a name is loaded.
-
-_AT_NAME = re.compile(r"@(?!local/)[A-Za-z0-9:._\-]+/[^/@\s]+(?:@[^/@\s]+)?")
-
-
 def _is_atproto_name(path: str) -> bool:
     return path.startswith("at://") or bool(_AT_NAME.fullmatch(path))
 
 
-def _resolve_atproto(path: str, sample_type: type[Any] | None, **kwargs: Any) -> Any:
-    from .atmosphere._resolve import resolve
-
-    return resolve(path, sample_type, **kwargs)
-
-
-register_resolver(_is_atproto_name, _resolve_atproto)
+#: The leaves' resolvers by dotted name, in the order they are registered (the last registered is tried first).
+_LEAF_RESOLVERS: dict[str, tuple[Callable[[str], bool], str]] = {
+    "index": (_is_index_name, "atdata_torch.index._resolve:resolve"),
+    "atproto": (_is_atproto_name, "atdata_torch.atmosphere._resolve:resolve"),
+}
+for _matches, _target in _LEAF_RESOLVERS.values():
+    register_resolver(_matches, _target)
+del _matches, _target

@@ -17,7 +17,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import msgpack
 import numpy as np
@@ -266,6 +266,66 @@ def test_write_samples_writes_shards_and_checksums(index: Index, tmp_path: Path)
     assert not list((tmp_path / "data").glob("untyped/*")) and not list((tmp_path / "data").glob("mixed/*"))
     with pytest.raises(IndexNotFoundError):
         index.get_dataset("mixed")
+
+
+def test_write_splits_takes_any_shard_sink(tmp_path: Path) -> None:
+    from atdata_torch.index._write import ShardSink, write_splits
+
+    class ListSink:
+        """A sink that keeps samples in memory: a 'shard' per ``maxcount`` samples."""
+
+        opened: ClassVar[list[ListSink]] = []
+
+        def __init__(self, pattern: str, maxcount: int | None, maxsize: int | None) -> None:
+            self.pattern, self.maxcount, self.samples, self.shards = pattern, maxcount, [], []
+            self.closed = self.aborted = False
+            ListSink.opened.append(self)
+
+        def write(self, sample: Any) -> None:
+            self.samples.append(sample)
+            if self.maxcount and len(self.samples) % self.maxcount == 0:
+                self.shards.append(self.pattern % len(self.shards))
+
+        def close(self) -> None:
+            self.closed = True
+
+        def abort(self) -> None:
+            self.aborted = True
+
+    sink: ShardSink = ListSink("p%d", None, None)  # the protocol is structural
+    ListSink.opened.clear()
+    written: list[str] = []
+    urls, n, sample_type, hints = write_splits(
+        {"train": digits(4), "test": digits(2, 100)},
+        tmp_path,
+        "d",
+        written,
+        typed=True,
+        maxcount=2,
+        maxsize=None,
+        progress=False,
+        open_sink=ListSink,
+    )
+    assert (n, sample_type) == (6, Digit) and sink.shards == []
+    assert [s.pattern for s in ListSink.opened] == [
+        str(tmp_path / f"{split}--{Path(urls[0]).name.split('--')[1]}--%06d.tar") for split in ("train", "test")
+    ]
+    assert all(s.closed and not s.aborted for s in ListSink.opened)
+    assert len(urls) == 3 and urls == written
+    assert hints.hints["image"].shape is not None
+    with pytest.raises(atd.SchemaError, match="one sample type"):
+        write_splits(
+            {None: [*digits(1), LabelOnly(label=1)]},
+            tmp_path,
+            "m",
+            [],
+            typed=True,
+            maxcount=None,
+            maxsize=None,
+            progress=False,
+            open_sink=ListSink,
+        )
+    assert ListSink.opened[-1].aborted
 
 
 def test_write_samples_into_an_existing_name_or_version_is_an_explicit_choice(index: Index) -> None:

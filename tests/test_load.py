@@ -308,6 +308,49 @@ def test_register_resolver_by_predicate(resolvers: list[Any], flat: Path) -> Non
     assert labels(atd.load_dataset(flat / "mnist_train.tar", split="train")) == list(range(8))  # others unaffected
 
 
+def test_register_resolver_by_dotted_name(resolvers: list[Any], flat: Path, tmp_path: Path) -> None:
+    mod = tmp_path / "dotted_resolver_mod.py"
+    mod.write_text(
+        "import atdata_torch as atd\n"
+        f"ROOT = {str(flat)!r}\n"
+        "def resolve(path, sample_type, *, split=None, **kw):\n"
+        "    return atd.load_dataset(ROOT + '/mnist_test.tar', sample_type)\n"
+    )
+    import sys
+
+    sys.path.insert(0, str(tmp_path))
+    try:
+        atd.register_resolver("dotted://", "dotted_resolver_mod:resolve")
+        assert "dotted_resolver_mod" not in sys.modules  # registering imports nothing
+        assert labels(atd.load_dataset("dotted://digits", split="test[:2]")) == [50, 51]
+        assert "dotted_resolver_mod" in sys.modules
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop("dotted_resolver_mod", None)
+
+
+@pytest.mark.parametrize("bad", ["no_colon", "mod:", ":fn", "mod:fn()", "a b:c"])
+def test_register_resolver_rejects_malformed_dotted_names(resolvers: list[Any], bad: str) -> None:
+    with pytest.raises(ValueError, match=r"package\.module:function"):
+        atd.register_resolver("x://", bad)
+
+
+def test_leaf_resolvers_are_dotted_names_imported_on_use() -> None:
+    # load.py imports no leaf: the index and AT Protocol resolvers are named by string, checked lazily.
+    leaf_targets = [t for _, t in load_mod._RESOLVERS if isinstance(t, str)]
+    assert "atdata_torch.index._resolve:resolve" in leaf_targets
+    assert "atdata_torch.atmosphere._resolve:resolve" in leaf_targets
+    code = (
+        "import sys, atdata_torch.load as l; "
+        "print(sorted(m for m in sys.modules if m.startswith(('atdata_torch.index', 'atdata_torch.atmosphere'))))"
+    )
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
+    assert out.stdout.strip() == "[]"
+
+
 # ---------------------------------------------------------------------------------------------------- remote
 @pytest.mark.integration
 def test_load_dataset_from_s3(s3_upload: Callable[..., str], moto_endpoint: str, tmp_path: Path) -> None:

@@ -62,7 +62,7 @@ def load_lens(
     xrpc: XrpcRepo, lens: LensRecord | str, *, allow: Iterable[str] = (), register: bool = False
 ) -> Lens[Any, Any]:
     """See :meth:`Atmosphere.load_lens`."""
-    from ..index._lenses import import_code_ref
+    from ..records import import_code_ref
 
     rec = lens if isinstance(lens, LensRecord) else parse_lens(*xrpc.get_record(lens))
     allowed = set(allow)

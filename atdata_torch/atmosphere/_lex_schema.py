@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import SchemaError
-from ..index._schemas import EXT, FieldHint, build_schema_record, record_signature, type_from_record
-from ..index._schemas import class_signature as _class_signature
+from ..records import EXT, FieldHint, build_schema_record, record_signature, type_from_record
+from ..records import class_signature as _class_signature
 from ._lex_base import COLLECTIONS, NDARRAY_REF, NS, now_iso
 
 __all__ = ["EXT_KEY", "SchemaRecord", "class_signature", "schema_record", "schema_type", "signature"]

@@ -5,9 +5,10 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from .._splits import DatasetDict, detect_split
+from .._splits import select_split as _select
 from ..dataset import Dataset
 from ..errors import RecordNotFoundError
-from ..load import DatasetDict, _select, detect_split
 from ..schema import DictSample
 from ._lexicon import DatasetRecord, Shard
 from ._schemas import schema_type

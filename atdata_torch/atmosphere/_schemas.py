@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from ..errors import SchemaError
-from ..index._records import latest_semver, parse_semver
+from ..records import latest_semver, parse_semver
 from ._kinds import list_kind
 from ._lexicon import COLLECTIONS, SchemaRecord, schema_record, signature
 from ._xrpc import XrpcRepo

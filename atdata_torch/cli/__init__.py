@@ -54,8 +54,7 @@ def _index_fields(sid: str) -> list[dict[str, Any]] | None:
     Only an index that exists is opened ($ATDATA_TORCH_INDEX or the default file): ``info`` creates nothing.
     """
     import atdata_torch as atd
-    from atdata_torch.index import Index
-    from atdata_torch.index._index import default_index_location
+    from atdata_torch.index import Index, default_index_location
 
     loc = default_index_location()
     if "://" not in loc and not os.path.exists(loc):

@@ -23,11 +23,11 @@ Example:
 
 from __future__ import annotations
 
+from ..records import FieldMappingLens, build_schema_record, type_from_record
 from ._cid import cid_of, entry_cid
-from ._index import Index, default_data_dir, default_index_location, parse_dataset_ref
-from ._lenses import FieldMappingLens
+from ._index import Index
+from ._locations import default_data_dir, default_index_location, parse_dataset_ref
 from ._records import IndexEntry, IndexNotFoundError, IndexStore, Label
-from ._schemas import build_schema_record, type_from_record
 from .redis import RedisStore
 from .sqlite import SqliteStore
 

@@ -1,7 +1,7 @@
 """The schema and lens half of :class:`~atdata_torch.index.Index` (a base class it derives from).
 
-Schemas are stored in the original atdata's local JSON (see ``_schemas``) and rebuilt as ``@packable`` classes
-without running stored code; lenses are stored as code references or field mappings (see ``_lenses``).
+Schemas are stored in the original atdata's local JSON and rebuilt as ``@packable`` classes without running stored
+code; lenses are stored as code references or field mappings (both record kinds: :mod:`atdata_torch.records`).
 
 Example:
     >>> import os, tempfile
@@ -28,20 +28,23 @@ from typing import Any
 from ..errors import IndexStoreError
 from ..lens import Lens
 from ..lens import registry as lens_registry
-from ..schema import PackableSample
-from ._lenses import lens_from_record, lens_record
-from ._records import IndexNotFoundError, IndexStore, latest_semver, parse_semver, similar
-from ._schemas import (
+from ..records import (
     LENS_PREFIX,
     FieldHint,
     build_schema_record,
     class_signature,
+    latest_semver,
+    lens_from_record,
+    lens_record,
     parse_lens_ref,
     parse_schema_ref,
+    parse_semver,
     record_signature,
     schema_ref,
     type_from_record,
 )
+from ..schema import PackableSample
+from ._records import IndexNotFoundError, IndexStore, similar
 
 __all__ = ["Catalog"]
 

@@ -26,123 +26,40 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import json
 import logging
 import os
 import re
-import uuid
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from tqdm.auto import tqdm
-
-from .._sidecar import SIDECAR_SUFFIX as _SIDECAR
+from .._splits import DatasetDict, detect_split, select_split
 from ..dataset import Dataset
 from ..errors import IndexStoreError, SchemaError
-from ..load import DatasetDict
+from ..records import parse_schema_ref
 from ..schema import DictSample, PackableSample
 from ._catalog import Catalog, _schema_name_of
 from ._cid import entry_cid
+from ._locations import check_name, default_data_dir, default_index_location, parse_dataset_ref
 from ._records import IndexEntry, IndexNotFoundError, IndexStore, Label
-from ._schemas import HintTracker, parse_schema_ref
+from ._write import remove_shards, sha256_of, write_splits
 from .sqlite import SqliteStore
 
-__all__ = ["Index", "default_data_dir", "default_index_location", "parse_dataset_ref"]
+__all__ = ["Index"]
 
 log = logging.getLogger("atdata_torch")
 
 _REMOTE = re.compile(r"^(redis|rediss|unix)://")
 _SPLIT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*")
-_LOCAL_PREFIXES = ("@local/", "local/")
-
-
-def _user_data_dir() -> Path:
-    try:
-        import platformdirs
-    except ImportError:
-        base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
-        return Path(base) / "atdata-torch"
-    return Path(platformdirs.user_data_dir("atdata-torch", appauthor=False))
-
-
-def default_index_location() -> str:
-    """Where ``Index()`` opens: ``$ATDATA_TORCH_INDEX`` (a path or ``redis://`` URL), else ``index.db`` in the
-    user data directory (``$XDG_DATA_HOME/atdata-torch``, ``~/.local/share/atdata-torch`` by default).
-
-    Example:
-        >>> default_index_location().endswith("index.db") or "ATDATA_TORCH_INDEX" in os.environ
-        True
-    """
-    env = os.environ.get("ATDATA_TORCH_INDEX")
-    return env if env else str(_user_data_dir() / "index.db")
-
-
-def default_data_dir(store: IndexStore) -> Path:
-    """Where ``Index.write_samples`` puts shards: ``$ATDATA_TORCH_DATA_DIR``, else ``data/`` next to a SQLite
-    index, else ``data/`` in the user data directory."""
-    env = os.environ.get("ATDATA_TORCH_DATA_DIR")
-    if env:
-        return Path(env).expanduser()
-    if isinstance(store, SqliteStore):
-        return store.path.parent / "data"
-    return _user_data_dir() / "data"
-
-
-def parse_dataset_ref(ref: str) -> tuple[str, str | None]:
-    """``(name, version)`` of ``name``, ``name@version``, ``@local/name[@version]`` or ``local/name[@version]``.
-
-    Example:
-        >>> parse_dataset_ref("@local/digits@2.0.0"), parse_dataset_ref("digits")
-        (('digits', '2.0.0'), ('digits', None))
-    """
-    for prefix in _LOCAL_PREFIXES:
-        if ref.startswith(prefix):
-            ref = ref[len(prefix) :]
-            break
-    if "@" in ref:
-        name, version = ref.rsplit("@", 1)
-        return name, version or None
-    return ref, None
-
-
-def _check_name(name: str) -> None:
-    parts = name.split("/")
-    if not name or "@" in name or name != name.strip() or any(p in ("", ".", "..") for p in parts):
-        raise ValueError(
-            f"invalid dataset name {name!r}: use a non-empty name without '@' (it separates the version), "
-            "surrounding spaces, or empty/'.'/'..' path segments"
-        )
 
 
 def _abs_url(url: str) -> str:
     return url if "://" in url else os.path.abspath(os.path.expanduser(url))
 
 
-def _sha256_of(shard: str) -> str:
-    from .._sidecar import SIDECAR_SUFFIX
-
-    try:
-        with open(shard + SIDECAR_SUFFIX, "rb") as f:
-            digest = json.loads(f.read()).get("sha256")
-        if isinstance(digest, str) and digest:
-            return digest
-    except (OSError, ValueError):
-        pass
-    h = hashlib.sha256()
-    with open(shard, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _split_groups(urls: list[str]) -> dict[str, list[str]]:
     """Split name -> shards, from the part of each URL after the URLs' common directory (``train`` by default):
     ``.../digits/train--ab12cd34--000000.tar`` is ``train``, and so is any shard whose name shows no split."""
-    from ..load import detect_split
-
     prefix = urls[0]
     for u in urls[1:]:
         while not u.startswith(prefix):
@@ -253,7 +170,7 @@ class Index(Catalog):
             SchemaError: the samples are not ``@packable`` (and no ``schema_ref``), or mix types.
             IndexStoreError: ``name@version`` (or ``name``) is already in the index and ``overwrite`` is false.
         """
-        _check_name(name)
+        check_name(name)
         if not overwrite:
             self._check_free(name, version)
         splits: Mapping[str | None, Iterable[Any]] = (
@@ -265,7 +182,7 @@ class Index(Catalog):
         target = (Path(data_dir).expanduser() if data_dir is not None else self.data_dir) / name
         written: list[str] = []
         try:
-            urls, n_samples, sample_type, tracker = self._write_shards(
+            urls, n_samples, sample_type, tracker = write_splits(
                 splits,
                 target,
                 name,
@@ -280,14 +197,11 @@ class Index(Catalog):
             if schema_ref is None:
                 schema_ref = self._ensure_schema(sample_type, tracker.hints)
             meta = self._metadata(metadata, description, tags, license)
-            meta["checksums"] = {u: _sha256_of(u) for u in urls}
+            meta["checksums"] = {u: sha256_of(u) for u in urls}
             meta["size"] = {"samples": n_samples, "shards": len(urls), "bytes": sum(os.path.getsize(u) for u in urls)}
             return self._put(name, schema_ref, urls, meta, version, description)
         except BaseException:
-            for shard in written:  # no half-indexed dataset is left behind in the data store
-                for path in (shard, shard + _SIDECAR):
-                    with contextlib.suppress(OSError):
-                        os.unlink(path)
+            remove_shards(written)  # no half-indexed dataset is left behind in the data store
             raise
 
     def _check_free(self, name: str, version: str | None) -> None:
@@ -303,66 +217,6 @@ class Index(Catalog):
             f"entry {taken[0].cid}); pass overwrite=True to point {ref} at the new shards, write a new version=, "
             f"or reuse the existing entry with index.get_dataset({ref!r})"
         )
-
-    @staticmethod
-    def _write_shards(
-        splits: Mapping[str | None, Iterable[Any]],
-        target: Path,
-        name: str,
-        written: list[str],
-        *,
-        typed: bool,
-        maxcount: int | None,
-        maxsize: int | None,
-        progress: bool | None,
-    ) -> tuple[list[str], int, type | None, HintTracker]:
-        """Write each split's samples to ``<target>/<split|data>--<token>--%06d.tar``; shards go into ``written``
-        as they are finished. Returns (absolute shard paths, samples, sample type, dtype/shape hints)."""
-        from ..writer import ShardWriter
-
-        token = uuid.uuid4().hex[:8]
-        n_samples = 0
-        sample_type: type | None = None
-        tracker = HintTracker(object)
-        for split, items in splits.items():
-            w = ShardWriter(str(target / f"{split or 'data'}--{token}--%06d.tar"), maxcount=maxcount, maxsize=maxsize)
-            bar = tqdm(
-                items,
-                desc=f"writing {name}",
-                unit="sample",
-                leave=False,
-                disable=None if progress is None else not progress,
-            )
-            done = 0
-            try:
-                for s in bar:
-                    if sample_type is None:
-                        sample_type = type(s)
-                        if typed and not issubclass(sample_type, PackableSample):
-                            raise SchemaError(
-                                f"write_samples({name!r}): samples are {sample_type.__name__}, not @packable; index "
-                                "typed samples, or pass schema_ref= for schema-free ones"
-                            )
-                        tracker = HintTracker(sample_type)
-                    elif type(s) is not sample_type:
-                        raise SchemaError(
-                            f"write_samples({name!r}): sample {n_samples} is a {type(s).__name__}, the first was a "
-                            f"{sample_type.__name__}; an entry holds one sample type"
-                        )
-                    w.write(s)
-                    tracker.update(s)
-                    n_samples += 1
-                    if len(w.shards) > done:
-                        written.extend(os.path.abspath(p) for p in w.shards[done:])
-                        done = len(w.shards)
-                w.close()
-            except BaseException:
-                w.abort()
-                raise
-            finally:
-                bar.close()
-            written.extend(os.path.abspath(p) for p in w.shards[done:])
-        return list(written), n_samples, sample_type, tracker
 
     def insert_dataset(
         self,
@@ -396,7 +250,7 @@ class Index(Catalog):
         Raises:
             SchemaError: neither a typed dataset, ``sample_type`` nor ``schema_ref`` tells the schema.
         """
-        _check_name(name)
+        check_name(name)
         if isinstance(ds, Dataset):
             urls = [_abs_url(u) for u in ds.list_shards()]
             sample_type = sample_type or ds.sample_type
@@ -531,13 +385,11 @@ class Index(Catalog):
                 a split expression (``"train[:10%]"``).
             **source_options: Passed to the sources (``cache_dir=``, ...).
         """
-        from ..load import _select
-
         entry = self.get_dataset(ref)
         st: Any = sample_type if sample_type is not None else self._entry_type(entry)
         groups = _split_groups(entry.data_urls)
         dd = DatasetDict({k: Dataset(v, sample_type=st, **source_options) for k, v in groups.items()}, st)
-        return dd if split is None else _select(dd, split)
+        return dd if split is None else select_split(dd, split)
 
     def _entry_type(self, entry: IndexEntry) -> type:
         try:
@@ -598,7 +450,7 @@ class Index(Catalog):
         Raises:
             IndexNotFoundError: ``cid`` is not an entry of this index.
         """
-        _check_name(name)
+        check_name(name)
         self.get_entry(cid)
         label = Label(name=name, cid=cid, version=version, description=description)
         self.store.put_label(label)

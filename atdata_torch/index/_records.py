@@ -22,9 +22,7 @@ __all__ = [
     "IndexNotFoundError",
     "IndexStore",
     "Label",
-    "latest_semver",
     "now",
-    "parse_semver",
     "similar",
 ]
 
@@ -44,34 +42,6 @@ def now() -> str:
         True
     """
     return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")
-
-
-def parse_semver(version: str) -> tuple[int, int, int] | None:
-    """``"1.2.3"`` -> ``(1, 2, 3)``; ``None`` when the string is not ``major.minor.patch``.
-
-    Example:
-        >>> parse_semver("1.10.0"), parse_semver("v1")
-        ((1, 10, 0), None)
-    """
-    parts = version.split(".")
-    if len(parts) != 3 or not all(p.isdigit() for p in parts):
-        return None
-    return int(parts[0]), int(parts[1]), int(parts[2])
-
-
-def latest_semver(versions: Iterable[str]) -> str | None:
-    """The highest ``major.minor.patch`` version (others are ignored), or ``None``.
-
-    Example:
-        >>> latest_semver(["1.0.9", "1.0.10", "draft"])
-        '1.0.10'
-    """
-    best: tuple[tuple[int, int, int], str] | None = None
-    for v in versions:
-        key = parse_semver(v)
-        if key is not None and (best is None or key > best[0]):
-            best = (key, v)
-    return best[1] if best else None
 
 
 def similar(name: str, candidates: Iterable[str], n: int = 5) -> list[str]:

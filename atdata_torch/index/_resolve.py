@@ -14,7 +14,8 @@ import os
 from typing import Any
 
 from ..errors import ShardNotFoundError
-from ._index import Index, default_index_location
+from ._index import Index
+from ._locations import default_index_location
 from ._records import IndexNotFoundError
 
 __all__ = ["resolve"]

@@ -1,0 +1,77 @@
+"""Where an index and its shards live by default, and how datasets are named in it.
+
+Example:
+    >>> parse_dataset_ref("@local/digits@2.0.0"), parse_dataset_ref("digits")
+    (('digits', '2.0.0'), ('digits', None))
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ._records import IndexStore
+from .sqlite import SqliteStore
+
+__all__ = ["check_name", "default_data_dir", "default_index_location", "parse_dataset_ref"]
+
+_LOCAL_PREFIXES = ("@local/", "local/")
+
+
+def _user_data_dir() -> Path:
+    try:
+        import platformdirs
+    except ImportError:
+        base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+        return Path(base) / "atdata-torch"
+    return Path(platformdirs.user_data_dir("atdata-torch", appauthor=False))
+
+
+def default_index_location() -> str:
+    """Where ``Index()`` opens: ``$ATDATA_TORCH_INDEX`` (a path or ``redis://`` URL), else ``index.db`` in the
+    user data directory (``$XDG_DATA_HOME/atdata-torch``, ``~/.local/share/atdata-torch`` by default).
+
+    Example:
+        >>> default_index_location().endswith("index.db") or "ATDATA_TORCH_INDEX" in os.environ
+        True
+    """
+    env = os.environ.get("ATDATA_TORCH_INDEX")
+    return env if env else str(_user_data_dir() / "index.db")
+
+
+def default_data_dir(store: IndexStore) -> Path:
+    """Where ``Index.write_samples`` puts shards: ``$ATDATA_TORCH_DATA_DIR``, else ``data/`` next to a SQLite
+    index, else ``data/`` in the user data directory."""
+    env = os.environ.get("ATDATA_TORCH_DATA_DIR")
+    if env:
+        return Path(env).expanduser()
+    if isinstance(store, SqliteStore):
+        return store.path.parent / "data"
+    return _user_data_dir() / "data"
+
+
+def parse_dataset_ref(ref: str) -> tuple[str, str | None]:
+    """``(name, version)`` of ``name``, ``name@version``, ``@local/name[@version]`` or ``local/name[@version]``.
+
+    Example:
+        >>> parse_dataset_ref("@local/digits@2.0.0"), parse_dataset_ref("digits")
+        (('digits', '2.0.0'), ('digits', None))
+    """
+    for prefix in _LOCAL_PREFIXES:
+        if ref.startswith(prefix):
+            ref = ref[len(prefix) :]
+            break
+    if "@" in ref:
+        name, version = ref.rsplit("@", 1)
+        return name, version or None
+    return ref, None
+
+
+def check_name(name: str) -> None:
+    """Raise ``ValueError`` unless ``name`` can name a dataset in the index."""
+    parts = name.split("/")
+    if not name or "@" in name or name != name.strip() or any(p in ("", ".", "..") for p in parts):
+        raise ValueError(
+            f"invalid dataset name {name!r}: use a non-empty name without '@' (it separates the version), "
+            "surrounding spaces, or empty/'.'/'..' path segments"
+        )
