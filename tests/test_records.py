@@ -10,7 +10,7 @@ import pytest
 
 import atdata_torch as atd
 from atdata_torch import index, records
-from atdata_torch.atmosphere import _lexicon
+from atdata_torch.atmosphere import _lex_schema as _lexicon
 
 
 @atd.packable
