@@ -9,9 +9,9 @@ from collections.abc import Callable
 from concurrent.futures import CancelledError, Future
 from typing import IO, TYPE_CHECKING, Any, Protocol
 
-from ._base import Buffer, Filling
 from ._buffers import _buffer_pool
 from ._downloader import _Downloader
+from ._filling import Buffer, Filling
 from ._policy import TransientError
 from ._sinks import CHUNK, _MemorySink, _SegmentSink
 

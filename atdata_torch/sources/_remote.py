@@ -38,9 +38,9 @@ from typing import IO, TYPE_CHECKING, Any
 
 from .. import _progress
 from ..errors import ChecksumError, SourceError
-from ._base import Buffer, Filling
 from ._buffers import _buffer_pool, _BufferPool
 from ._downloader import _Downloader
+from ._filling import Buffer, Filling
 from ._jobs import FIRST_READ, _Job
 from ._policy import Pace, TransientError, request_deadline, with_retries
 from ._sidecars import SIDECAR_SUFFIX, SidecarReads, sidecar_url

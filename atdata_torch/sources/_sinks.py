@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from ..errors import SourceError
-from ._base import Filling
 from ._buffers import _BufferPool
+from ._filling import Filling
 from ._policy import TransientError
 
 if TYPE_CHECKING:

@@ -24,8 +24,9 @@ from typing import IO, TYPE_CHECKING, Any
 
 from .._hints import local_options_message, missing_shard_message
 from ..errors import ChecksumError, ShardFormatError, ShardNotFoundError, SourceError
-from ._base import Buffer, Filling, ShardSource
+from ._base import ShardSource
 from ._buffers import _buffer_pool
+from ._filling import Buffer, Filling
 
 if TYPE_CHECKING:
     from .._placement import Router
