@@ -30,7 +30,6 @@ import itertools
 import mmap
 import os
 import threading
-import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -43,6 +42,7 @@ from ._downloader import _Downloader
 from ._filling import Buffer, Filling
 from ._jobs import FIRST_READ, _Job
 from ._policy import Pace, TransientError, request_deadline, with_retries
+from ._routing import RoutedDownloads, _routed_elsewhere
 from ._sidecars import SIDECAR_SUFFIX, SidecarReads, sidecar_url
 from ._sinks import CHUNK, SEGMENT, _read_into, _SegmentSink
 from .cache import ShardCache
@@ -67,7 +67,7 @@ __all__ = [
 ]
 
 
-class RemoteSource(SidecarReads):
+class RemoteSource(SidecarReads, RoutedDownloads):
     """Base class of sources that download shards (HTTP(S), S3).
 
     Args:
@@ -387,7 +387,7 @@ class RemoteSource(SidecarReads):
         st = self._state()
         with st["lock"]:
             got = st["pending"].pop(shard, None)
-            if isinstance(got, _Job) and got.router is not None and got.router.owner is not owner:
+            if _routed_elsewhere(got, owner):
                 got.cancel()
                 got = None
             self._taken(shard, got, owner)
@@ -411,50 +411,9 @@ class RemoteSource(SidecarReads):
         if got is None:
             st = self._state()
             with st["lock"]:
-                router = st["routers"].get(shard)
-                if router is not None and router.owner is owner:
-                    del st["routers"][shard]
-                else:
-                    router = None
-                got = self._begin(shard, priority, router)
+                got = self._begin(shard, priority, self._claim_router(shard, owner))
                 self._taken(shard, got, owner)
         return got.take() if isinstance(got, _Job) else got.result()
-
-    def _taken(self, shard: str, got: Any, owner: Any) -> None:
-        """Remember a streamed download handed to a pass that places bytes: :meth:`route` may still reach it
-        (under the state's lock)."""
-        if owner is not None and isinstance(got, _Job) and got.streamed:
-            self._state()["taken"][shard] = (weakref.ref(got), owner)
-
-    def route(self, shard: str, router: Router) -> None:
-        """Receive the placed ranges of ``shard`` straight into batch rows (see ``atdata_torch._placement``): the
-        download of it that is on its way takes the router up at the byte it has reached; one started later,
-        from the start. Only the router's owner gets such a download (:meth:`stream_buffer`)."""
-        st = self._state()
-        with st["lock"]:
-            job = st["pending"].get(shard)
-            if job is None:  # the owner took it already and it is still arriving, or it has not started
-                ref, owner = st["taken"].get(shard, (None, None))
-                job = ref() if ref is not None and owner is router.owner else None
-                if job is None:
-                    st["routers"][shard] = router
-            if isinstance(job, _Job) and job.streamed and job.router is None:
-                job.router = router
-
-    def unroute(self, owner: Any) -> None:
-        """The pass of ``owner`` ended: forget its routers, and stop the downloads that follow them."""
-        st = self._state()
-        with st["lock"]:
-            routers: dict[str, Router] = st["routers"]
-            for shard in [s for s, r in routers.items() if r.owner is owner]:
-                del routers[shard]
-            taken = st["taken"]
-            for shard in [s for s, (_, o) in taken.items() if o is owner]:
-                del taken[shard]
-            pending = st["pending"]
-            for shard in [s for s, j in pending.items() if isinstance(j, _Job) and j.router is not None]:
-                if pending[shard].router.owner is owner:
-                    pending.pop(shard).cancel()
 
     def open_shard(self, shard: str) -> IO[bytes]:
         """A sequential stream of the shard (downloaded with resume; from the cache when configured)."""
