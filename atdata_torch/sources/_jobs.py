@@ -73,6 +73,11 @@ class _Job:
         self._handed = threading.Event()  # a Filling was published, or the job ended
         self._left = 1
         self._view: memoryview | Filling | None = None
+        # The head request's progress across its attempts (see _head): where its bytes stop (None: at the end of
+        # the stream), the shard's size once known, and whether the first request was made (then it resumes).
+        self._end: int | None = None
+        self._size: int | None = None
+        self._started = False
 
     @property
     def failed(self) -> bool:
@@ -129,10 +134,6 @@ class _Job:
             sink = _MemorySink(_buffer_pool(src.readahead + src.max_concurrency + 2))
             if self.hash_stream:
                 sink.hasher = hashlib.sha256()
-        self._end: int | None = None  # where the head's bytes stop (None: at the end of the stream)
-        self._size: int | None = None
-        self._started = False
-
         def attempt() -> int:
             stream = self._reopen(sink) if self._started else self._open_head(sink)
             self._receive(sink, stream)
