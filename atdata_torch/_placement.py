@@ -145,7 +145,7 @@ class Placement:
     def _new(self, j: int) -> tuple[np.ndarray, np.ndarray]:
         """A batch's array, in pooled memory: the kernel receives into pages that are mapped already (a fresh array
         per batch made the download zero-fill every page it received into, the largest cost in a profile)."""
-        from .sources._remote import _buffer_pool
+        from .sources._buffers import _buffer_pool
 
         layout = self.layout
         assert layout is not None

@@ -627,7 +627,7 @@ def test_concurrent_sidecar_reads(http_server: FaultServer, shards: list[Path], 
 
 # ---------------------------------------------------------------------------------------------------- buffers
 def test_buffers_are_reused_only_once_nothing_refers_to_them() -> None:
-    from atdata_torch.sources._remote import _BufferPool
+    from atdata_torch.sources._buffers import _BufferPool
 
     pool = _BufferPool(keep=2)
     a = pool.get(1000)
@@ -685,13 +685,13 @@ def test_an_ordered_pass_starts_downloading_while_the_sidecars_are_read(
 def test_a_forked_worker_starts_its_own_buffer_pool() -> None:
     import os
 
-    from atdata_torch.sources import _remote
+    from atdata_torch.sources import _buffers
 
-    held = _remote._buffer_pool(2).get(1000)
-    with _remote._POOL_LOCK:  # as a download thread of the parent might hold it at the fork
+    held = _buffers._buffer_pool(2).get(1000)
+    with _buffers._POOL_LOCK:  # as a download thread of the parent might hold it at the fork
         pid = os.fork()
         if pid == 0:  # the child: a fresh, empty pool behind a lock nobody holds
-            ok = _remote._POOLS == {} and len(_remote._buffer_pool(2).get(10)) == 10
+            ok = _buffers._POOLS == {} and len(_buffers._buffer_pool(2).get(10)) == 10
             os._exit(0 if ok else 1)
     end = time.monotonic() + 10
     while (done := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.monotonic() < end:
@@ -701,13 +701,13 @@ def test_a_forked_worker_starts_its_own_buffer_pool() -> None:
         os.waitpid(pid, 0)
         pytest.fail("the forked child hung on the buffer pool's lock")
     assert os.waitstatus_to_exitcode(done[1]) == 0
-    assert len(_remote._buffer_pool(2)) >= 1 and held is not None
+    assert len(_buffers._buffer_pool(2)) >= 1 and held is not None
 
 
 # ---------------------------------------------------------------------------------------------------- segments
 def test_an_ordered_pass_reads_a_shard_in_segments(http_server: FaultServer, big_shards: list[Path]) -> None:
     from atdata_torch.sources import Filling
-    from atdata_torch.sources._remote import SEGMENT
+    from atdata_torch.sources._sinks import SEGMENT
 
     url = http_server.url(BIG[0])
     got = HTTPSource([url], **fast()).stream_buffer(url)
@@ -721,9 +721,9 @@ def test_a_reader_in_order_lets_go_of_the_segments_behind_it(
 ) -> None:
     import gc
 
-    from atdata_torch.sources import _remote
+    from atdata_torch.sources import _buffers, _sinks
 
-    pool = _remote._buffer_pool(0, "segment")
+    pool = _buffers._buffer_pool(0, "segment")
     gc.collect()
     base = pool.in_use()
     held: list[int] = []
@@ -736,9 +736,9 @@ def test_a_reader_in_order_lets_go_of_the_segments_behind_it(
     assert rows(got) == rows(local_big.ordered())[:12]
     ix = local_big.shard_indexes()[0]
     size = big_shards[0].stat().st_size
-    segments = -(-size // _remote.SEGMENT)
+    segments = -(-size // _sinks.SEGMENT)
     # At the last sample, only the segments from the one it starts in to the shard's end are still held.
-    assert held[-1] == segments - ix.offsets[-1] // _remote.SEGMENT < segments
+    assert held[-1] == segments - ix.offsets[-1] // _sinks.SEGMENT < segments
     gc.collect()
     assert pool.in_use() == base  # and after the pass, none
 

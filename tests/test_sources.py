@@ -21,7 +21,7 @@ from atdata_torch.sources import (
     LocalSource,
     MemorySource,
     URLSource,
-    _base,
+    _registry,
     register_source,
     resolve_source,
     source_for_urls,
@@ -172,8 +172,8 @@ class EchoSource(LocalSource):
 @pytest.fixture
 def registry(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     """The scheme registry, restored after the test."""
-    reg = dict(_base._REGISTRY)
-    monkeypatch.setattr(_base, "_REGISTRY", reg)
+    reg = dict(_registry._REGISTRY)
+    monkeypatch.setattr(_registry, "_REGISTRY", reg)
     return reg
 
 

@@ -55,7 +55,7 @@ def _dataset(rec: DatasetRecord, shards: list[Shard], st: Any, options: dict[str
     urls = [s.url for s in shards]
     checksums = {s.url: s.sha256 for s in shards if s.sha256}
     if rec.storage == "blobs":
-        from ..sources._base import _options_for
+        from ..sources._registry import _options_for
         from ._blobs import BlobSource
 
         opts = _options_for("https", options)

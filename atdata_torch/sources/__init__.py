@@ -12,7 +12,8 @@ Example:
 
 from __future__ import annotations
 
-from ._base import ConcatSource, DataSource, Filling, ShardSource, register_source, resolve_source, source_for_urls
+from ._base import ConcatSource, DataSource, Filling, ShardSource
+from ._registry import register_source, resolve_source, source_for_urls
 from .local import LocalSource
 from .memory import MemorySource
 from .url import URLSource

@@ -1,156 +1,15 @@
-"""The DataSource protocol and the scheme registry."""
+"""The DataSource protocol, the ShardSource base class, and ConcatSource (``Buffer``, ``Filling`` and ``past_end``
+live in ``_filling``; they are importable from here too)."""
 
 from __future__ import annotations
 
-import importlib
-import os
-import threading
+from collections.abc import Iterable
 from typing import IO, Any, Protocol, runtime_checkable
 
-from .._shards import expand_urls
-from ..errors import ShardFormatError
+from ._capabilities import Buffered, Prefetching, SidecarBatching, SidecarReading, Streaming
+from ._filling import Buffer, Filling, past_end
 
-Buffer = bytes | memoryview
-
-
-def past_end(shard: str, end: int, size: int, *, key: str | None = None, start: int | None = None) -> ShardFormatError:
-    """The error for an index that points past the end of its shard (bytes ``[start, end)``, ``size`` in all)."""
-    what = f"sample {key!r} at bytes [{start}, {end})" if key is not None else f"bytes up to {end}"
-    return ShardFormatError(
-        f"the shard index puts {what} but the shard has {size} bytes: the index sidecar is stale or the shard was "
-        "replaced; rebuild the index with atd.build_index()",
-        shard=shard,
-        key=key,
-        offset=start if start is not None else size,
-    )
-
-
-class Filling:
-    """A shard that a download is still filling, in order: :attr:`size` bytes in all, ``[0, filled)`` are in.
-    Readers :meth:`wait` for the prefix they need, so decoding starts with the first bytes instead of after the
-    last (see :meth:`RemoteSource.stream_buffer`).
-
-    The bytes are one buffer (:attr:`view`), or, for a download that arrives in segments (:meth:`segmented`),
-    fixed-size pieces that are received straight into reused buffers: ``filling[a:b]`` is a zero-copy
-    slice when ``[a, b)`` lies in one segment and a copy when it spans two; :meth:`drop_before` lets the segments
-    that a sequential reader has passed go back to the pool once nothing refers to them.
-
-    Example:
-        >>> f = Filling(memoryview(bytearray(8)), "a.tar")
-        >>> f.view[:4] = b"tar!"; f.advance(4)
-        >>> f.wait(4); bytes(f[:4])
-        b'tar!'
-        >>> f.finish(); f.done
-        True
-        >>> g = Filling.segmented(6, 4, "b.tar")
-        >>> g.put(0, memoryview(bytearray(b"abcd"))); g.put(1, memoryview(bytearray(b"ef.."))); g.finish()
-        >>> bytes(g[1:3]), bytes(g[3:6]), len(g)
-        (b'bc', b'def', 6)
-    """
-
-    __slots__ = ("_cv", "_error", "_joined", "_segs", "done", "filled", "router", "segment", "shard", "size", "view")
-
-    def __init__(self, view: memoryview | None, shard: str, *, size: int | None = None, segment: int = 0) -> None:
-        self.view = view
-        self.shard = shard  # as shown in messages
-        self.size = len(view) if view is not None else int(size or 0)
-        self.segment = segment  # bytes per segment (0: one buffer, ``view``)
-        self._segs: list[memoryview | None] = [None] * (-(-self.size // segment) if segment else 0)
-        self._joined: memoryview | None = None
-        self.filled = 0
-        self.done = False
-        self._error: BaseException | None = None
-        self._cv = threading.Condition()
-        # The placement router this download follows (see atdata_torch._placement): the ranges it routes are not
-        # in the segments but in batch rows, which only the router's owner reads.
-        self.router: Any = None
-
-    @classmethod
-    def segmented(cls, size: int, segment: int, shard: str) -> Filling:
-        """A shard of ``size`` bytes that arrives as segments of ``segment`` bytes (see :meth:`put`)."""
-        return cls(None, shard, size=size, segment=segment)
-
-    def __len__(self) -> int:
-        return self.size
-
-    def put(self, k: int, segment: memoryview) -> None:
-        """Segment ``k`` (bytes ``[k * segment, ...)``), before the bytes in it are announced by :meth:`advance`."""
-        self._segs[k] = segment
-
-    def __getitem__(self, sl: slice) -> memoryview:
-        """Bytes ``[sl.start, sl.stop)``, which must be in (see :meth:`wait`)."""
-        start, stop, _ = sl.indices(self.size)
-        if self.view is not None:
-            return self.view[start:stop]
-        seg = self.segment
-        k = start // seg
-        if stop <= (k + 1) * seg:
-            return self._piece(k)[start - k * seg : stop - k * seg]
-        out = bytearray(stop - start)
-        pos = start
-        while pos < stop:
-            k = pos // seg
-            n = min(stop, (k + 1) * seg) - pos
-            out[pos - start : pos - start + n] = self._piece(k)[pos - k * seg : pos - k * seg + n]
-            pos += n
-        return memoryview(out)
-
-    def _piece(self, k: int) -> memoryview:
-        got = self._segs[k]
-        if got is None:
-            raise RuntimeError(f"segment {k} of {self.shard} was released or never arrived")  # pragma: no cover
-        return got
-
-    def drop_before(self, offset: int) -> None:
-        """A sequential reader is past ``offset``: forget the segments that end at or before it."""
-        if self.segment:
-            for k in range(min(offset // self.segment, len(self._segs))):
-                self._segs[k] = None
-
-    def contiguous(self) -> memoryview:
-        """The whole shard as one buffer, once it is in (segments are joined: one copy)."""
-        self.wait(self.size)
-        if self.view is not None:
-            return self.view
-        if self._joined is None:
-            out = bytearray(self.size)
-            for k in range(len(self._segs)):
-                lo = k * self.segment
-                hi = min(self.size, lo + self.segment)
-                out[lo:hi] = self._piece(k)[: hi - lo]
-            self._joined = memoryview(out)
-        return self._joined
-
-    def advance(self, filled: int) -> None:
-        """The download got bytes ``[0, filled)`` (called by the downloading thread)."""
-        self.filled = filled
-        with self._cv:
-            self._cv.notify_all()
-
-    def finish(self, error: BaseException | None = None) -> None:
-        """The download ended: every byte is in, or it failed with ``error`` (waiters get the error)."""
-        with self._cv:
-            if error is None:
-                self.filled = self.size
-            else:
-                self._error = error
-            self.done = True
-            self._cv.notify_all()
-
-    def wait(self, end: int) -> None:
-        """Block until bytes ``[0, end)`` are in; raise the download's error if it failed first."""
-        if end > self.size:
-            raise past_end(self.shard, end, self.size)
-        with self._cv:
-            while self.filled < end and not self.done:
-                self._cv.wait(1.0)
-        if self.filled < end:
-            assert self._error is not None
-            raise self._error
-
-    def __repr__(self) -> str:
-        kind = f", segments of {self.segment}" if self.segment else ""
-        return f"Filling({self.shard!r}, {self.filled}/{self.size} bytes{kind}{', done' if self.done else ''})"
+__all__ = ["Buffer", "ConcatSource", "DataSource", "Filling", "ShardSource", "past_end"]
 
 
 @runtime_checkable
@@ -203,101 +62,6 @@ class ShardSource:
         return len(self.list_shards())
 
 
-_REGISTRY: dict[str, str] = {
-    "file": "atdata_torch.sources.local:LocalSource",
-    "http": "atdata_torch.sources.http:HTTPSource",
-    "https": "atdata_torch.sources.http:HTTPSource",
-    "s3": "atdata_torch.sources.s3:S3Source",
-}
-
-
-def register_source(scheme: str, target: str | type) -> None:
-    """Register the source class for a URL scheme (``"s3"``), as a class or a lazy ``"module:Class"`` string.
-
-    The class must have a classmethod ``from_urls(urls: list[str]) -> DataSource``.
-    """
-    _REGISTRY[scheme.lower()] = target if isinstance(target, str) else f"{target.__module__}:{target.__qualname__}"
-
-
-def _load(target: str) -> type:
-    module, _, name = target.partition(":")
-    obj: object = importlib.import_module(module)
-    for part in name.split("."):
-        obj = getattr(obj, part)
-    if not isinstance(obj, type):
-        raise TypeError(f"source registry entry {target!r} is not a class")
-    return obj
-
-
-def _scheme(url: str) -> str:
-    if "://" in url:
-        return url.split("://", 1)[0].lower()
-    if ":" in url and not os.path.splitdrive(url)[0] and not url.startswith(("/", ".")):
-        head = url.split(":", 1)[0]
-        if head.isalpha() and len(head) > 1:
-            return head.lower()  # pipe:, gs:, ...
-    return "file"
-
-
-def _options_for(scheme: str, options: dict[str, Any]) -> dict[str, Any]:
-    opts = dict(options)
-    cache_dir = opts.pop("cache_dir", None)
-    cache_max = opts.pop("cache_max_bytes", None)
-    if scheme == "file":
-        return opts  # LocalSource.from_urls says which of them it takes
-    if cache_dir is not None:
-        from ..cache import ShardCache
-
-        opts["cache"] = ShardCache(cache_dir, max_bytes=cache_max)
-    return opts
-
-
-def source_for_urls(urls: list[str], **options: Any) -> DataSource:
-    """The source serving a list of shard URLs. ``options`` go to the remote sources (``cache_dir=``,
-    ``cache_max_bytes=``, ``headers=``, ``endpoint=``, ``retries=``...). Mixed schemes give a :class:`ConcatSource`.
-    """
-    if not urls:
-        from .memory import MemorySource
-
-        return MemorySource({})
-    schemes = list(dict.fromkeys(_scheme(u) for u in urls))
-    if len(schemes) > 1:
-        # Local files take no options: the remote ones (headers=, retries=...) are for the remote part.
-        return ConcatSource(
-            [
-                source_for_urls(
-                    [u for u in urls if _scheme(u) == sc],
-                    **({k: v for k, v in options.items() if k == "checksums"} if sc == "file" else options),
-                )
-                for sc in schemes
-            ]
-        )
-    scheme = schemes[0]
-    target = _REGISTRY.get(scheme)
-    if target is None:
-        from .url import URLSource
-
-        return URLSource(urls)
-    cls = _load(target)
-    return cls.from_urls(urls, **_options_for(scheme, options))  # type: ignore[attr-defined, no-any-return]
-
-
-def resolve_source(spec: str | os.PathLike[str] | list[str] | DataSource, **options: Any) -> DataSource:
-    """Turn what a user passed to ``Dataset(...)`` into a source: brace-expanded URL(s), or a source as is."""
-    if isinstance(spec, (str, os.PathLike)):
-        return source_for_urls(expand_urls(os.fspath(spec)), **options)
-    if isinstance(spec, (list, tuple)):
-        urls: list[str] = []
-        for s in spec:
-            urls.extend(expand_urls(os.fspath(s)))
-        return source_for_urls(urls, **options)
-    if options:
-        raise TypeError(f"options {sorted(options)} are given to the source's constructor, not to Dataset()")
-    if isinstance(spec, DataSource):
-        return spec
-    raise TypeError(f"a Dataset needs a URL string, a list of URLs, or a DataSource; got {type(spec).__name__}")
-
-
 class ConcatSource(ShardSource):
     """Several sources read as one (shard identifiers must be unique across them)."""
 
@@ -317,28 +81,29 @@ class ConcatSource(ShardSource):
         return self._owner[shard].open_shard(shard)
 
     def buffer(self, shard: str) -> Buffer | None:
-        get = getattr(self._owner[shard], "buffer", None)
-        return get(shard) if get is not None else None
+        src = self._owner[shard]
+        return src.buffer(shard) if isinstance(src, Buffered) else None
 
-    def stream_buffer(self, shard: str) -> Buffer | Filling | None:
-        get = getattr(self._owner[shard], "stream_buffer", None)
-        return get(shard) if get is not None else self.buffer(shard)
+    def stream_buffer(self, shard: str, owner: Any = None) -> Buffer | Filling | None:
+        """The owning source's :meth:`stream_buffer` (else :meth:`buffer`). ``owner`` is not passed on: a
+        ConcatSource does not route (it is no :class:`~._capabilities.Routing`), so no download is routed for it."""
+        src = self._owner[shard]
+        return src.stream_buffer(shard) if isinstance(src, Streaming) else self.buffer(shard)
 
     def read_sidecar(self, shard: str) -> bytes | None:
-        get = getattr(self._owner[shard], "read_sidecar", None)
-        return get(shard) if get is not None else None
+        src = self._owner[shard]
+        return src.read_sidecar(shard) if isinstance(src, SidecarReading) else None
 
     def read_sidecars(self, shards: list[str]) -> None:
         for src in self.sources:
-            warm = getattr(src, "read_sidecars", None)
-            if warm is not None:
-                warm([s for s in shards if self._owner.get(s) is src])
+            if isinstance(src, SidecarBatching):
+                src.read_sidecars([s for s in shards if self._owner.get(s) is src])
 
-    def prefetch(self, shards: list[str]) -> None:
+    def prefetch(self, shards: Iterable[str]) -> None:
+        shards = list(shards)
         for src in self.sources:
-            pf = getattr(src, "prefetch", None)
-            if pf is not None:
-                pf([s for s in shards if self._owner.get(s) is src])
+            if isinstance(src, Prefetching):
+                src.prefetch([s for s in shards if self._owner.get(s) is src])
 
     def __repr__(self) -> str:
         return f"ConcatSource({', '.join(repr(s) for s in self.sources)})"

@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     from .._placement import Router
-    from ._base import Buffer, Filling
+    from ._filling import Buffer, Filling
 
-__all__ = ["Buffered", "Prefetching", "RangeReading", "Routing", "SidecarBatching", "Streaming"]
+__all__ = ["Buffered", "Prefetching", "RangeReading", "Routing", "SidecarBatching", "SidecarReading", "Streaming"]
 
 
 @runtime_checkable
@@ -48,6 +48,13 @@ class Prefetching(Protocol):
     """Starts fetching shards the pass will read, in the order given."""
 
     def prefetch(self, shards: Iterable[str]) -> None: ...
+
+
+@runtime_checkable
+class SidecarReading(Protocol):
+    """Gives the bytes of a shard's index sidecar (``<shard>.idx.json``), or ``None`` when it has none."""
+
+    def read_sidecar(self, shard: str) -> bytes | None: ...
 
 
 @runtime_checkable

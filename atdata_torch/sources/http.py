@@ -17,7 +17,8 @@ from typing import IO, Any, Literal
 from urllib.parse import unquote
 
 from ..errors import ShardNotFoundError, SourceError
-from ._remote import Pace, RemoteSource, TransientError, request_deadline
+from ._policy import Pace, TransientError, request_deadline
+from ._remote import RemoteSource
 from .url import redact
 
 __all__ = ["HTTPSource"]
@@ -115,13 +116,7 @@ class HTTPSource(RemoteSource):
         if start or end is not None:
             headers["Range"] = f"bytes={start}-" + ("" if end is None else str(end - 1))
         until = request_deadline()
-        kw: dict[str, Any] = {}
-        if until is not None:  # a server that never answers is given no longer than the request's deadline
-            left = until - time.monotonic()
-            if left <= 0:
-                raise TransientError("the request's deadline passed before it was sent")
-            if left < self.timeout:
-                kw["timeout"] = urllib3.Timeout(connect=left, read=left)
+        kw = self._timeout_until(until)
         try:
             resp = self._http().request("GET", url, headers=headers, preload_content=False, decode_content=False, **kw)
         except (urllib3.exceptions.HTTPError, OSError) as exc:
@@ -132,38 +127,26 @@ class HTTPSource(RemoteSource):
             resp.drain_conn()
             resp.release_conn()
             return self._open_range(shard, 0, None)
-        if status in (200, 206):
-            if start and status == 200:
-                # The server ignored Range: skip what we already have.
-                skipped = 0
-                while skipped < start:
-                    chunk = resp.read(min(1 << 20, start - skipped))
-                    if not chunk:
-                        break
-                    skipped += len(chunk)
-            total = _total_size(resp, start)
-            pace = (
-                Pace(until, self.min_rate, self.timeout, redact(shard)) if until is not None or self.min_rate else None
-            )
-            body = _Body(resp, ranged=status == 206 or not (start or end is not None), pace=pace)
-            return body, total  # type: ignore[return-value]
-        body = resp.read(512)
-        resp.release_conn()
-        shown = redact(shard)
-        if status == 404:
-            raise ShardNotFoundError(
-                f"{shown!r} does not exist (HTTP 404); check the URL and the brace pattern", shard=shown
-            )
-        if status in (401, 403):
-            raise SourceError(
-                f"access to {shown!r} was refused (HTTP {status}); check the credentials or headers= for this server",
-                shard=shown,
-            )
-        if status in _TRANSIENT_STATUS:
-            retry_after = resp.headers.get("Retry-After", "").strip()
-            wait = float(retry_after) if retry_after.isdigit() else None  # (the waiting is done by _with_retries)
-            raise TransientError(f"HTTP {status}", retry_after=wait)
-        raise SourceError(f"GET {shown!r} answered HTTP {status} ({body[:200]!r}); expected 200 or 206", shard=shown)
+        if status not in (200, 206):
+            raise _status_error(resp, redact(shard))
+        if start and status == 200:
+            _skip(resp, start)  # the server ignored Range: skip what we already have
+        total = _total_size(resp, start)
+        pace = Pace(until, self.min_rate, self.timeout, redact(shard)) if until is not None or self.min_rate else None
+        body = _Body(resp, ranged=status == 206 or not (start or end is not None), pace=pace)
+        return body, total  # type: ignore[return-value]
+
+    def _timeout_until(self, until: float | None) -> dict[str, Any]:
+        """The request's ``timeout=`` keyword: a server that never answers is given no longer than the request's
+        deadline (``until``, a ``time.monotonic()`` value); none when the source's ``timeout`` is sooner."""
+        import urllib3
+
+        if until is None:
+            return {}
+        left = until - time.monotonic()
+        if left <= 0:
+            raise TransientError("the request's deadline passed before it was sent")
+        return {"timeout": urllib3.Timeout(connect=left, read=left)} if left < self.timeout else {}
 
     def __repr__(self) -> str:  # (never the headers: they may carry tokens)
         n = len(self._urls)
@@ -360,6 +343,37 @@ def _first(bufs: list[memoryview], n: int) -> list[memoryview]:
         out.append(b[:n])
         n -= len(out[-1])
     return out
+
+
+def _skip(resp: Any, n: int) -> None:
+    """Read and drop the first ``n`` bytes of a body (fewer when it ends first)."""
+    skipped = 0
+    while skipped < n:
+        chunk = resp.read(min(1 << 20, n - skipped))
+        if not chunk:
+            break
+        skipped += len(chunk)
+
+
+def _status_error(resp: Any, shown: str) -> Exception:
+    """The error for a response that is neither ``200`` nor ``206`` (its connection goes back to the pool)."""
+    status = resp.status
+    body = resp.read(512)
+    resp.release_conn()
+    if status == 404:
+        return ShardNotFoundError(
+            f"{shown!r} does not exist (HTTP 404); check the URL and the brace pattern", shard=shown
+        )
+    if status in (401, 403):
+        return SourceError(
+            f"access to {shown!r} was refused (HTTP {status}); check the credentials or headers= for this server",
+            shard=shown,
+        )
+    if status in _TRANSIENT_STATUS:
+        retry_after = resp.headers.get("Retry-After", "").strip()
+        wait = float(retry_after) if retry_after.isdigit() else None  # (the waiting is done by _with_retries)
+        return TransientError(f"HTTP {status}", retry_after=wait)
+    return SourceError(f"GET {shown!r} answered HTTP {status} ({body[:200]!r}); expected 200 or 206", shard=shown)
 
 
 def _total_size(resp: Any, start: int) -> int | None:

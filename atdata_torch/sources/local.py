@@ -24,7 +24,9 @@ from typing import IO, TYPE_CHECKING, Any
 
 from .._hints import local_options_message, missing_shard_message
 from ..errors import ChecksumError, ShardFormatError, ShardNotFoundError, SourceError
-from ._base import Buffer, Filling, ShardSource
+from ._base import ShardSource
+from ._buffers import _buffer_pool
+from ._filling import Buffer, Filling
 
 if TYPE_CHECKING:
     from .._placement import Router
@@ -124,8 +126,6 @@ class LocalSource(ShardSource):
         return self._read(shard, router)
 
     def _read(self, shard: str, router: Router | None) -> Buffer | Filling:
-        from ._remote import _buffer_pool
-
         expected = self._expected_sha256(shard)
         with self.open_shard(shard) as f:
             fd = f.fileno()

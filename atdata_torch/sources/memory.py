@@ -7,7 +7,8 @@ from collections.abc import Mapping
 from typing import IO
 
 from ..errors import ShardNotFoundError
-from ._base import Buffer, ShardSource
+from ._base import ShardSource
+from ._filling import Buffer
 
 _SIDECAR = ".idx.json"
 

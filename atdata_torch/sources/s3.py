@@ -13,7 +13,8 @@ import time
 from typing import IO, Any
 
 from ..errors import MissingDependencyError, ShardNotFoundError, SourceError, _redact
-from ._remote import Pace, RemoteSource, TransientError, request_deadline
+from ._policy import Pace, TransientError, request_deadline
+from ._remote import RemoteSource
 
 __all__ = ["S3Source"]
 
