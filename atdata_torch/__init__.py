@@ -1,5 +1,10 @@
 """atdata_torch: typed, sharded datasets for PyTorch, in the atdata / WebDataset tar format.
 
+``import atdata_torch`` is cheap: the names below are loaded from their modules on first use (so that the
+command line, ``atdata-torch --help``, starts without importing torch). ``__all__`` is the public API; a few
+internals that earlier versions exported (``Pipeline``, ``SkipReport``, ``ShardIndex``, ``FieldSpec``) stay
+reachable as attributes, but their homes are their modules.
+
 Example:
     >>> import numpy as np, tempfile, os
     >>> import atdata_torch as atd
@@ -13,28 +18,24 @@ Example:
     'cat'
 """
 
+import importlib as _importlib
 import logging as _logging
+import sys as _sys
+import types as _types
 from typing import TYPE_CHECKING as _TYPE_CHECKING
 
-from numpy.typing import NDArray
-
-from ._batch import SampleBatch
-from ._codec import array_to_bytes, bytes_to_array
-from ._pipeline import LastBatch, OnError, Pipeline, SkipReport, sample_rng, sample_seed
-from ._sidecar import ShardIndex
-from ._stats import LoaderStats
-from .cache import ShardCache
-from .collate import TensorBatch, collate, to_tensor
-from .dataset import Dataset
 from .errors import (
     AtdataError,
     AuthError,
     BlobLimitError,
     ChecksumError,
+    ConfigError,
     DecodeError,
     IdentityError,
+    IndexNotFoundError,
     IndexStoreError,
     LensNotFoundError,
+    LoaderStateError,
     MissingDependencyError,
     PublishError,
     RecordNotFoundError,
@@ -45,23 +46,101 @@ from .errors import (
     SourceError,
     SplitError,
 )
-from .lens import Lens, LensRegistry, lens
-from .lens import registry as lens_registry
-from .load import DatasetDict, load_dataset, register_resolver
-from .loader import Loader, LoaderStateError
-from .schema import DictSample, FieldSpec, PackableSample, packable, schema_id
-from .sources import ConcatSource, DataSource, LocalSource, MemorySource, register_source
-from .sources.http import HTTPSource
-from .sources.s3 import S3Source
-from .writer import ShardWriter, build_index, write_samples
 
 if _TYPE_CHECKING:
+    from numpy.typing import NDArray
+
+    from . import nodes as nodes
+    from ._batch import SampleBatch
+    from ._codec import array_to_bytes, bytes_to_array
+    from ._pipeline import LastBatch, OnError, sample_rng, sample_seed
+    from ._pipeline import Pipeline as Pipeline
+    from ._pipeline import SkipReport as SkipReport
+    from ._sidecar import ShardIndex as ShardIndex
+    from ._stats import LoaderStats
+    from .cache import ShardCache
+    from .collate import TensorBatch, collate, to_tensor
+    from .dataset import Dataset
     from .index import Index
+    from .lens import Lens, LensRegistry, lens
+    from .lens import registry as lens_registry
+    from .load import DatasetDict, load_dataset, register_resolver
+    from .loader import Loader
+    from .schema import DictSample, PackableSample, packable, schema_id
+    from .schema import FieldSpec as FieldSpec
+    from .sources import ConcatSource, DataSource, LocalSource, MemorySource, register_source
+    from .sources.http import HTTPSource
+    from .sources.s3 import S3Source
+    from .writer import ShardWriter, build_index, write_samples
 
 __version__ = "0.1.0"
 
 # A library logs, the application decides where to: no "No handlers could be found" output by default.
 _logging.getLogger("atdata_torch").addHandler(_logging.NullHandler())
+
+# name -> (module, attribute): what ``atd.<name>`` loads on first use. Relative modules are this package's.
+_LAZY: dict[str, tuple[str, str]] = {
+    "NDArray": ("numpy.typing", "NDArray"),
+    "SampleBatch": ("._batch", "SampleBatch"),
+    "array_to_bytes": ("._codec", "array_to_bytes"),
+    "bytes_to_array": ("._codec", "bytes_to_array"),
+    "LastBatch": ("._pipeline", "LastBatch"),
+    "OnError": ("._pipeline", "OnError"),
+    "sample_rng": ("._pipeline", "sample_rng"),
+    "sample_seed": ("._pipeline", "sample_seed"),
+    "LoaderStats": ("._stats", "LoaderStats"),
+    "ShardCache": (".cache", "ShardCache"),
+    "TensorBatch": (".collate", "TensorBatch"),
+    "collate": (".collate", "collate"),
+    "to_tensor": (".collate", "to_tensor"),
+    "Dataset": (".dataset", "Dataset"),
+    "Index": (".index", "Index"),
+    "Lens": (".lens", "Lens"),
+    "LensRegistry": (".lens", "LensRegistry"),
+    "lens": (".lens", "lens"),
+    "lens_registry": (".lens", "registry"),
+    "DatasetDict": (".load", "DatasetDict"),
+    "load_dataset": (".load", "load_dataset"),
+    "register_resolver": (".load", "register_resolver"),
+    "Loader": (".loader", "Loader"),
+    "DictSample": (".schema", "DictSample"),
+    "PackableSample": (".schema", "PackableSample"),
+    "packable": (".schema", "packable"),
+    "schema_id": (".schema", "schema_id"),
+    "ConcatSource": (".sources", "ConcatSource"),
+    "DataSource": (".sources", "DataSource"),
+    "LocalSource": (".sources", "LocalSource"),
+    "MemorySource": (".sources", "MemorySource"),
+    "register_source": (".sources", "register_source"),
+    "HTTPSource": (".sources.http", "HTTPSource"),
+    "S3Source": (".sources.s3", "S3Source"),
+    "ShardWriter": (".writer", "ShardWriter"),
+    "build_index": (".writer", "build_index"),
+    "write_samples": (".writer", "write_samples"),
+    # Not in __all__: internals that earlier versions exported, kept reachable (import them from their modules).
+    "Pipeline": ("._pipeline", "Pipeline"),
+    "SkipReport": ("._pipeline", "SkipReport"),
+    "ShardIndex": ("._sidecar", "ShardIndex"),
+    "FieldSpec": (".schema", "FieldSpec"),
+}
+# Submodules reachable as attributes before their first import (``atd.nodes`` imports torchdata.nodes).
+_LAZY_MODULES = ("nodes",)
+# Submodules that share their name with a function of the API: ``atd.collate`` and ``atd.lens`` are the functions.
+_SHADOWED = ("collate", "lens")
+
+
+class _Package(_types.ModuleType):
+    """This package's module type: importing ``atdata_torch.collate`` (or ``.lens``) binds the submodule on its
+    parent, which would hide the function of the same name; bind the function instead (as an eager
+    ``from .collate import collate`` did)."""
+
+    def __setattr__(self, name: str, value: object) -> None:
+        if name in _SHADOWED and isinstance(value, _types.ModuleType):
+            value = getattr(value, name)
+        super().__setattr__(name, value)
+
+
+_sys.modules[__name__].__class__ = _Package
 
 __all__ = [
     "AtdataError",
@@ -69,15 +148,16 @@ __all__ = [
     "BlobLimitError",
     "ChecksumError",
     "ConcatSource",
+    "ConfigError",
     "DataSource",
     "Dataset",
     "DatasetDict",
     "DecodeError",
     "DictSample",
-    "FieldSpec",
     "HTTPSource",
     "IdentityError",
     "Index",
+    "IndexNotFoundError",
     "IndexStoreError",
     "LastBatch",
     "Lens",
@@ -92,7 +172,6 @@ __all__ = [
     "NDArray",
     "OnError",
     "PackableSample",
-    "Pipeline",
     "PublishError",
     "RecordNotFoundError",
     "S3Source",
@@ -100,10 +179,8 @@ __all__ = [
     "SchemaError",
     "ShardCache",
     "ShardFormatError",
-    "ShardIndex",
     "ShardNotFoundError",
     "ShardWriter",
-    "SkipReport",
     "SkippedSamplesWarning",
     "SourceError",
     "SplitError",
@@ -128,13 +205,17 @@ __all__ = [
 
 
 def __getattr__(name: str) -> object:
-    # Loaded on first use: ``atd.Index`` (the dataset index, a leaf) and ``atd.nodes`` (imports torchdata.nodes).
-    if name == "Index":
-        from .index import Index
+    # Loaded on first use, then kept in the module's namespace (later lookups are plain attribute reads).
+    if name in _LAZY:
+        module, attr = _LAZY[name]
+        value: object = getattr(_importlib.import_module(module, __name__), attr)
+    elif name in _LAZY_MODULES:
+        value = _importlib.import_module(f"{__name__}.{name}")
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value
+    return value
 
-        return Index
-    if name == "nodes":
-        import importlib
 
-        return importlib.import_module(f"{__name__}.{name}")
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY, *_LAZY_MODULES})

@@ -33,7 +33,7 @@ Example:
     >>> DataConfig.from_dict({"batchsize": 32})
     Traceback (most recent call last):
     ...
-    atdata_torch.config.ConfigError: unknown key 'batchsize' in the data config (did you mean 'batch_size'?); ...
+    atdata_torch.errors.ConfigError: unknown key 'batchsize' in the data config (did you mean 'batch_size'?); ...
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ from typing import TYPE_CHECKING, Any, Union, get_args
 from ._order import DEFAULT_BLOCK_SIZE, DEFAULT_WINDOW
 from ._pipeline import LastBatch, OnError
 from .dataset import Dataset
-from .errors import AtdataError
+from .errors import ConfigError
 from .schema import DictSample, PackableSample
 
 if TYPE_CHECKING:
@@ -93,20 +93,6 @@ _CLI_KEYS = (
 )
 
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-
-
-class ConfigError(AtdataError, ValueError):
-    """A data config is malformed: an unknown key, a wrongly typed value, a type that cannot be imported.
-
-    The message starts with the offending key (or the file), and lists the allowed keys for unknown ones.
-
-    Example:
-        >>> try:
-        ...     DataConfig.from_dict({"shuffle": "yes"})
-        ... except ValueError as e:   # ConfigError is also a ValueError
-        ...     print(e)
-        shuffle: expected true or false, got 'yes'
-    """
 
 
 def _fail(key: str, message: str) -> ConfigError:

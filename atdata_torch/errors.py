@@ -24,10 +24,13 @@ __all__ = [
     "AuthError",
     "BlobLimitError",
     "ChecksumError",
+    "ConfigError",
     "DecodeError",
     "IdentityError",
+    "IndexNotFoundError",
     "IndexStoreError",
     "LensNotFoundError",
+    "LoaderStateError",
     "MissingDependencyError",
     "PublishError",
     "RecordNotFoundError",
@@ -197,6 +200,32 @@ class SplitError(AtdataError, ValueError):
 
 class IndexStoreError(AtdataError):
     """The dataset index could not read or write an entry."""
+
+
+class IndexNotFoundError(IndexStoreError, KeyError):
+    """A dataset, label, schema or lens is not in the index; the message lists similar names.
+
+    It is also a ``KeyError`` (what the original atdata raises), so ``except KeyError`` keeps working.
+    """
+
+
+class ConfigError(AtdataError, ValueError):
+    """A data config is malformed: an unknown key, a wrongly typed value, a type that cannot be imported.
+
+    The message starts with the offending key (or the file), and lists the allowed keys for unknown ones.
+
+    Example:
+        >>> from atdata_torch.config import DataConfig
+        >>> try:
+        ...     DataConfig.from_dict({"shuffle": "yes"})
+        ... except ValueError as e:   # ConfigError is also a ValueError
+        ...     print(e)
+        shuffle: expected true or false, got 'yes'
+    """
+
+
+class LoaderStateError(AtdataError, ValueError):
+    """A loader state does not fit this loader (another dataset, another seed, a newer format)."""
 
 
 class PublishError(AtdataError):

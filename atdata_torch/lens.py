@@ -281,17 +281,3 @@ def lens(get: Callable[[S], V]) -> Lens[S, V]:
     out: Lens[S, V] = Lens(get, _localns=localns)
     registry.register(out)
     return out
-
-
-def _register_builtin_dict_lens(cls: type) -> None:
-    """Register DictSample -> cls (and back) for a packable class."""
-    from . import _codec
-    from .schema import DictSample
-
-    def get(s: DictSample) -> Any:
-        return _codec.build_sample(cls, s._data)
-
-    def put(v: Any, s: DictSample) -> DictSample:
-        return DictSample({**s._data, **v.to_dict()})
-
-    registry.register(Lens(get, put, source=DictSample, view=cls, name=f"DictSample->{cls.__name__}"))

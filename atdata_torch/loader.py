@@ -27,17 +27,13 @@ from torchdata.stateful_dataloader import StatefulDataLoader
 from ._pipeline import SKIPS_ONLY, Pipeline, SkipReport
 from ._stats import DEFAULT_PROFILE_EVERY, LoaderStats, Work, _Timer
 from .collate import collate
-from .errors import AtdataError, SkippedSamplesWarning
+from .errors import AtdataError, LoaderStateError, SkippedSamplesWarning
 
 log = logging.getLogger("atdata_torch")
 
 __all__ = ["Loader", "LoaderStateError"]
 
 STATE_VERSION = 1
-
-
-class LoaderStateError(AtdataError, ValueError):
-    """A loader state does not fit this loader (another dataset, another seed, a newer format)."""
 
 
 def _identity(x: Any) -> Any:

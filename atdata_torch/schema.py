@@ -34,14 +34,9 @@ import numpy as np
 
 from . import _codec
 from .errors import SchemaError
+from .lens import Lens, registry
 
-__all__ = [
-    "DictSample",
-    "FieldSpec",
-    "PackableSample",
-    "packable",
-    "schema_id",
-]
+__all__ = ["DictSample", "FieldSpec", "PackableSample", "packable", "schema_id"]
 
 T = TypeVar("T")
 
@@ -383,9 +378,15 @@ def _finish_packable(cls: type, localns: dict[str, Any]) -> None:
 
 
 def _register_dict_lens(cls: type) -> None:
-    from .lens import _register_builtin_dict_lens
+    """Register DictSample -> cls (and back) for a packable class."""
 
-    _register_builtin_dict_lens(cls)
+    def get(s: DictSample) -> Any:
+        return _codec.build_sample(cls, s._data)
+
+    def put(v: Any, s: DictSample) -> DictSample:
+        return DictSample({**s._data, **v.to_dict()})
+
+    registry.register(Lens(get, put, source=DictSample, view=cls, name=f"DictSample->{cls.__name__}"))
 
 
 class DictSample:

@@ -107,6 +107,19 @@ def test_help_lists_every_command(runs: dict[str, Any]) -> None:
         assert cmd in r.stdout
 
 
+@pytest.mark.parametrize("args", [["--help"], ["info", "--help"]], ids=["help", "info-help"])
+def test_help_imports_neither_torch_nor_numpy(args: list[str]) -> None:
+    # PYTHONPROFILEIMPORTTIME (python -X importtime) lists every module the process imported, on stderr.
+    env = {**os.environ, "PYTHONPROFILEIMPORTTIME": "1"}
+    r = subprocess.run([*_exe(), *args], capture_output=True, text=True, timeout=120, env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    imported = {line.rsplit("|", 1)[1].strip() for line in r.stderr.splitlines() if line.startswith("import time:")}
+    assert "atdata_torch.cli" in imported  # the profile covers the command line
+    heavy = ("torch", "torchdata", "numpy", "webdataset", "msgpack", "atdata_torch.dataset", "atdata_torch.index")
+    found = sorted(m for m in imported if any(m == h or m.startswith(h + ".") for h in heavy))
+    assert found == [], f"`atdata-torch {' '.join(args)}` imported {found[:20]}"
+
+
 def test_info(runs: dict[str, Any]) -> None:
     r = runs["results"]["info"]
     assert r.returncode == 0, r.stderr

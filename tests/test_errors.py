@@ -28,6 +28,9 @@ TREE: dict[type[atd.AtdataError], tuple[type[BaseException], ...]] = {
     atd.IndexStoreError: (),
     atd.PublishError: (),
     atd.MissingDependencyError: (ImportError,),
+    atd.IndexNotFoundError: (atd.IndexStoreError, KeyError),
+    atd.ConfigError: (ValueError,),
+    atd.LoaderStateError: (ValueError,),
 }
 ALL_ERRORS = [atd.AtdataError, *TREE]
 
@@ -57,6 +60,34 @@ def test_every_error_is_exported() -> None:
     for name in errors.__all__:
         assert getattr(atd, name) is getattr(errors, name)
         assert name in atd.__all__
+
+
+def test_every_public_error_class_lives_in_errors() -> None:
+    import ast
+
+    # An error a caller may catch is defined in errors.py (and exported, above). TransientError is the remote
+    # sources' internal retry signal: it never leaves the retry loop.
+    internal = {"TransientError"}
+    pkg = Path(atd.__file__).parent
+    outside = []
+    for path in sorted(pkg.rglob("*.py")):
+        if path == pkg / "errors.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ClassDef) and node.name.endswith("Error") and node.name not in internal:
+                outside.append(f"{path.relative_to(pkg)}: {node.name}")
+    assert outside == [], "define public errors in atdata_torch/errors.py"
+
+
+def test_moved_errors_stay_importable_from_their_old_modules() -> None:
+    from atdata_torch.config import ConfigError
+    from atdata_torch.index import IndexNotFoundError
+    from atdata_torch.index._records import IndexNotFoundError as FromRecords
+    from atdata_torch.loader import LoaderStateError
+
+    assert ConfigError is errors.ConfigError
+    assert IndexNotFoundError is FromRecords is errors.IndexNotFoundError
+    assert LoaderStateError is errors.LoaderStateError
 
 
 def test_message_rendering() -> None:

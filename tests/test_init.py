@@ -48,3 +48,27 @@ def test_cli_entry_point_runs(tmp_path) -> None:  # type: ignore[no-untyped-def]
         check=True,
     )
     assert '"samples": 1' in out.stdout
+
+
+def test_internals_stay_reachable_but_are_not_the_api() -> None:
+    from atdata_torch._pipeline import Pipeline, SkipReport
+    from atdata_torch._sidecar import ShardIndex
+    from atdata_torch.schema import FieldSpec
+
+    for name, obj in (("Pipeline", Pipeline), ("SkipReport", SkipReport), ("ShardIndex", ShardIndex)):
+        assert getattr(atdata_torch, name) is obj
+        assert name not in atdata_torch.__all__
+    assert atdata_torch.FieldSpec is FieldSpec and "FieldSpec" not in atdata_torch.__all__
+    assert {"Pipeline", "Dataset", "nodes"} <= set(dir(atdata_torch))
+
+
+def test_import_is_cheap_and_loads_names_on_first_use() -> None:
+    code = (
+        "import sys, atdata_torch as atd\n"
+        "before = [m for m in ('torch', 'numpy', 'atdata_torch.dataset') if m in sys.modules]\n"
+        "import atdata_torch.collate, atdata_torch.lens\n"  # a submodule import keeps the function of its name
+        "assert callable(atd.collate) and callable(atd.lens) and atd.Dataset.__name__ == 'Dataset'\n"
+        "print(','.join(before))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""

@@ -606,3 +606,13 @@ def test_dict_dataset_as_packable_missing_field_is_a_decode_error(
         list(raw.as_type(NeedsMore))
     assert info.value.field == "missing_field"
     assert info.value.key == "00000000"
+
+
+def test_lens_does_not_import_schema() -> None:
+    # schema imports lens (to register each packable class's DictSample lens), never the other way round.
+    import subprocess
+    import sys
+
+    code = "import sys, atdata_torch.lens\nprint('atdata_torch.schema' in sys.modules)\n"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-from ..errors import IndexStoreError
+from ..errors import IndexNotFoundError
 
 __all__ = [
     "IndexEntry",
@@ -25,13 +25,6 @@ __all__ = [
     "now",
     "similar",
 ]
-
-
-class IndexNotFoundError(IndexStoreError, KeyError):
-    """A dataset, label, schema or lens is not in the index; the message lists similar names.
-
-    It is also a ``KeyError`` (what the original atdata raises), so ``except KeyError`` keeps working.
-    """
 
 
 def now() -> str:

@@ -134,6 +134,7 @@ class _Job:
             sink = _MemorySink(_buffer_pool(src.readahead + src.max_concurrency + 2))
             if self.hash_stream:
                 sink.hasher = hashlib.sha256()
+
         def attempt() -> int:
             stream = self._reopen(sink) if self._started else self._open_head(sink)
             self._receive(sink, stream)
