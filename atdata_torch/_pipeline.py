@@ -21,7 +21,7 @@ import time
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import msgpack
 import numpy as np
@@ -30,17 +30,20 @@ from torch.utils.data import IterableDataset
 
 from . import _codec
 from ._batch import SampleBatch, stack_column, stack_encoded
-from ._order import DEFAULT_BLOCK_SIZE, DEFAULT_WINDOW, iter_epoch_order
+from ._order import iter_epoch_order
 from ._placement import Placement, learn
 from ._reader import Record, read_record
 from ._stats import Work, io_counts
 from ._tar import hidden_members
 from ._topology import Topology, control_slot, resolve_rank_world
 from .errors import AtdataError, DecodeError, ShardFormatError, SkippedSamplesWarning
+from .options import LastBatch, OnError, ReadKeywords, ReadOptions
 from .schema import DictSample, PackableSample
 from .sources._base import Filling, past_end
 
 if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
     from .dataset import Dataset
 
 __all__ = ["LastBatch", "OnError", "Pipeline", "SkipReport", "sample_rng", "sample_seed"]
@@ -48,8 +51,6 @@ __all__ = ["LastBatch", "OnError", "Pipeline", "SkipReport", "sample_rng", "samp
 log = logging.getLogger("atdata_torch")
 
 T = TypeVar("T")
-OnError = Literal["raise", "skip", "warn"]
-LastBatch = Literal["exact", "drop", "pad"]
 
 
 @dataclass
@@ -204,50 +205,21 @@ class Pipeline(IterableDataset[T], Generic[T]):
 
     Args:
         dataset: The dataset.
-        batch_size: Samples per batch on this rank (``None``: yield samples).
-        shuffle: Shuffle (two-level block/window permutation) or keep shard order.
-        seed: Seed of the permutation.
-        drop_last: ``True`` drops the last partial global batch; ``False`` keeps every sample (``"exact"`` on one
-            rank, ``"pad"`` on several, so that every rank runs the same number of steps).
-        last_batch: ``"exact"`` (every sample once; on several ranks the last step may give some ranks one batch
-            fewer: for evaluation), ``"drop"`` or ``"pad"`` (wrap around to fill the last global batch). Overrides
-            ``drop_last``.
-        on_error: ``"raise"``, or ``"skip"`` / ``"warn"`` undecodable samples, reported at the end of the epoch.
-        rank: This process's rank; ``None`` detects it (torch.distributed, then ``RANK``).
-        world_size: Number of ranks; ``None`` detects it.
+        options: The read settings (:class:`~atdata_torch.options.ReadOptions`), or:
+        **kw: The same settings as keywords (``batch_size``, ``shuffle``, ``seed``, ``drop_last``, ``last_batch``:
+            ``"exact"`` (every sample once; on several ranks the last step may give some ranks one batch fewer: for
+            evaluation), ``"drop"`` or ``"pad"`` (wrap around to fill the last global batch), ``on_error``,
+            ``block_size``, ``window``, ``rank``, ``world_size``); see :class:`~atdata_torch.options.ReadOptions`.
     """
 
-    def __init__(
-        self,
-        dataset: Dataset[Any],
-        *,
-        batch_size: int | None = None,
-        shuffle: bool = False,
-        seed: int = 0,
-        drop_last: bool | None = None,
-        last_batch: LastBatch | None = None,
-        on_error: OnError = "raise",
-        block_size: int = DEFAULT_BLOCK_SIZE,
-        window: int = DEFAULT_WINDOW,
-        rank: int | None = None,
-        world_size: int | None = None,
-    ) -> None:
-        if batch_size is not None and batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1 or None, got {batch_size}")
-        if on_error not in ("raise", "skip", "warn"):
-            raise ValueError(f"on_error must be 'raise', 'skip' or 'warn', got {on_error!r}")
-        if last_batch is not None and last_batch not in ("exact", "drop", "pad"):
-            raise ValueError(f"last_batch must be 'exact', 'drop' or 'pad', got {last_batch!r}")
+    def __init__(self, dataset: Dataset[Any], options: ReadOptions | None = None, **kw: Unpack[ReadKeywords]) -> None:
+        if options is None:
+            options = ReadOptions(**kw)
+        elif kw:
+            raise TypeError(f"Pipeline() takes options or keywords, not both (got {', '.join(kw)})")
         self.dataset = dataset
-        self.batch_size = batch_size
-        self.shuffle = shuffle
-        self.seed = int(seed)
-        self.on_error = on_error
-        self.block_size = block_size
-        self.window = window
-        self._drop_last = drop_last
-        self._last_batch = last_batch
-        self.rank, self.world_size = resolve_rank_world(rank, world_size)
+        self.options = options
+        self.rank, self.world_size = resolve_rank_world(options.rank, options.world_size)
         self._control = _Control()
         self._order_cache: tuple[int, np.ndarray, np.ndarray] | None = None
         self.last_report = SkipReport()
@@ -286,13 +258,39 @@ class Pipeline(IterableDataset[T], Generic[T]):
 
     # ------------------------------------------------------------------------------------------------ settings
     @property
+    def batch_size(self) -> int | None:
+        """Samples per batch on this rank (``None``: samples)."""
+        return self.options.batch_size
+
+    @property
+    def shuffle(self) -> bool:
+        """Whether the order is shuffled."""
+        return self.options.shuffle
+
+    @property
+    def seed(self) -> int:
+        """Seed of the permutation."""
+        return self.options.seed
+
+    @property
+    def on_error(self) -> OnError:
+        """``"raise"``, ``"skip"`` or ``"warn"``."""
+        return self.options.on_error
+
+    @property
+    def block_size(self) -> int:
+        """Shuffle block size."""
+        return self.options.block_size
+
+    @property
+    def window(self) -> int:
+        """Shuffle window, in blocks."""
+        return self.options.window
+
+    @property
     def last_batch(self) -> LastBatch:
         """The effective last-batch policy."""
-        if self._last_batch is not None:
-            return self._last_batch
-        if self._drop_last:
-            return "drop"
-        return "exact" if self.world_size == 1 else "pad"
+        return self.options.last_batch_for(self.world_size)
 
     @property
     def drop_last(self) -> bool:

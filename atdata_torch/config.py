@@ -49,9 +49,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Union, get_args
 
 from ._order import DEFAULT_BLOCK_SIZE, DEFAULT_WINDOW
-from ._pipeline import LastBatch, OnError
 from .dataset import Dataset
 from .errors import AtdataError
+from .options import LastBatch, OnError
 from .schema import DictSample, PackableSample
 
 if TYPE_CHECKING:
@@ -389,9 +389,10 @@ class DataConfig:
         Example:
             >>> # trainer.fit(model, datamodule=load("configs/digits.yaml").datamodule())
         """
-        from .integrations.lightning import AtdataDataModule
-
-        return AtdataDataModule.from_config(self)
+        # Looked up by name: the integration builds on this module (config -> lightning would be an import cycle).
+        module = importlib.import_module("atdata_torch.integrations.lightning")
+        datamodule: AtdataDataModule = module.AtdataDataModule.from_config(self)
+        return datamodule
 
     def to_dict(self) -> dict[str, Any]:
         """The fields as a mapping ``from_dict`` reads back; classes become ``"module:Class"`` strings.

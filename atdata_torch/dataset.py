@@ -28,17 +28,20 @@ from torch.utils.data import IterableDataset
 
 from ._batch import SampleBatch
 from ._order import DEFAULT_BLOCK_SIZE, DEFAULT_WINDOW
-from ._pipeline import LastBatch, OnError, Pipeline, decode_record
+from ._pipeline import Pipeline, decode_record
 from ._reader import Buffer, read_record
 from ._sidecar import ShardIndex, scan, stale_error
 from ._tar import BLOCK, verify_headers
 from .errors import AtdataError, ShardFormatError
 from .lens import Lens, registry
+from .options import LastBatch, OnError, OrderKeywords, ReadOptions, ShuffleKeywords
 from .schema import DictSample, PackableSample, schema_id
 from .sources import DataSource, resolve_source
 from .sources._base import Filling
 
 if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
     from .loader import Loader
 
 __all__ = ["Dataset"]
@@ -371,125 +374,41 @@ class Dataset(IterableDataset[T], Generic[T]):
 
     # ------------------------------------------------------------------------------------------------ iteration
     @overload
-    def ordered(
-        self,
-        batch_size: None = None,
-        *,
-        drop_last: bool | None = None,
-        last_batch: LastBatch | None = None,
-        on_error: OnError = "raise",
-        rank: int | None = None,
-        world_size: int | None = None,
-    ) -> Pipeline[T]: ...
+    def ordered(self, batch_size: None = None, **kw: Unpack[OrderKeywords]) -> Pipeline[T]: ...
 
     @overload
-    def ordered(
-        self,
-        batch_size: int,
-        *,
-        drop_last: bool | None = None,
-        last_batch: LastBatch | None = None,
-        on_error: OnError = "raise",
-        rank: int | None = None,
-        world_size: int | None = None,
-    ) -> Pipeline[SampleBatch[T]]: ...
+    def ordered(self, batch_size: int, **kw: Unpack[OrderKeywords]) -> Pipeline[SampleBatch[T]]: ...
 
-    def ordered(
-        self,
-        batch_size: int | None = None,
-        *,
-        drop_last: bool | None = None,
-        last_batch: LastBatch | None = None,
-        on_error: OnError = "raise",
-        rank: int | None = None,
-        world_size: int | None = None,
-    ) -> Pipeline[Any]:
+    def ordered(self, batch_size: int | None = None, **kw: Unpack[OrderKeywords]) -> Pipeline[Any]:
         """Iterate in shard order, then tar order (on several ranks: each rank its slice of every global step).
 
         Args:
             batch_size: ``None`` yields samples; an int yields :class:`SampleBatch` es of that size (per rank).
-            drop_last: Drop the last partial batch (kept by default; on several ranks it is padded instead, so
-                that every rank runs the same number of steps).
-            last_batch: ``"exact"``, ``"drop"`` or ``"pad"``; overrides ``drop_last`` (see :class:`Pipeline`).
-            on_error: ``"raise"`` (default), or ``"skip"`` / ``"warn"`` to skip undecodable samples and report
-                how many at the end of the epoch.
-            rank: This process's rank (``None``: torch.distributed, then the ``RANK`` environment, else 0).
-            world_size: Number of ranks (``None``: detected likewise, else 1).
+            **kw: ``drop_last``: drop the last partial batch (kept by default; on several ranks it is padded
+                instead, so that every rank runs the same number of steps); ``last_batch``: ``"exact"``, ``"drop"``
+                or ``"pad"``, overrides ``drop_last`` (see :class:`Pipeline`); ``on_error``: ``"raise"``
+                (default), or ``"skip"`` / ``"warn"`` to skip undecodable samples and report how many at the end of
+                the epoch; ``rank``: this process's rank (``None``: torch.distributed, then the ``RANK``
+                environment, else 0); ``world_size``: number of ranks (``None``: detected likewise, else 1). See
+                :class:`~atdata_torch.options.ReadOptions`.
         """
-        return Pipeline(
-            self,
-            batch_size=batch_size,
-            shuffle=False,
-            drop_last=drop_last,
-            last_batch=last_batch,
-            on_error=on_error,
-            rank=rank,
-            world_size=world_size,
-        )
+        return Pipeline(self, ReadOptions(batch_size=batch_size, shuffle=False, **kw))
 
     @overload
-    def shuffled(
-        self,
-        batch_size: None = None,
-        *,
-        seed: int = 0,
-        drop_last: bool | None = None,
-        last_batch: LastBatch | None = None,
-        on_error: OnError = "raise",
-        block_size: int = DEFAULT_BLOCK_SIZE,
-        window: int = DEFAULT_WINDOW,
-        rank: int | None = None,
-        world_size: int | None = None,
-    ) -> Pipeline[T]: ...
+    def shuffled(self, batch_size: None = None, **kw: Unpack[ShuffleKeywords]) -> Pipeline[T]: ...
 
     @overload
-    def shuffled(
-        self,
-        batch_size: int,
-        *,
-        seed: int = 0,
-        drop_last: bool | None = None,
-        last_batch: LastBatch | None = None,
-        on_error: OnError = "raise",
-        block_size: int = DEFAULT_BLOCK_SIZE,
-        window: int = DEFAULT_WINDOW,
-        rank: int | None = None,
-        world_size: int | None = None,
-    ) -> Pipeline[SampleBatch[T]]: ...
+    def shuffled(self, batch_size: int, **kw: Unpack[ShuffleKeywords]) -> Pipeline[SampleBatch[T]]: ...
 
-    def shuffled(
-        self,
-        batch_size: int | None = None,
-        *,
-        seed: int = 0,
-        drop_last: bool | None = None,
-        last_batch: LastBatch | None = None,
-        on_error: OnError = "raise",
-        block_size: int = DEFAULT_BLOCK_SIZE,
-        window: int = DEFAULT_WINDOW,
-        rank: int | None = None,
-        world_size: int | None = None,
-    ) -> Pipeline[Any]:
+    def shuffled(self, batch_size: int | None = None, **kw: Unpack[ShuffleKeywords]) -> Pipeline[Any]:
         """Iterate in a shuffled order that is a pure function of ``(seed, epoch)``.
 
         Blocks of ``block_size`` consecutive samples are permuted across the dataset, then samples are permuted
         inside windows of ``window`` blocks. Each pass over the returned pipeline advances the epoch (a new
         permutation); ``set_epoch(e)`` picks one. Ranks and workers only choose their slice of that order.
-        Other arguments as in :meth:`ordered`.
+        Keywords: ``seed`` (0), ``block_size``, ``window``, and the others of :meth:`ordered`.
         """
-        return Pipeline(
-            self,
-            batch_size=batch_size,
-            shuffle=True,
-            seed=seed,
-            drop_last=drop_last,
-            last_batch=last_batch,
-            on_error=on_error,
-            block_size=block_size,
-            window=window,
-            rank=rank,
-            world_size=world_size,
-        )
+        return Pipeline(self, ReadOptions(batch_size=batch_size, shuffle=True, **kw))
 
     def loader(
         self,
@@ -522,8 +441,7 @@ class Dataset(IterableDataset[T], Generic[T]):
         """
         from .loader import Loader
 
-        pipe: Pipeline[Any] = Pipeline(
-            self,
+        options = ReadOptions(
             batch_size=batch_size,
             shuffle=shuffle,
             seed=seed,
@@ -535,6 +453,7 @@ class Dataset(IterableDataset[T], Generic[T]):
             rank=rank,
             world_size=world_size,
         )
+        pipe: Pipeline[Any] = Pipeline(self, options)
         return Loader(
             pipe, num_workers=num_workers, pin_memory=pin_memory, persistent_workers=persistent_workers, **kwargs
         )

@@ -38,16 +38,19 @@ from __future__ import annotations
 import logging
 import warnings
 from collections.abc import Iterator
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import numpy as np
 from torchdata.nodes import BaseNode
 
-from ._order import DEFAULT_BLOCK_SIZE, DEFAULT_WINDOW
-from ._pipeline import LastBatch, OnError, Pipeline, SkipReport
+from ._pipeline import Pipeline, SkipReport
 from .dataset import Dataset
 from .errors import SkippedSamplesWarning
 from .loader import LoaderStateError
+from .options import ReadKeywords, ReadOptions
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = ["PipelineNode", "source"]
 
@@ -224,20 +227,7 @@ class PipelineNode(BaseNode[T], Generic[T]):  # type: ignore[misc]
         )
 
 
-def source(
-    data: Dataset[Any] | Pipeline[Any],
-    *,
-    batch_size: int | None = None,
-    shuffle: bool = False,
-    seed: int = 0,
-    drop_last: bool | None = None,
-    last_batch: LastBatch | None = None,
-    on_error: OnError = "raise",
-    block_size: int = DEFAULT_BLOCK_SIZE,
-    window: int = DEFAULT_WINDOW,
-    rank: int | None = None,
-    world_size: int | None = None,
-) -> PipelineNode[Any]:
+def source(data: Dataset[Any] | Pipeline[Any], **kw: Unpack[ReadKeywords]) -> PipelineNode[Any]:
     """A ``torchdata.nodes`` source node over a dataset or a pipeline, resumable exactly.
 
     Args:
@@ -257,36 +247,12 @@ def source(
         A :class:`PipelineNode`: ``get_state()`` is ``{"epoch", "position", "seed", "fingerprint"}``; a reset without
         a state starts the next epoch (the first one starts the pipeline's current epoch, ``pipe.epoch``).
     """
+    options = ReadOptions(**kw)
     if isinstance(data, Pipeline):
-        given = {
-            "batch_size": batch_size is not None,
-            "shuffle": shuffle,
-            "seed": seed != 0,
-            "drop_last": drop_last is not None,
-            "last_batch": last_batch is not None,
-            "on_error": on_error != "raise",
-            "block_size": block_size != DEFAULT_BLOCK_SIZE,
-            "window": window != DEFAULT_WINDOW,
-            "rank": rank is not None,
-            "world_size": world_size is not None,
-        }
-        extra = [k for k, v in given.items() if v]
+        extra = options.changed()
         if extra:
             raise TypeError(f"source(pipeline) reads the pipeline as configured; do not pass {', '.join(extra)}")
         return PipelineNode(data)
     if not isinstance(data, Dataset):
         raise TypeError(f"source() needs an atdata_torch Dataset or Pipeline, got {type(data).__name__}")
-    pipe: Pipeline[Any] = Pipeline(
-        data,
-        batch_size=batch_size,
-        shuffle=shuffle,
-        seed=seed,
-        drop_last=drop_last,
-        last_batch=last_batch,
-        on_error=on_error,
-        block_size=block_size,
-        window=window,
-        rank=rank,
-        world_size=world_size,
-    )
-    return PipelineNode(pipe)
+    return PipelineNode(Pipeline(data, options))
