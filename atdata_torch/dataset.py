@@ -19,7 +19,6 @@ Example:
 from __future__ import annotations
 
 import itertools
-import logging
 import os
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
@@ -27,11 +26,11 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 from torch.utils.data import IterableDataset
 
 from ._batch import SampleBatch
+from ._indexing import ShardIndexes
 from ._order import DEFAULT_BLOCK_SIZE, DEFAULT_WINDOW
 from ._pipeline import Pipeline, decode_record
 from ._reader import Buffer, read_record
-from ._sidecar import ShardIndex, scan, stale_error
-from ._tar import BLOCK, verify_headers
+from ._sidecar import ShardIndex, scan
 from .errors import AtdataError, ShardFormatError
 from .lens import Lens, registry
 from .options import LastBatch, OnError, OrderKeywords, ReadOptions, ShuffleKeywords
@@ -46,19 +45,8 @@ if TYPE_CHECKING:
 
 __all__ = ["Dataset"]
 
-log = logging.getLogger("atdata_torch")
-
 T = TypeVar("T")
 V = TypeVar("V")
-
-
-class _Shared:
-    """State shared by a dataset and the datasets derived from it (same shards): cached shard indexes."""
-
-    def __init__(self) -> None:
-        self.indexes: dict[str, ShardIndex] = {}
-        self.sidecars: dict[str, ShardIndex | None] = {}
-        self.unchecked: set[str] = set()  # remote shards whose index is a sidecar not yet checked against the bytes
 
 
 class _TypedDataset:
@@ -108,7 +96,7 @@ class Dataset(IterableDataset[T], Generic[T]):
         self.sample_type: type[T] = st  # type: ignore[assignment]
         self._decode_type: type = st
         self._stages: tuple[tuple[str, Any], ...] = ()
-        self._shared = _Shared()
+        self._shared = ShardIndexes(self.source)
         self._shards: list[str] | None = None
         self._ranges: dict[str, tuple[int, int]] = {}
 
@@ -134,113 +122,23 @@ class Dataset(IterableDataset[T], Generic[T]):
         return self.list_shards()
 
     def _buffer_or_none(self, shard: str) -> Buffer | None:
-        get = getattr(self.source, "buffer", None)
-        return get(shard) if get is not None else None
+        return self._shared.buffer_or_none(shard)
 
     def _buffer(self, shard: str) -> Buffer:
-        buf = self._buffer_or_none(shard)
-        if buf is None:
-            with self.source.open_shard(shard) as f:
-                buf = f.read()
-        return buf
+        return self._shared.buffer(shard)
 
-    def _stream_buffer(self, shard: str, owner: Any = None) -> Buffer | Filling:
+    def stream_buffer(self, shard: str, owner: Any = None) -> Buffer | Filling:
         """The shard for a pass: a :class:`~atdata_torch.sources.Filling` when a remote source streams it (readers
         wait for the bytes they need), else the whole buffer. ``owner``: the pass's placement, if it places bytes
         (see ``atdata_torch._placement``)."""
-        get = getattr(self.source, "stream_buffer", None)
-        got: Buffer | Filling | None = None
-        if get is not None:
-            got = get(shard, owner) if owner is not None else get(shard)
-        if got is None:
-            got = self._buffer(shard)
-        if shard in self._shared.unchecked:
-            self._check_remote(shard, got)
-        return got
+        return self._shared.stream_buffer(shard, owner)
 
-    def _check_remote(self, shard: str, got: Buffer | Filling) -> None:
-        """Check a remote shard's sidecar index against the shard's bytes, now that a pass has them (see
-        :meth:`ShardIndex.stale`; the bytes after the last sample are read by one ranged request while a streamed
-        download has not reached them). A stale sidecar is forgotten (the next pass scans the shard) and the pass
-        stops with a stale-sidecar :class:`ShardFormatError`: its order was laid out from the sidecar's count."""
-        idx = self._shared.indexes.get(shard)
-        self._shared.unchecked.discard(shard)
-        if idx is None:
-            return
-        if len(got) < idx.size:
-            return  # a shard cut short: the pass reports each sample past its end (see past_end), and reads the rest
-        tail = last_header = None
-        read_range = getattr(self.source, "read_range", None)
-        end = idx.end
-        if (
-            isinstance(got, Filling)
-            and got.filled < end + BLOCK
-            and read_range is not None
-            and len(got) == idx.size
-            and end + BLOCK <= idx.size
-        ):
-            last = idx.offsets[-1] if idx.count else end
-            if end - last <= 1 << 16:  # one small ranged read: the last sample's header and the marker after it
-                got_tail = bytes(read_range(shard, last, end + BLOCK))
-                tail, last_header = got_tail[-BLOCK:], (got_tail[:BLOCK] if idx.count else None)
-            else:
-                tail = bytes(read_range(shard, end, end + BLOCK))
-        why = idx.stale(got, tail, last_header)
-        if why is None:
-            return
-        del self._shared.indexes[shard]
-        self._shared.sidecars[shard] = None
-        raise stale_error(
-            shard,
-            f"{why}; the pass stops here, as its order was laid out from the sidecar; the next pass scans the shard",
-        )
-
-    def _warm_sidecars(self) -> None:
+    def warm_sidecars(self) -> None:
         """Let a remote source fetch the sidecars not read yet all at once (see ``RemoteSource.read_sidecars``)."""
-        warm = getattr(self.source, "read_sidecars", None)
-        if warm is not None:
-            known = self._shared.indexes
-            warm([s for s in self.list_shards() if s not in known and s not in self._shared.sidecars])
+        self._shared.warm(self.list_shards())
 
     def _sidecar(self, shard: str) -> ShardIndex | None:
-        """The shard's index sidecar, validated against its schema (see :meth:`ShardIndex.from_json`), and, for a
-        shard whose bytes are at hand (not remote), against the shard (O(1), see :meth:`ShardIndex.stale`): a
-        stale sidecar is logged and reads as absent, so that the shard is scanned instead. ``None``: no usable
-        sidecar."""
-        cache = self._shared.sidecars
-        if shard not in cache:
-            read = getattr(self.source, "read_sidecar", None)
-            raw = read(shard) if read is not None else None
-            idx = ShardIndex.from_json(raw, shard) if raw is not None else None
-            if idx is not None and not getattr(self.source, "remote", False):
-                try:
-                    buf = self._buffer_or_none(shard)
-                except AtdataError:
-                    buf = None  # an unreadable shard raises when it is read
-                if buf is not None and not self._current(idx, buf, shard):
-                    idx = None
-            cache[shard] = idx
-        return cache[shard]
-
-    @staticmethod
-    def _current(idx: ShardIndex, buf: Buffer, shard: str, headers: bool = False) -> bool:
-        """Whether a sidecar describes ``buf`` (O(1); with ``headers``, also every payload's tar header, in one
-        vectorized pass); logs a warning when it does not."""
-        why = idx.stale(buf)
-        if why is None and headers and idx.payload_offsets is not None and idx.payload_sizes is not None:
-            try:
-                verify_headers(buf, [o - BLOCK for o in idx.payload_offsets], idx.payload_sizes, shard)
-            except ShardFormatError as exc:
-                why = exc.message
-        if why is None:
-            return True
-        log.warning(
-            "atdata_torch: the index sidecar of %s is stale (%s); the shard is scanned instead; rebuild the "
-            "sidecar with atd.build_index()",
-            shard,
-            why,
-        )
-        return False
+        return self._shared.sidecar(shard)
 
     def shard_index(self, shard: str, buf: Buffer | None = None) -> ShardIndex:
         """The index of one shard: from its sidecar when present and current, else built by one scan (cached).
@@ -248,26 +146,9 @@ class Dataset(IterableDataset[T], Generic[T]):
         A sidecar is checked against the shard once per process before it is trusted: its size, that the tar
         ends right after its last sample, and every header it points at (one vectorized pass). A stale one is
         logged and the index rebuilt by a scan. A remote shard is not downloaded for this: its sidecar is checked
-        when a pass first opens the shard (see :meth:`_stream_buffer`).
+        when a pass first opens the shard (see :meth:`stream_buffer`).
         """
-        cached = self._shared.indexes.get(shard)
-        if cached is not None:
-            return cached
-        idx = self._sidecar(shard)
-        if idx is not None and idx.count and buf is None and getattr(self.source, "remote", False):
-            # A remote shard is not downloaded just to check its sidecar: the pass that reads it checks it (the
-            # cache also verifies the sidecar's sha256; decoding checks every payload). A sidecar of no samples is
-            # checked now: no pass would open its shard.
-            self._shared.indexes[shard] = idx
-            self._shared.unchecked.add(shard)
-            return idx
-        if buf is None:
-            buf = self._buffer(shard)
-        if idx is None or not self._current(idx, buf, shard, headers=True):
-            idx = scan(buf, shard)
-        self._shared.indexes[shard] = idx
-        self._shared.unchecked.discard(shard)
-        return idx
+        return self._shared.shard_index(shard, buf)
 
     def salvage_index(self, shard: str) -> tuple[ShardIndex, AtdataError | None]:
         """The index of a shard's intact samples, and the error that stopped a full read (``None`` if none).
@@ -287,15 +168,16 @@ class Dataset(IterableDataset[T], Generic[T]):
     def shard_indexes(self) -> list[ShardIndex]:
         """The index of every shard this dataset reads (restricted to its sample ranges, see
         :meth:`select_range`)."""
-        self._warm_sidecars()
+        self.warm_sidecars()
         return [self._ranged(s, self.shard_index(s)) for s in self.list_shards()]
 
     def _ranged(self, shard: str, idx: ShardIndex) -> ShardIndex:
         r = self._ranges.get(shard)
         return idx if r is None else idx.slice(*r)
 
-    def _count(self) -> int:
-        self._warm_sidecars()
+    def sample_count(self) -> int:
+        """The number of samples, filters aside: from the sidecars, or one scan of each shard (cached)."""
+        self.warm_sidecars()
         total = 0
         for shard in self.list_shards():
             cached = self._shared.indexes.get(shard)
@@ -349,7 +231,7 @@ class Dataset(IterableDataset[T], Generic[T]):
         if len(set(new._shards)) != len(new._shards):
             raise ValueError("concat() got the same shard twice; select disjoint parts")
         new._ranges = {k: v for p in parts for k, v in p._ranges.items()}
-        shared = _Shared()
+        shared = ShardIndexes(new.source)
         for p in parts:
             shared.indexes.update(p._shared.indexes)
             shared.sidecars.update(p._shared.sidecars)
@@ -358,12 +240,17 @@ class Dataset(IterableDataset[T], Generic[T]):
         return new  # type: ignore[no-any-return]
 
     @property
-    def _has_filter(self) -> bool:
+    def decode_type(self) -> type:
+        """The type the shards' records decode into (before the ``map()`` / lens stages)."""
+        return self._decode_type
+
+    @property
+    def has_filter(self) -> bool:
         """Whether a filter() stage makes the sample count unknowable without reading."""
         return any(kind == "filter" for kind, _ in self._stages)
 
     def _known_len(self) -> int | None:
-        return None if self._has_filter else self._count()
+        return None if self.has_filter else self.sample_count()
 
     def __len__(self) -> int:
         """The number of samples: from the sidecars, or one scan of each shard (cached)."""

@@ -43,7 +43,9 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 import numpy as np
 from torchdata.nodes import BaseNode
 
+from ._epoch import CHUNK
 from ._pipeline import Pipeline, SkipReport
+from ._topology import Topology
 from .dataset import Dataset
 from .errors import SkippedSamplesWarning
 from .loader import LoaderStateError
@@ -57,8 +59,6 @@ __all__ = ["PipelineNode", "source"]
 log = logging.getLogger("atdata_torch")
 
 T = TypeVar("T")
-
-_CHUNK = 512  # unbatched pipelines read this many records at a time
 
 
 class PipelineNode(BaseNode[T], Generic[T]):  # type: ignore[misc]
@@ -170,49 +170,25 @@ class PipelineNode(BaseNode[T], Generic[T]):  # type: ignore[misc]
         p = self.pipeline
         report = SkipReport()
         p.last_report = report
-        indexes = p._indexes(report)
-        shard_of, index_of = p.epoch_order(epoch, indexes)
-        n = len(shard_of)
-        shards = p.dataset.list_shards()
-        views: dict[int, Any] = {}  # shard -> memoryview, or a Filling (see Pipeline._read)
-        rank, world = p.rank, p.world_size
         g = p.global_batch_size
         pad = p.last_batch == "pad"
-        steps = p.count_for_rank(n, start)
+        with p.reader.begin(epoch, start, Topology(p.rank, p.world_size), report) as epass:
+            n = len(epass.shard_of)
 
-        def consumed(step: int) -> int:
-            c = start + (step + 1) * g
-            return c if pad else min(c, n)
+            def consumed(step: int) -> int:
+                c = start + (step + 1) * g
+                return c if pad else min(c, n)
 
-        b = p.batch_size
-        if b is not None:
-            fast = p._fast_batches_possible()
-            for j in range(steps):
-                lo = start + j * g + rank * b
-                hi = lo + b if p.last_batch != "exact" else min(lo + b, n)
-                positions = np.arange(lo, hi, dtype=np.int64)
-                if pad:
-                    positions %= n
-                recs, kept = p._read(positions, shard_of, index_of, shards, indexes, views, report)
-                batch = p._fast_batch(recs, report) if fast else p._slow_batch(recs, report, kept, epoch)
-                del recs  # the records' bytes may be download segments: they go back to the pool before the next read
-                if batch is not None:
-                    yield consumed(j), batch  # type: ignore[misc]  # T is SampleBatch for a batched pipeline
-        else:
-            for lo in range(0, steps, _CHUNK):
-                js = np.arange(lo, min(lo + _CHUNK, steps), dtype=np.int64)
-                positions = start + rank + world * js
-                if pad:
-                    positions %= n
-                recs, kept = p._read(positions, shard_of, index_of, shards, indexes, views, report)
-                wanted = positions.tolist()
-                k = 0
-                for rec, pos in zip(recs, kept, strict=True):
-                    while wanted[k] != pos:  # kept is an ordered subsequence of the positions read
-                        k += 1
-                    step = int(js[k])
-                    k += 1
-                    for _key, sample in p._samples([rec], report, [pos], epoch):
+            for j, positions in enumerate(epass.groups):  # one worker: group j is step j (or chunk j of steps)
+                recs, kept = epass.read(positions)
+                if p.batch_size is not None:
+                    batch = p.decode_batch(recs, report, kept, epoch)
+                    del recs  # the records' bytes may be download segments: back to the pool before the next read
+                    if batch is not None:
+                        yield consumed(j), batch  # type: ignore[misc]  # T is SampleBatch for a batched pipeline
+                    continue
+                for step, rec, pos in _steps(j, positions, recs, kept):
+                    for _key, sample in p.decode_samples([rec], report, [pos], epoch):
                         yield consumed(step), sample
         if report:
             msg = f"atdata_torch epoch {epoch}: {report.summary()}"
@@ -225,6 +201,17 @@ class PipelineNode(BaseNode[T], Generic[T]):  # type: ignore[misc]
             f"PipelineNode({p.dataset!r}, batch_size={p.batch_size}, shuffle={p.shuffle}, seed={p.seed}, "
             f"rank={p.rank}/{p.world_size}, epoch={self._epoch}, position={self._position})"
         )
+
+
+def _steps(chunk: int, positions: np.ndarray, recs: list[Any], kept: list[int]) -> Iterator[tuple[int, Any, int]]:
+    """``(step, record, position)`` for the records read from chunk ``chunk`` of a rank's steps (unbatched)."""
+    wanted = positions.tolist()
+    k = 0
+    for rec, pos in zip(recs, kept, strict=True):
+        while wanted[k] != pos:  # kept is an ordered subsequence of the positions read
+            k += 1
+        yield chunk * CHUNK + k, rec, pos
+        k += 1
 
 
 def source(data: Dataset[Any] | Pipeline[Any], **kw: Unpack[ReadKeywords]) -> PipelineNode[Any]:
