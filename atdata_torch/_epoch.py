@@ -357,8 +357,14 @@ class EpochPass:
                     view.wait(need)
                 if forward:
                     view.drop_before(ix.offsets[i])
-            if ix.payload_ext is not None:
-                out.append(self._payload(view, s, i, k, slots))
+            ext = ix.payload_ext
+            if ext is not None:
+                if slots is None:
+                    p = ix.payload_offsets[i]
+                    end = p + ix.payload_sizes[i]
+                    out.append(Record(shards[s], ix.keys[i], ix.offsets[i], ix.lengths[i], {ext: view[p:end]}, p))
+                else:
+                    out.append(self._placed(view, s, i, k, slots))
                 kept.append(pos_list[k])
                 continue
             try:
@@ -371,20 +377,18 @@ class EpochPass:
                 slots.append(~k)
         return out, kept
 
-    def _payload(self, view: Any, s: int, i: int, k: int, slots: list[int] | None) -> Record:
-        """The record of sample ``i`` of shard ``s``, located by its index's payload offsets (``slots``: see
-        :meth:`read`)."""
+    def _placed(self, view: Any, s: int, i: int, k: int, slots: list[int]) -> Record:
+        """The record of sample ``i`` of shard ``s`` in a pass that places bytes, located by its index's payload
+        offsets; its slot appended to ``slots`` (see :meth:`read`)."""
         ix = self.indexes[s]
-        ext = ix.payload_ext
+        placement = self.placement
+        router = view.router if view.__class__ is Filling else None
+        r = router.placed(i) if router is not None and router.owner is placement else -1
+        if r >= 0:
+            rec, whole = self.reader.placed_record(placement, router, r, view, self.shards[s], ix, i)
+            slots.append(~k if whole else k)
+            return rec
+        slots.append(~k)
         p = ix.payload_offsets[i]
         end = p + ix.payload_sizes[i]
-        if slots is not None:
-            placement = self.placement
-            router = view.router if view.__class__ is Filling else None
-            r = router.placed(i) if router is not None and router.owner is placement else -1
-            if r >= 0:
-                rec, whole = self.reader.placed_record(placement, router, r, view, self.shards[s], ix, i)
-                slots.append(~k if whole else k)
-                return rec
-            slots.append(~k)
-        return Record(self.shards[s], ix.keys[i], ix.offsets[i], ix.lengths[i], {ext: view[p:end]}, p)
+        return Record(self.shards[s], ix.keys[i], ix.offsets[i], ix.lengths[i], {ix.payload_ext: view[p:end]}, p)
