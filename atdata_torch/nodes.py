@@ -163,9 +163,9 @@ class PipelineNode(BaseNode[T], Generic[T]):  # type: ignore[misc]
     def _iterate(self, epoch: int, start: int) -> Iterator[tuple[int, T]]:
         """(global samples consumed after the item, item) for this rank's items of ``epoch`` from ``start``.
 
-        The same slicing as ``Pipeline`` (step ``j`` of rank ``r`` holds positions ``start + j*g + r*b ...``), with
-        the step index kept so that the position stays exact when a ``filter()`` or ``on_error="skip"`` drops
-        items.
+        The pipeline's reader slices the epoch (as one worker: group ``j`` is the rank's step ``j``, see
+        :meth:`EpochReader.groups <atdata_torch._epoch.EpochReader.groups>`), with the step index kept so that the
+        position stays exact when a ``filter()`` or ``on_error="skip"`` drops items.
         """
         p = self.pipeline
         report = SkipReport()
