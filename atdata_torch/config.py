@@ -39,19 +39,28 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import importlib
 import inspect
 import os
-import re
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Union, get_args
 
+from ._config_values import (
+    TypeSpec,
+    _check_bool,
+    _check_choice,
+    _check_int,
+    _fail,
+    _unknown,
+    expand_env,
+    resolve_type,
+    type_name,
+)
 from ._order import DEFAULT_BLOCK_SIZE, DEFAULT_WINDOW
-from ._pipeline import LastBatch, OnError
 from .dataset import Dataset
 from .errors import ConfigError
+from .options import LastBatch, OnError
 from .schema import DictSample, PackableSample
 
 if TYPE_CHECKING:
@@ -72,8 +81,6 @@ __all__ = [
 
 #: What a split may be given as: a path / glob / brace pattern / URL, a list of them, or a ready dataset.
 DatasetSpec = Union[str, "os.PathLike[str]", Sequence[str], "Dataset[Any]"]
-#: A class, or an importable ``"module:Class"`` string.
-TypeSpec = type | str
 
 #: The splits a config can name, in Lightning's order.
 SPLITS = ("train", "val", "test", "predict")
@@ -91,85 +98,6 @@ _CLI_KEYS = (
     "verbose",
     "return_predictions",
 )
-
-_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-
-
-def _fail(key: str, message: str) -> ConfigError:
-    return ConfigError(f"{key}: {message}")
-
-
-def expand_env(text: str, *, key: str = "value") -> str:
-    """Replace ``${NAME}`` and ``${NAME:-default}`` with environment variables (and a leading ``~``).
-
-    Raises:
-        ConfigError: when a variable is unset and has no default, naming ``key``.
-
-    Example:
-        >>> os.environ["ATDATA_EXAMPLE_ROOT"] = "/data"
-        >>> expand_env("${ATDATA_EXAMPLE_ROOT}/train-{000000..000003}.tar")
-        '/data/train-{000000..000003}.tar'
-        >>> expand_env("${ATDATA_EXAMPLE_UNSET:-shards}/val.tar")
-        'shards/val.tar'
-        >>> del os.environ["ATDATA_EXAMPLE_ROOT"]
-    """
-
-    def sub(m: re.Match[str]) -> str:
-        name, default = m.group(1), m.group(2)
-        value = os.environ.get(name)
-        if value is None or (value == "" and default is not None):
-            if default is None:
-                raise _fail(key, f"environment variable {name} is not set (write ${{{name}:-default}} for a default)")
-            return default
-        return value
-
-    out = _ENV.sub(sub, text)
-    return os.path.expanduser(out) if out.startswith("~") else out
-
-
-def resolve_type(spec: TypeSpec, *, key: str = "type") -> type:
-    """Import a class from ``"module:Class"`` (or ``"module.Class"``); a class is returned as is.
-
-    Raises:
-        ConfigError: naming ``key`` when the module or the attribute cannot be found, or is not a class.
-
-    Example:
-        >>> resolve_type("atdata_torch.schema:DictSample").__name__
-        'DictSample'
-    """
-    if isinstance(spec, type):
-        return spec
-    if not isinstance(spec, str) or not spec.strip():
-        raise _fail(key, f"expected a class or an importable 'module:Class' string, got {spec!r}")
-    text = spec.strip()
-    if ":" in text:
-        module_name, _, qualname = text.partition(":")
-    else:
-        module_name, _, qualname = text.rpartition(".")
-    if not module_name or not qualname:
-        raise _fail(key, f"{spec!r} is not of the form 'module:Class'")
-    try:
-        obj: Any = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise _fail(key, f"cannot import module {module_name!r} for {spec!r} ({exc}); is it on sys.path?") from exc
-    for part in qualname.split("."):
-        try:
-            obj = getattr(obj, part)
-        except AttributeError:
-            raise _fail(key, f"module {module_name!r} has no attribute {qualname!r}") from None
-    if not isinstance(obj, type):
-        raise _fail(key, f"{spec!r} is a {type(obj).__name__}, not a class")
-    return obj
-
-
-def type_name(cls: type) -> str:
-    """``"module:QualName"`` of a class (what :func:`resolve_type` reads back).
-
-    Example:
-        >>> type_name(DictSample)
-        'atdata_torch.schema:DictSample'
-    """
-    return f"{cls.__module__}:{cls.__qualname__}"
 
 
 def _loader_option_names() -> frozenset[str]:
@@ -375,9 +303,10 @@ class DataConfig:
         Example:
             >>> # trainer.fit(model, datamodule=load("configs/digits.yaml").datamodule())
         """
-        from .integrations.lightning import AtdataDataModule
-
-        return AtdataDataModule.from_config(self)
+        # Looked up by name: the integration builds on this module (config -> lightning would be an import cycle).
+        module = importlib.import_module("atdata_torch.integrations.lightning")
+        datamodule: AtdataDataModule = module.AtdataDataModule.from_config(self)
+        return datamodule
 
     def to_dict(self) -> dict[str, Any]:
         """The fields as a mapping ``from_dict`` reads back; classes become ``"module:Class"`` strings.
@@ -473,31 +402,6 @@ def _data_section(data: Any, where: str) -> Any:
     if cls_name != "AtdataDataModule":
         raise ConfigError(f"{where}: data.class_path is {data['class_path']!r}; only AtdataDataModule configs are read")
     return data.get("init_args") or {}
-
-
-# ------------------------------------------------------------------------------------------------ checks
-def _unknown(key: str, name: str, allowed: Collection[str], what: str, *, where: str | None = None) -> ConfigError:
-    close = difflib.get_close_matches(name, list(allowed), n=1)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
-    place = f" in {where}" if where else ""
-    return ConfigError(f"unknown {what} {name!r}{place}{hint}; allowed: {', '.join(sorted(allowed))}")
-
-
-def _check_int(key: str, value: Any, *, minimum: int | None = None) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise _fail(key, f"expected an integer, got {value!r}")
-    if minimum is not None and value < minimum:
-        raise _fail(key, f"must be >= {minimum}, got {value}")
-
-
-def _check_bool(key: str, value: Any) -> None:
-    if not isinstance(value, bool):
-        raise _fail(key, f"expected true or false, got {value!r}")
-
-
-def _check_choice(key: str, value: Any, choices: Sequence[str]) -> None:
-    if value not in choices:
-        raise _fail(key, f"expected one of {', '.join(repr(c) for c in choices)}, got {value!r}")
 
 
 def _check_spec(key: str, value: Any) -> None:

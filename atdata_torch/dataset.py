@@ -19,7 +19,6 @@ Example:
 from __future__ import annotations
 
 import itertools
-import logging
 import os
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
@@ -27,35 +26,27 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 from torch.utils.data import IterableDataset
 
 from ._batch import SampleBatch
+from ._indexing import ShardIndexes
 from ._order import DEFAULT_BLOCK_SIZE, DEFAULT_WINDOW
-from ._pipeline import LastBatch, OnError, Pipeline, decode_record
+from ._pipeline import Pipeline, decode_record
 from ._reader import Buffer, read_record
-from ._sidecar import ShardIndex, scan, stale_error
-from ._tar import BLOCK, verify_headers
+from ._sidecar import ShardIndex, scan
 from .errors import AtdataError, ShardFormatError
 from .lens import Lens, registry
+from .options import LastBatch, OnError, OrderKeywords, ReadOptions, ShuffleKeywords
 from .schema import DictSample, PackableSample, schema_id
 from .sources import DataSource, resolve_source
 from .sources._base import Filling
 
 if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
     from .loader import Loader
 
 __all__ = ["Dataset"]
 
-log = logging.getLogger("atdata_torch")
-
 T = TypeVar("T")
 V = TypeVar("V")
-
-
-class _Shared:
-    """State shared by a dataset and the datasets derived from it (same shards): cached shard indexes."""
-
-    def __init__(self) -> None:
-        self.indexes: dict[str, ShardIndex] = {}
-        self.sidecars: dict[str, ShardIndex | None] = {}
-        self.unchecked: set[str] = set()  # remote shards whose index is a sidecar not yet checked against the bytes
 
 
 class _TypedDataset:
@@ -105,7 +96,7 @@ class Dataset(IterableDataset[T], Generic[T]):
         self.sample_type: type[T] = st  # type: ignore[assignment]
         self._decode_type: type = st
         self._stages: tuple[tuple[str, Any], ...] = ()
-        self._shared = _Shared()
+        self._shared = ShardIndexes(self.source)
         self._shards: list[str] | None = None
         self._ranges: dict[str, tuple[int, int]] = {}
 
@@ -131,113 +122,23 @@ class Dataset(IterableDataset[T], Generic[T]):
         return self.list_shards()
 
     def _buffer_or_none(self, shard: str) -> Buffer | None:
-        get = getattr(self.source, "buffer", None)
-        return get(shard) if get is not None else None
+        return self._shared.buffer_or_none(shard)
 
     def _buffer(self, shard: str) -> Buffer:
-        buf = self._buffer_or_none(shard)
-        if buf is None:
-            with self.source.open_shard(shard) as f:
-                buf = f.read()
-        return buf
+        return self._shared.buffer(shard)
 
-    def _stream_buffer(self, shard: str, owner: Any = None) -> Buffer | Filling:
+    def stream_buffer(self, shard: str, owner: Any = None) -> Buffer | Filling:
         """The shard for a pass: a :class:`~atdata_torch.sources.Filling` when a remote source streams it (readers
         wait for the bytes they need), else the whole buffer. ``owner``: the pass's placement, if it places bytes
         (see ``atdata_torch._placement``)."""
-        get = getattr(self.source, "stream_buffer", None)
-        got: Buffer | Filling | None = None
-        if get is not None:
-            got = get(shard, owner) if owner is not None else get(shard)
-        if got is None:
-            got = self._buffer(shard)
-        if shard in self._shared.unchecked:
-            self._check_remote(shard, got)
-        return got
+        return self._shared.stream_buffer(shard, owner)
 
-    def _check_remote(self, shard: str, got: Buffer | Filling) -> None:
-        """Check a remote shard's sidecar index against the shard's bytes, now that a pass has them (see
-        :meth:`ShardIndex.stale`; the bytes after the last sample are read by one ranged request while a streamed
-        download has not reached them). A stale sidecar is forgotten (the next pass scans the shard) and the pass
-        stops with a stale-sidecar :class:`ShardFormatError`: its order was laid out from the sidecar's count."""
-        idx = self._shared.indexes.get(shard)
-        self._shared.unchecked.discard(shard)
-        if idx is None:
-            return
-        if len(got) < idx.size:
-            return  # a shard cut short: the pass reports each sample past its end (see past_end), and reads the rest
-        tail = last_header = None
-        read_range = getattr(self.source, "read_range", None)
-        end = idx.end
-        if (
-            isinstance(got, Filling)
-            and got.filled < end + BLOCK
-            and read_range is not None
-            and len(got) == idx.size
-            and end + BLOCK <= idx.size
-        ):
-            last = idx.offsets[-1] if idx.count else end
-            if end - last <= 1 << 16:  # one small ranged read: the last sample's header and the marker after it
-                got_tail = bytes(read_range(shard, last, end + BLOCK))
-                tail, last_header = got_tail[-BLOCK:], (got_tail[:BLOCK] if idx.count else None)
-            else:
-                tail = bytes(read_range(shard, end, end + BLOCK))
-        why = idx.stale(got, tail, last_header)
-        if why is None:
-            return
-        del self._shared.indexes[shard]
-        self._shared.sidecars[shard] = None
-        raise stale_error(
-            shard,
-            f"{why}; the pass stops here, as its order was laid out from the sidecar; the next pass scans the shard",
-        )
-
-    def _warm_sidecars(self) -> None:
+    def warm_sidecars(self) -> None:
         """Let a remote source fetch the sidecars not read yet all at once (see ``RemoteSource.read_sidecars``)."""
-        warm = getattr(self.source, "read_sidecars", None)
-        if warm is not None:
-            known = self._shared.indexes
-            warm([s for s in self.list_shards() if s not in known and s not in self._shared.sidecars])
+        self._shared.warm(self.list_shards())
 
     def _sidecar(self, shard: str) -> ShardIndex | None:
-        """The shard's index sidecar, validated against its schema (see :meth:`ShardIndex.from_json`), and, for a
-        shard whose bytes are at hand (not remote), against the shard (O(1), see :meth:`ShardIndex.stale`): a
-        stale sidecar is logged and reads as absent, so that the shard is scanned instead. ``None``: no usable
-        sidecar."""
-        cache = self._shared.sidecars
-        if shard not in cache:
-            read = getattr(self.source, "read_sidecar", None)
-            raw = read(shard) if read is not None else None
-            idx = ShardIndex.from_json(raw, shard) if raw is not None else None
-            if idx is not None and not getattr(self.source, "remote", False):
-                try:
-                    buf = self._buffer_or_none(shard)
-                except AtdataError:
-                    buf = None  # an unreadable shard raises when it is read
-                if buf is not None and not self._current(idx, buf, shard):
-                    idx = None
-            cache[shard] = idx
-        return cache[shard]
-
-    @staticmethod
-    def _current(idx: ShardIndex, buf: Buffer, shard: str, headers: bool = False) -> bool:
-        """Whether a sidecar describes ``buf`` (O(1); with ``headers``, also every payload's tar header, in one
-        vectorized pass); logs a warning when it does not."""
-        why = idx.stale(buf)
-        if why is None and headers and idx.payload_offsets is not None and idx.payload_sizes is not None:
-            try:
-                verify_headers(buf, [o - BLOCK for o in idx.payload_offsets], idx.payload_sizes, shard)
-            except ShardFormatError as exc:
-                why = exc.message
-        if why is None:
-            return True
-        log.warning(
-            "atdata_torch: the index sidecar of %s is stale (%s); the shard is scanned instead; rebuild the "
-            "sidecar with atd.build_index()",
-            shard,
-            why,
-        )
-        return False
+        return self._shared.sidecar(shard)
 
     def shard_index(self, shard: str, buf: Buffer | None = None) -> ShardIndex:
         """The index of one shard: from its sidecar when present and current, else built by one scan (cached).
@@ -245,26 +146,9 @@ class Dataset(IterableDataset[T], Generic[T]):
         A sidecar is checked against the shard once per process before it is trusted: its size, that the tar
         ends right after its last sample, and every header it points at (one vectorized pass). A stale one is
         logged and the index rebuilt by a scan. A remote shard is not downloaded for this: its sidecar is checked
-        when a pass first opens the shard (see :meth:`_stream_buffer`).
+        when a pass first opens the shard (see :meth:`stream_buffer`).
         """
-        cached = self._shared.indexes.get(shard)
-        if cached is not None:
-            return cached
-        idx = self._sidecar(shard)
-        if idx is not None and idx.count and buf is None and getattr(self.source, "remote", False):
-            # A remote shard is not downloaded just to check its sidecar: the pass that reads it checks it (the
-            # cache also verifies the sidecar's sha256; decoding checks every payload). A sidecar of no samples is
-            # checked now: no pass would open its shard.
-            self._shared.indexes[shard] = idx
-            self._shared.unchecked.add(shard)
-            return idx
-        if buf is None:
-            buf = self._buffer(shard)
-        if idx is None or not self._current(idx, buf, shard, headers=True):
-            idx = scan(buf, shard)
-        self._shared.indexes[shard] = idx
-        self._shared.unchecked.discard(shard)
-        return idx
+        return self._shared.shard_index(shard, buf)
 
     def salvage_index(self, shard: str) -> tuple[ShardIndex, AtdataError | None]:
         """The index of a shard's intact samples, and the error that stopped a full read (``None`` if none).
@@ -284,15 +168,16 @@ class Dataset(IterableDataset[T], Generic[T]):
     def shard_indexes(self) -> list[ShardIndex]:
         """The index of every shard this dataset reads (restricted to its sample ranges, see
         :meth:`select_range`)."""
-        self._warm_sidecars()
+        self.warm_sidecars()
         return [self._ranged(s, self.shard_index(s)) for s in self.list_shards()]
 
     def _ranged(self, shard: str, idx: ShardIndex) -> ShardIndex:
         r = self._ranges.get(shard)
         return idx if r is None else idx.slice(*r)
 
-    def _count(self) -> int:
-        self._warm_sidecars()
+    def sample_count(self) -> int:
+        """The number of samples, filters aside: from the sidecars, or one scan of each shard (cached)."""
+        self.warm_sidecars()
         total = 0
         for shard in self.list_shards():
             cached = self._shared.indexes.get(shard)
@@ -346,7 +231,7 @@ class Dataset(IterableDataset[T], Generic[T]):
         if len(set(new._shards)) != len(new._shards):
             raise ValueError("concat() got the same shard twice; select disjoint parts")
         new._ranges = {k: v for p in parts for k, v in p._ranges.items()}
-        shared = _Shared()
+        shared = ShardIndexes(new.source)
         for p in parts:
             shared.indexes.update(p._shared.indexes)
             shared.sidecars.update(p._shared.sidecars)
@@ -355,12 +240,17 @@ class Dataset(IterableDataset[T], Generic[T]):
         return new  # type: ignore[no-any-return]
 
     @property
-    def _has_filter(self) -> bool:
+    def decode_type(self) -> type:
+        """The type the shards' records decode into (before the ``map()`` / lens stages)."""
+        return self._decode_type
+
+    @property
+    def has_filter(self) -> bool:
         """Whether a filter() stage makes the sample count unknowable without reading."""
         return any(kind == "filter" for kind, _ in self._stages)
 
     def _known_len(self) -> int | None:
-        return None if self._has_filter else self._count()
+        return None if self.has_filter else self.sample_count()
 
     def __len__(self) -> int:
         """The number of samples: from the sidecars, or one scan of each shard (cached)."""
@@ -371,125 +261,41 @@ class Dataset(IterableDataset[T], Generic[T]):
 
     # ------------------------------------------------------------------------------------------------ iteration
     @overload
-    def ordered(
-        self,
-        batch_size: None = None,
-        *,
-        drop_last: bool | None = None,
-        last_batch: LastBatch | None = None,
-        on_error: OnError = "raise",
-        rank: int | None = None,
-        world_size: int | None = None,
-    ) -> Pipeline[T]: ...
+    def ordered(self, batch_size: None = None, **kw: Unpack[OrderKeywords]) -> Pipeline[T]: ...
 
     @overload
-    def ordered(
-        self,
-        batch_size: int,
-        *,
-        drop_last: bool | None = None,
-        last_batch: LastBatch | None = None,
-        on_error: OnError = "raise",
-        rank: int | None = None,
-        world_size: int | None = None,
-    ) -> Pipeline[SampleBatch[T]]: ...
+    def ordered(self, batch_size: int, **kw: Unpack[OrderKeywords]) -> Pipeline[SampleBatch[T]]: ...
 
-    def ordered(
-        self,
-        batch_size: int | None = None,
-        *,
-        drop_last: bool | None = None,
-        last_batch: LastBatch | None = None,
-        on_error: OnError = "raise",
-        rank: int | None = None,
-        world_size: int | None = None,
-    ) -> Pipeline[Any]:
+    def ordered(self, batch_size: int | None = None, **kw: Unpack[OrderKeywords]) -> Pipeline[Any]:
         """Iterate in shard order, then tar order (on several ranks: each rank its slice of every global step).
 
         Args:
             batch_size: ``None`` yields samples; an int yields :class:`SampleBatch` es of that size (per rank).
-            drop_last: Drop the last partial batch (kept by default; on several ranks it is padded instead, so
-                that every rank runs the same number of steps).
-            last_batch: ``"exact"``, ``"drop"`` or ``"pad"``; overrides ``drop_last`` (see :class:`Pipeline`).
-            on_error: ``"raise"`` (default), or ``"skip"`` / ``"warn"`` to skip undecodable samples and report
-                how many at the end of the epoch.
-            rank: This process's rank (``None``: torch.distributed, then the ``RANK`` environment, else 0).
-            world_size: Number of ranks (``None``: detected likewise, else 1).
+            **kw: ``drop_last``: drop the last partial batch (kept by default; on several ranks it is padded
+                instead, so that every rank runs the same number of steps); ``last_batch``: ``"exact"``, ``"drop"``
+                or ``"pad"``, overrides ``drop_last`` (see :class:`Pipeline`); ``on_error``: ``"raise"``
+                (default), or ``"skip"`` / ``"warn"`` to skip undecodable samples and report how many at the end of
+                the epoch; ``rank``: this process's rank (``None``: torch.distributed, then the ``RANK``
+                environment, else 0); ``world_size``: number of ranks (``None``: detected likewise, else 1). See
+                :class:`~atdata_torch.options.ReadOptions`.
         """
-        return Pipeline(
-            self,
-            batch_size=batch_size,
-            shuffle=False,
-            drop_last=drop_last,
-            last_batch=last_batch,
-            on_error=on_error,
-            rank=rank,
-            world_size=world_size,
-        )
+        return Pipeline(self, ReadOptions(batch_size=batch_size, shuffle=False, **kw))
 
     @overload
-    def shuffled(
-        self,
-        batch_size: None = None,
-        *,
-        seed: int = 0,
-        drop_last: bool | None = None,
-        last_batch: LastBatch | None = None,
-        on_error: OnError = "raise",
-        block_size: int = DEFAULT_BLOCK_SIZE,
-        window: int = DEFAULT_WINDOW,
-        rank: int | None = None,
-        world_size: int | None = None,
-    ) -> Pipeline[T]: ...
+    def shuffled(self, batch_size: None = None, **kw: Unpack[ShuffleKeywords]) -> Pipeline[T]: ...
 
     @overload
-    def shuffled(
-        self,
-        batch_size: int,
-        *,
-        seed: int = 0,
-        drop_last: bool | None = None,
-        last_batch: LastBatch | None = None,
-        on_error: OnError = "raise",
-        block_size: int = DEFAULT_BLOCK_SIZE,
-        window: int = DEFAULT_WINDOW,
-        rank: int | None = None,
-        world_size: int | None = None,
-    ) -> Pipeline[SampleBatch[T]]: ...
+    def shuffled(self, batch_size: int, **kw: Unpack[ShuffleKeywords]) -> Pipeline[SampleBatch[T]]: ...
 
-    def shuffled(
-        self,
-        batch_size: int | None = None,
-        *,
-        seed: int = 0,
-        drop_last: bool | None = None,
-        last_batch: LastBatch | None = None,
-        on_error: OnError = "raise",
-        block_size: int = DEFAULT_BLOCK_SIZE,
-        window: int = DEFAULT_WINDOW,
-        rank: int | None = None,
-        world_size: int | None = None,
-    ) -> Pipeline[Any]:
+    def shuffled(self, batch_size: int | None = None, **kw: Unpack[ShuffleKeywords]) -> Pipeline[Any]:
         """Iterate in a shuffled order that is a pure function of ``(seed, epoch)``.
 
         Blocks of ``block_size`` consecutive samples are permuted across the dataset, then samples are permuted
         inside windows of ``window`` blocks. Each pass over the returned pipeline advances the epoch (a new
         permutation); ``set_epoch(e)`` picks one. Ranks and workers only choose their slice of that order.
-        Other arguments as in :meth:`ordered`.
+        Keywords: ``seed`` (0), ``block_size``, ``window``, and the others of :meth:`ordered`.
         """
-        return Pipeline(
-            self,
-            batch_size=batch_size,
-            shuffle=True,
-            seed=seed,
-            drop_last=drop_last,
-            last_batch=last_batch,
-            on_error=on_error,
-            block_size=block_size,
-            window=window,
-            rank=rank,
-            world_size=world_size,
-        )
+        return Pipeline(self, ReadOptions(batch_size=batch_size, shuffle=True, **kw))
 
     def loader(
         self,
@@ -522,8 +328,7 @@ class Dataset(IterableDataset[T], Generic[T]):
         """
         from .loader import Loader
 
-        pipe: Pipeline[Any] = Pipeline(
-            self,
+        options = ReadOptions(
             batch_size=batch_size,
             shuffle=shuffle,
             seed=seed,
@@ -535,6 +340,7 @@ class Dataset(IterableDataset[T], Generic[T]):
             rank=rank,
             world_size=world_size,
         )
+        pipe: Pipeline[Any] = Pipeline(self, options)
         return Loader(
             pipe, num_workers=num_workers, pin_memory=pin_memory, persistent_workers=persistent_workers, **kwargs
         )

@@ -140,7 +140,7 @@ class Loader(StatefulDataLoader):  # type: ignore[misc]
         if not isinstance(pipeline, Pipeline):
             raise TypeError(f"Loader needs a Pipeline (ds.ordered() / ds.shuffled()), got {type(pipeline).__name__}")
         # Indexes are resolved here, in the main process, so that workers inherit them instead of rescanning.
-        pipeline._indexes()  # (under on_error="skip"/"warn", a damaged shard contributes its intact samples)
+        pipeline.indexes()  # (under on_error="skip"/"warn", a damaged shard contributes its intact samples)
         # torchdata's per-worker snapshots are not used (the resume state is global): take them rarely.
         kwargs.setdefault("snapshot_every_n_steps", 1 << 30)
         # An unbatched pipeline yields samples one by one: the default collate (lists of samples -> tensors) does not
@@ -227,9 +227,9 @@ class Loader(StatefulDataLoader):  # type: ignore[misc]
         # The pass ended on its own: every batch of this rank must have arrived. A batch a worker could not send
         # (multiprocessing drops what it cannot pickle, and only prints the error) would otherwise vanish silently.
         p = self.pipeline
-        expected = p.count_for_rank(p._total(), self._start)
+        expected = p.count_for_rank(p.total(), self._start)
         if p.batch_size is None:  # one item per sample: skipped and filtered samples never arrive
-            if any(kind == "filter" for kind, _ in p.dataset._stages):
+            if p.dataset.has_filter:
                 return
             expected -= report.samples
         if self._yielded < expected:
@@ -269,14 +269,14 @@ class Loader(StatefulDataLoader):  # type: ignore[misc]
     def position(self) -> int:
         """Samples of the current epoch consumed in global order (by all ranks together)."""
         p = self.pipeline
-        n = p._total()
+        n = p.total()
         consumed = self._start + self._yielded * p.global_batch_size
         return min(consumed, n) if p.last_batch != "pad" else consumed
 
     def state_dict(self) -> dict[str, Any]:
         """The global resume state (the same on every rank): small, and valid for any topology."""
         p = self.pipeline
-        n = p._total()
+        n = p.total()
         pos = self.position()
         epoch = self._epoch
         if self._pending is not None:

@@ -38,24 +38,27 @@ from __future__ import annotations
 import logging
 import warnings
 from collections.abc import Iterator
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import numpy as np
 from torchdata.nodes import BaseNode
 
-from ._order import DEFAULT_BLOCK_SIZE, DEFAULT_WINDOW
-from ._pipeline import LastBatch, OnError, Pipeline, SkipReport
+from ._epoch import CHUNK
+from ._pipeline import Pipeline, SkipReport
+from ._topology import Topology
 from .dataset import Dataset
 from .errors import SkippedSamplesWarning
 from .loader import LoaderStateError
+from .options import ReadKeywords, ReadOptions
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = ["PipelineNode", "source"]
 
 log = logging.getLogger("atdata_torch")
 
 T = TypeVar("T")
-
-_CHUNK = 512  # unbatched pipelines read this many records at a time
 
 
 class PipelineNode(BaseNode[T], Generic[T]):  # type: ignore[misc]
@@ -160,56 +163,32 @@ class PipelineNode(BaseNode[T], Generic[T]):  # type: ignore[misc]
     def _iterate(self, epoch: int, start: int) -> Iterator[tuple[int, T]]:
         """(global samples consumed after the item, item) for this rank's items of ``epoch`` from ``start``.
 
-        The same slicing as ``Pipeline`` (step ``j`` of rank ``r`` holds positions ``start + j*g + r*b ...``), with
-        the step index kept so that the position stays exact when a ``filter()`` or ``on_error="skip"`` drops
-        items.
+        The pipeline's reader slices the epoch (as one worker: group ``j`` is the rank's step ``j``, see
+        :meth:`EpochReader.groups <atdata_torch._epoch.EpochReader.groups>`), with the step index kept so that the
+        position stays exact when a ``filter()`` or ``on_error="skip"`` drops items.
         """
         p = self.pipeline
         report = SkipReport()
         p.last_report = report
-        indexes = p._indexes(report)
-        shard_of, index_of = p.epoch_order(epoch, indexes)
-        n = len(shard_of)
-        shards = p.dataset.list_shards()
-        views: dict[int, Any] = {}  # shard -> memoryview, or a Filling (see Pipeline._read)
-        rank, world = p.rank, p.world_size
         g = p.global_batch_size
         pad = p.last_batch == "pad"
-        steps = p.count_for_rank(n, start)
+        with p.reader.begin(epoch, start, Topology(p.rank, p.world_size), report) as epass:
+            n = len(epass.shard_of)
 
-        def consumed(step: int) -> int:
-            c = start + (step + 1) * g
-            return c if pad else min(c, n)
+            def consumed(step: int) -> int:
+                c = start + (step + 1) * g
+                return c if pad else min(c, n)
 
-        b = p.batch_size
-        if b is not None:
-            fast = p._fast_batches_possible()
-            for j in range(steps):
-                lo = start + j * g + rank * b
-                hi = lo + b if p.last_batch != "exact" else min(lo + b, n)
-                positions = np.arange(lo, hi, dtype=np.int64)
-                if pad:
-                    positions %= n
-                recs, kept = p._read(positions, shard_of, index_of, shards, indexes, views, report)
-                batch = p._fast_batch(recs, report) if fast else p._slow_batch(recs, report, kept, epoch)
-                del recs  # the records' bytes may be download segments: they go back to the pool before the next read
-                if batch is not None:
-                    yield consumed(j), batch  # type: ignore[misc]  # T is SampleBatch for a batched pipeline
-        else:
-            for lo in range(0, steps, _CHUNK):
-                js = np.arange(lo, min(lo + _CHUNK, steps), dtype=np.int64)
-                positions = start + rank + world * js
-                if pad:
-                    positions %= n
-                recs, kept = p._read(positions, shard_of, index_of, shards, indexes, views, report)
-                wanted = positions.tolist()
-                k = 0
-                for rec, pos in zip(recs, kept, strict=True):
-                    while wanted[k] != pos:  # kept is an ordered subsequence of the positions read
-                        k += 1
-                    step = int(js[k])
-                    k += 1
-                    for _key, sample in p._samples([rec], report, [pos], epoch):
+            for j, positions in enumerate(epass.groups):  # one worker: group j is step j (or chunk j of steps)
+                recs, kept = epass.read(positions)
+                if p.batch_size is not None:
+                    batch = p.decode_batch(recs, report, kept, epoch)
+                    del recs  # the records' bytes may be download segments: back to the pool before the next read
+                    if batch is not None:
+                        yield consumed(j), batch  # type: ignore[misc]  # T is SampleBatch for a batched pipeline
+                    continue
+                for step, rec, pos in _steps(j, positions, recs, kept):
+                    for _key, sample in p.decode_samples([rec], report, [pos], epoch):
                         yield consumed(step), sample
         if report:
             msg = f"atdata_torch epoch {epoch}: {report.summary()}"
@@ -224,20 +203,18 @@ class PipelineNode(BaseNode[T], Generic[T]):  # type: ignore[misc]
         )
 
 
-def source(
-    data: Dataset[Any] | Pipeline[Any],
-    *,
-    batch_size: int | None = None,
-    shuffle: bool = False,
-    seed: int = 0,
-    drop_last: bool | None = None,
-    last_batch: LastBatch | None = None,
-    on_error: OnError = "raise",
-    block_size: int = DEFAULT_BLOCK_SIZE,
-    window: int = DEFAULT_WINDOW,
-    rank: int | None = None,
-    world_size: int | None = None,
-) -> PipelineNode[Any]:
+def _steps(chunk: int, positions: np.ndarray, recs: list[Any], kept: list[int]) -> Iterator[tuple[int, Any, int]]:
+    """``(step, record, position)`` for the records read from chunk ``chunk`` of a rank's steps (unbatched)."""
+    wanted = positions.tolist()
+    k = 0
+    for rec, pos in zip(recs, kept, strict=True):
+        while wanted[k] != pos:  # kept is an ordered subsequence of the positions read
+            k += 1
+        yield chunk * CHUNK + k, rec, pos
+        k += 1
+
+
+def source(data: Dataset[Any] | Pipeline[Any], **kw: Unpack[ReadKeywords]) -> PipelineNode[Any]:
     """A ``torchdata.nodes`` source node over a dataset or a pipeline, resumable exactly.
 
     Args:
@@ -257,36 +234,12 @@ def source(
         A :class:`PipelineNode`: ``get_state()`` is ``{"epoch", "position", "seed", "fingerprint"}``; a reset without
         a state starts the next epoch (the first one starts the pipeline's current epoch, ``pipe.epoch``).
     """
+    options = ReadOptions(**kw)
     if isinstance(data, Pipeline):
-        given = {
-            "batch_size": batch_size is not None,
-            "shuffle": shuffle,
-            "seed": seed != 0,
-            "drop_last": drop_last is not None,
-            "last_batch": last_batch is not None,
-            "on_error": on_error != "raise",
-            "block_size": block_size != DEFAULT_BLOCK_SIZE,
-            "window": window != DEFAULT_WINDOW,
-            "rank": rank is not None,
-            "world_size": world_size is not None,
-        }
-        extra = [k for k, v in given.items() if v]
+        extra = options.changed()
         if extra:
             raise TypeError(f"source(pipeline) reads the pipeline as configured; do not pass {', '.join(extra)}")
         return PipelineNode(data)
     if not isinstance(data, Dataset):
         raise TypeError(f"source() needs an atdata_torch Dataset or Pipeline, got {type(data).__name__}")
-    pipe: Pipeline[Any] = Pipeline(
-        data,
-        batch_size=batch_size,
-        shuffle=shuffle,
-        seed=seed,
-        drop_last=drop_last,
-        last_batch=last_batch,
-        on_error=on_error,
-        block_size=block_size,
-        window=window,
-        rank=rank,
-        world_size=world_size,
-    )
-    return PipelineNode(pipe)
+    return PipelineNode(Pipeline(data, options))

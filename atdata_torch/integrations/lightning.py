@@ -33,10 +33,10 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from .._order import DEFAULT_BLOCK_SIZE, DEFAULT_WINDOW
-from .._pipeline import LastBatch, OnError
 from ..config import SPLITS, DataConfig, load
 from ..dataset import Dataset
 from ..errors import MissingDependencyError
+from ..options import LastBatch, OnError
 
 try:
     import lightning.pytorch as pl

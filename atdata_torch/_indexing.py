@@ -1,0 +1,176 @@
+"""The shard indexes of a dataset: sidecars checked against their shards, or one scan of each shard (cached).
+
+A :class:`ShardIndexes` is shared by a dataset and the datasets derived from it (same shards and source). A
+sidecar is trusted once checked: locally against the shard's bytes when it is read, and for a remote shard (not
+downloaded for this) when a pass first opens the shard (:meth:`ShardIndexes.stream_buffer`).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from ._reader import Buffer
+from ._sidecar import ShardIndex, scan, stale_error
+from ._tar import BLOCK, verify_headers
+from .errors import AtdataError, ShardFormatError
+from .sources import DataSource
+from .sources._base import Filling
+from .sources._capabilities import Buffered, RangeReading, SidecarBatching, Streaming
+
+__all__ = ["ShardIndexes"]
+
+log = logging.getLogger("atdata_torch")
+
+
+class ShardIndexes:
+    """A source's shard indexes and sidecars, cached (shared by a dataset and the datasets derived from it).
+
+    Attributes:
+        source: The shard source.
+        indexes: The index of each shard read so far (whole shards, before any range).
+        sidecars: Each shard's usable sidecar (``None``: none, or a stale one).
+        unchecked: Remote shards whose index is a sidecar not yet checked against the bytes.
+    """
+
+    def __init__(self, source: DataSource) -> None:
+        self.source = source
+        self.indexes: dict[str, ShardIndex] = {}
+        self.sidecars: dict[str, ShardIndex | None] = {}
+        self.unchecked: set[str] = set()
+
+    def buffer_or_none(self, shard: str) -> Buffer | None:
+        """The whole shard in memory, when the source can give it (``None``: read the stream instead)."""
+        return self.source.buffer(shard) if isinstance(self.source, Buffered) else None
+
+    def buffer(self, shard: str) -> Buffer:
+        """The whole shard in memory (read from its stream when the source has no buffer)."""
+        buf = self.buffer_or_none(shard)
+        if buf is None:
+            with self.source.open_shard(shard) as f:
+                buf = f.read()
+        return buf
+
+    def stream_buffer(self, shard: str, owner: Any = None) -> Buffer | Filling:
+        """The shard for a pass: a :class:`~atdata_torch.sources.Filling` when a remote source streams it (readers
+        wait for the bytes they need), else the whole buffer. ``owner``: the pass's placement, if it places bytes
+        (see ``atdata_torch._placement``)."""
+        source = self.source
+        got: Buffer | Filling | None = None
+        if isinstance(source, Streaming):
+            got = source.stream_buffer(shard, owner) if owner is not None else source.stream_buffer(shard)
+        if got is None:
+            got = self.buffer(shard)
+        if shard in self.unchecked:
+            self.check_remote(shard, got)
+        return got
+
+    def check_remote(self, shard: str, got: Buffer | Filling) -> None:
+        """Check a remote shard's sidecar index against the shard's bytes, now that a pass has them (see
+        :meth:`ShardIndex.stale`; the bytes after the last sample are read by one ranged request while a streamed
+        download has not reached them). A stale sidecar is forgotten (the next pass scans the shard) and the pass
+        stops with a stale-sidecar :class:`ShardFormatError`: its order was laid out from the sidecar's count."""
+        idx = self.indexes.get(shard)
+        self.unchecked.discard(shard)
+        if idx is None:
+            return
+        if len(got) < idx.size:
+            return  # a shard cut short: the pass reports each sample past its end (see past_end), and reads the rest
+        tail = last_header = None
+        read_range = self.source.read_range if isinstance(self.source, RangeReading) else None
+        end = idx.end
+        if (
+            isinstance(got, Filling)
+            and got.filled < end + BLOCK
+            and read_range is not None
+            and len(got) == idx.size
+            and end + BLOCK <= idx.size
+        ):
+            last = idx.offsets[-1] if idx.count else end
+            if end - last <= 1 << 16:  # one small ranged read: the last sample's header and the marker after it
+                got_tail = bytes(read_range(shard, last, end + BLOCK))
+                tail, last_header = got_tail[-BLOCK:], (got_tail[:BLOCK] if idx.count else None)
+            else:
+                tail = bytes(read_range(shard, end, end + BLOCK))
+        why = idx.stale(got, tail, last_header)
+        if why is None:
+            return
+        del self.indexes[shard]
+        self.sidecars[shard] = None
+        raise stale_error(
+            shard,
+            f"{why}; the pass stops here, as its order was laid out from the sidecar; the next pass scans the shard",
+        )
+
+    def warm(self, shards: list[str]) -> None:
+        """Let a remote source fetch the sidecars not read yet all at once (see ``RemoteSource.read_sidecars``)."""
+        if isinstance(self.source, SidecarBatching):
+            known, sidecars = self.indexes, self.sidecars
+            self.source.read_sidecars([s for s in shards if s not in known and s not in sidecars])
+
+    def sidecar(self, shard: str) -> ShardIndex | None:
+        """The shard's index sidecar, validated against its schema (see :meth:`ShardIndex.from_json`), and, for a
+        shard whose bytes are at hand (not remote), against the shard (O(1), see :meth:`ShardIndex.stale`): a
+        stale sidecar is logged and reads as absent, so that the shard is scanned instead. ``None``: no usable
+        sidecar."""
+        cache = self.sidecars
+        if shard not in cache:
+            read = getattr(self.source, "read_sidecar", None)
+            raw = read(shard) if read is not None else None
+            idx = ShardIndex.from_json(raw, shard) if raw is not None else None
+            if idx is not None and not getattr(self.source, "remote", False):
+                try:
+                    buf = self.buffer_or_none(shard)
+                except AtdataError:
+                    buf = None  # an unreadable shard raises when it is read
+                if buf is not None and not self.current(idx, buf, shard):
+                    idx = None
+            cache[shard] = idx
+        return cache[shard]
+
+    @staticmethod
+    def current(idx: ShardIndex, buf: Buffer, shard: str, headers: bool = False) -> bool:
+        """Whether a sidecar describes ``buf`` (O(1); with ``headers``, also every payload's tar header, in one
+        vectorized pass); logs a warning when it does not."""
+        why = idx.stale(buf)
+        if why is None and headers and idx.payload_offsets is not None and idx.payload_sizes is not None:
+            try:
+                verify_headers(buf, [o - BLOCK for o in idx.payload_offsets], idx.payload_sizes, shard)
+            except ShardFormatError as exc:
+                why = exc.message
+        if why is None:
+            return True
+        log.warning(
+            "atdata_torch: the index sidecar of %s is stale (%s); the shard is scanned instead; rebuild the "
+            "sidecar with atd.build_index()",
+            shard,
+            why,
+        )
+        return False
+
+    def shard_index(self, shard: str, buf: Buffer | None = None) -> ShardIndex:
+        """The index of one shard: from its sidecar when present and current, else built by one scan (cached).
+
+        A sidecar is checked against the shard once per process before it is trusted: its size, that the tar
+        ends right after its last sample, and every header it points at (one vectorized pass). A stale one is
+        logged and the index rebuilt by a scan. A remote shard is not downloaded for this: its sidecar is checked
+        when a pass first opens the shard (see :meth:`stream_buffer`).
+        """
+        cached = self.indexes.get(shard)
+        if cached is not None:
+            return cached
+        idx = self.sidecar(shard)
+        if idx is not None and idx.count and buf is None and getattr(self.source, "remote", False):
+            # A remote shard is not downloaded just to check its sidecar: the pass that reads it checks it (the
+            # cache also verifies the sidecar's sha256; decoding checks every payload). A sidecar of no samples is
+            # checked now: no pass would open its shard.
+            self.indexes[shard] = idx
+            self.unchecked.add(shard)
+            return idx
+        if buf is None:
+            buf = self.buffer(shard)
+        if idx is None or not self.current(idx, buf, shard, headers=True):
+            idx = scan(buf, shard)
+        self.indexes[shard] = idx
+        self.unchecked.discard(shard)
+        return idx
