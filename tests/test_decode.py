@@ -234,11 +234,10 @@ def test_batch_with_nothing_placed_lets_the_array_go() -> None:
 
 def test_a_pipelines_decoder_follows_its_settings(tmp_path: Any) -> None:
     ds = atd.write_samples([_sample(i) for i in range(4)], tmp_path / "d.tar", progress=False)
-    pipe = ds.ordered(batch_size=2)
-    first = pipe._decoder()
-    assert pipe._decoder() is first and first.raise_errors
-    pipe.on_error = "skip"
-    assert pipe._decoder() is not first and not pipe._decoder().raise_errors
+    first = ds.ordered(batch_size=2)._decoder()
+    assert first.raise_errors
+    pipe = ds.ordered(batch_size=2, on_error="skip")  # a pipeline's options are frozen: another pipeline
+    assert pipe._decoder() is pipe._decoder() and not pipe._decoder().raise_errors
     assert [list(b.label) for b in pipe] == [[0, 1], [2, 3]]
     back = pickle.loads(pickle.dumps(pipe))  # as to a DataLoader worker: the cached decoder travels too
     assert [list(b.label) for b in back] == [[0, 1], [2, 3]]
