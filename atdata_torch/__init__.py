@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING as _TYPE_CHECKING
 from numpy.typing import NDArray
 
 from ._batch import SampleBatch
-from ._codec import array_to_bytes, bytes_to_array
+from ._ndarray import array_to_bytes, bytes_to_array
 from ._pipeline import LastBatch, OnError, Pipeline, SkipReport, sample_rng, sample_seed
 from ._sidecar import ShardIndex
 from ._stats import LoaderStats

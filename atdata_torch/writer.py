@@ -18,7 +18,7 @@ from typing import IO, Any, TypeVar
 
 from tqdm.auto import tqdm
 
-from ._codec import pack_mapping, pack_sample
+from ._msgpack import pack_mapping, pack_sample
 from ._shards import shard_name
 from ._sidecar import SIDECAR_SUFFIX, ShardIndex
 from ._tar import BLOCK, RECORD, end_of_archive, ustar_header
