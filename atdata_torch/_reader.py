@@ -6,7 +6,8 @@ import re
 from collections.abc import Iterator
 from typing import IO, TYPE_CHECKING, NamedTuple
 
-from ._tar import Sliceable, iter_members, read_member_stream
+from ._tar import iter_members, read_member_stream
+from ._tarheader import Sliceable
 from .errors import ShardFormatError
 
 if TYPE_CHECKING:

@@ -16,7 +16,8 @@ import msgspec
 import numpy as np
 
 from ._reader import Buffer, iter_records, split_name
-from ._tar import BLOCK, MAX_OFFSET, ZERO_BLOCK, Sliceable, _check_checksum, _first_nonzero, _name_of, iter_members
+from ._tar import iter_members
+from ._tarheader import BLOCK, MAX_OFFSET, ZERO_BLOCK, Sliceable, _check_checksum, _first_nonzero, _name_of
 from .errors import ShardFormatError
 
 SIDECAR_SUFFIX = ".idx.json"

@@ -31,7 +31,7 @@ from ._order import DEFAULT_BLOCK_SIZE, DEFAULT_WINDOW
 from ._pipeline import LastBatch, OnError, Pipeline, decode_record
 from ._reader import Buffer, read_record
 from ._sidecar import ShardIndex, scan, stale_error
-from ._tar import BLOCK, verify_headers
+from ._tarheader import BLOCK, verify_headers
 from .errors import AtdataError, ShardFormatError
 from .lens import Lens, registry
 from .schema import DictSample, PackableSample, schema_id
