@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from typing import IO, TYPE_CHECKING, NamedTuple
+from typing import IO, NamedTuple
 
 from ._tar import iter_members, read_member_stream
 from ._tarheader import Sliceable
 from .errors import ShardFormatError
-
-if TYPE_CHECKING:
-    pass
 
 Buffer = bytes | memoryview
 

@@ -1,10 +1,10 @@
-"""Tar member iteration without ``tarfile`` on the hot path: over a buffer (bytes, mmap, a segmented download)
-or over a sequential stream (HTTP body, pipe).
+"""Tar member iteration without ``tarfile`` on the hot path, over a buffer or over a sequential stream.
 
-Reads ustar, GNU and PAX tars (``x`` and ``g`` headers, a ``path=``/``size=`` in a PAX header, GNU ``L`` long
-names); the header fields, PAX records and errors are in :mod:`._tarheader`, the writing side in :mod:`._tarwrite`.
-Every structural problem (truncation, a bad header checksum, a bad size field, a missing end-of-archive marker)
-raises :class:`~atdata_torch.errors.ShardFormatError` naming the shard and byte offset.
+A buffer is bytes, an mmap or a segmented download; a stream an HTTP body or a pipe. Reads ustar, GNU and PAX tars
+(``x`` and ``g`` headers, a ``path=``/``size=`` in a PAX header, GNU ``L`` long names); the header fields, PAX records
+and errors are in :mod:`._tarheader`, the writing side in :mod:`._tarwrite`. Every structural problem (truncation,
+a bad header checksum, a bad size field, a missing end-of-archive marker) raises
+:class:`~atdata_torch.errors.ShardFormatError` naming the shard and byte offset.
 """
 
 from __future__ import annotations

@@ -1,5 +1,7 @@
-"""Writing tar shards: plain ustar headers with an integer mtime and no PAX header, which every tar reader accepts,
-member padding and the end-of-archive marker."""
+"""Writing tar shards: ustar headers, member padding and the end-of-archive marker.
+
+Headers are plain ustar with an integer mtime and no PAX header, which every tar reader accepts.
+"""
 
 from __future__ import annotations
 
