@@ -113,7 +113,17 @@ def read_record(buf: Sliceable, shard: str, offset: int, length: int) -> Record:
             shard=shard,
             offset=offset,
         )
-    return recs[0]
+    rec = recs[0]
+    if rec.offset + rec.length > offset + length:  # a member ran past the range (iter_members stops after it)
+        raise ShardFormatError(
+            f"the members of sample {rec.key[:200]!r} run to byte {rec.offset + rec.length}, past the bytes "
+            f"[{offset}, {offset + length}) the shard index gives it: a member's size field is corrupt (it swallows "
+            "later samples), or the index sidecar is stale; rebuild it with atd.build_index()",
+            shard=shard,
+            key=rec.key,
+            offset=offset,
+        )
+    return rec
 
 
 def iter_records_stream(fileobj: IO[bytes], shard: str) -> Iterator[Record]:
