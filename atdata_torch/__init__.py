@@ -52,7 +52,7 @@ if _TYPE_CHECKING:
 
     from . import nodes as nodes
     from ._batch import SampleBatch
-    from ._codec import array_to_bytes, bytes_to_array
+    from ._ndarray import array_to_bytes, bytes_to_array
     from ._pipeline import LastBatch, OnError, sample_rng, sample_seed
     from ._pipeline import Pipeline as Pipeline
     from ._pipeline import SkipReport as SkipReport
@@ -82,8 +82,8 @@ _logging.getLogger("atdata_torch").addHandler(_logging.NullHandler())
 _LAZY: dict[str, tuple[str, str]] = {
     "NDArray": ("numpy.typing", "NDArray"),
     "SampleBatch": ("._batch", "SampleBatch"),
-    "array_to_bytes": ("._codec", "array_to_bytes"),
-    "bytes_to_array": ("._codec", "bytes_to_array"),
+    "array_to_bytes": ("._ndarray", "array_to_bytes"),
+    "bytes_to_array": ("._ndarray", "bytes_to_array"),
     "LastBatch": ("._pipeline", "LastBatch"),
     "OnError": ("._pipeline", "OnError"),
     "sample_rng": ("._pipeline", "sample_rng"),

@@ -7,7 +7,7 @@ from typing import Any, Generic, TypeVar
 
 import numpy as np
 
-from ._codec import parse_array_header
+from ._ndarray import parse_array_header
 from .errors import DecodeError
 from .schema import DictSample, PackableSample
 

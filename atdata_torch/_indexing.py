@@ -12,7 +12,7 @@ from typing import Any
 
 from ._reader import Buffer
 from ._sidecar import ShardIndex, scan, stale_error
-from ._tar import BLOCK, verify_headers
+from ._tarheader import BLOCK, verify_headers
 from .errors import AtdataError, ShardFormatError
 from .sources import DataSource
 from .sources._base import Filling

@@ -40,7 +40,8 @@ from typing import Any, NamedTuple
 import msgpack
 import numpy as np
 
-from ._codec import SKIM_THRESHOLD, _skip, bin_span, map_header, pack_map_header, parse_array_header, skim_map
+from ._msgpack import SKIM_THRESHOLD, _skip, bin_span, map_header, pack_map_header, skim_map
+from ._ndarray import parse_array_header
 from ._reader import Record
 
 __all__ = ["MIN_PLACED", "Layout", "PlacedColumns", "Placement", "Router", "learn", "placed_record"]

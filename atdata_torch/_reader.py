@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from typing import IO, TYPE_CHECKING, NamedTuple
+from typing import IO, NamedTuple
 
-from ._tar import Sliceable, iter_members, read_member_stream
+from ._tar import iter_members, read_member_stream
+from ._tarheader import Sliceable
 from .errors import ShardFormatError
-
-if TYPE_CHECKING:
-    pass
 
 Buffer = bytes | memoryview
 
@@ -115,7 +113,17 @@ def read_record(buf: Sliceable, shard: str, offset: int, length: int) -> Record:
             shard=shard,
             offset=offset,
         )
-    return recs[0]
+    rec = recs[0]
+    if rec.offset + rec.length > offset + length:  # a member ran past the range (iter_members stops after it)
+        raise ShardFormatError(
+            f"the members of sample {rec.key[:200]!r} run to byte {rec.offset + rec.length}, past the bytes "
+            f"[{offset}, {offset + length}) the shard index gives it: a member's size field is corrupt (it swallows "
+            "later samples), or the index sidecar is stale; rebuild it with atd.build_index()",
+            shard=shard,
+            key=rec.key,
+            offset=offset,
+        )
+    return rec
 
 
 def iter_records_stream(fileobj: IO[bytes], shard: str) -> Iterator[Record]:

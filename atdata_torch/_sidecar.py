@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Annotated, Any
 
@@ -16,13 +17,15 @@ import msgspec
 import numpy as np
 
 from ._reader import Buffer, iter_records, split_name
-from ._tar import BLOCK, MAX_OFFSET, ZERO_BLOCK, Sliceable, _check_checksum, _first_nonzero, _name_of, iter_members
+from ._tar import iter_members
+from ._tarheader import BLOCK, MAX_OFFSET, ZERO_BLOCK, Sliceable, _check_checksum, _first_nonzero, _name_of
 from .errors import ShardFormatError
 
 SIDECAR_SUFFIX = ".idx.json"
 FORMAT = "atdata-torch-shard-index"
 VERSION = 1
 _Offset = Annotated[int, msgspec.Meta(ge=0, le=MAX_OFFSET)]
+_Wait = Callable[[int], object]  # a segmented download's wait(end): blocks until bytes [0, end) are in
 
 
 @dataclass
@@ -117,6 +120,13 @@ class ShardIndex:
         without overlap, and end at least one block before ``size`` (the end-of-archive marker); each payload lies
         inside its sample, after its header.
         """
+        why = self._lists_problem()
+        if why is not None or self.count == 0:
+            return why
+        return self._layout_problem()
+
+    def _lists_problem(self) -> str | None:
+        """What makes the counts, keys, size, digest and payload fields disagree (``None``: nothing)."""
         n = self.count
         if not (n == len(self.keys) == len(self.offsets) == len(self.lengths)):
             return (
@@ -136,8 +146,10 @@ class ShardIndex:
             return f"it has count {n} but its payload lists have other lengths"
         if has_payload and not self.payload_ext:
             return "its payload_ext is empty"
-        if n == 0:
-            return None
+        return None
+
+    def _layout_problem(self) -> str | None:
+        """Where the samples and payloads of a non-empty index do not lie as a tar's would (``None``: they do)."""
         offs = np.asarray(self.offsets, dtype=np.int64)
         lens = np.asarray(self.lengths, dtype=np.int64)
         ends = offs + lens
@@ -150,7 +162,7 @@ class ShardIndex:
                 f"its last sample ends at byte {int(ends[-1])}, past the end-of-archive marker of a "
                 f"{self.size}-byte shard"
             )
-        if has_payload:
+        if self.payload_ext is not None:
             poffs = np.asarray(self.payload_offsets, dtype=np.int64)
             psizes = np.asarray(self.payload_sizes, dtype=np.int64)
             if (poffs % BLOCK).any() or (poffs < offs + BLOCK).any() or (poffs + psizes > ends).any():
@@ -182,6 +194,17 @@ class ShardIndex:
         if end + BLOCK > self.size:
             return f"its samples end at byte {end}, with no room for the end-of-archive marker"
         wait = getattr(buf, "wait", None)
+        why = self._end_stale(buf, end, wait, tail)
+        if why is not None:
+            return why
+        if self.count and (last_header is not None or wait is None or getattr(buf, "filled", 0) >= end):
+            why = self._last_sample_stale(buf, end, wait, last_header)
+            if why is not None:
+                return why
+        return self._lead_stale(buf, wait)
+
+    def _end_stale(self, buf: Sliceable, end: int, wait: _Wait | None, tail: bytes | None) -> str | None:
+        """Why the end-of-archive marker and the padding after it are not where this index says (see :meth:`stale`)."""
         if tail is None:
             if wait is not None:
                 wait(end + BLOCK)
@@ -195,32 +218,46 @@ class ShardIndex:
         if whole and end + BLOCK < self.size and _first_nonzero(buf, end + BLOCK, self.size) >= 0:
             # Only zero padding may follow the end-of-archive marker (O(padding): tar pads to 10240-byte records).
             return f"there is data after the end-of-archive marker at byte {end} that it does not describe"
-        if self.count and (last_header is not None or wait is None or getattr(buf, "filled", 0) >= end):
-            at = self.offsets[-1]
-            hdr = last_header if last_header is not None else bytes(buf[at : at + BLOCK])
+        return None
+
+    def _last_sample_stale(self, buf: Sliceable, end: int, wait: _Wait | None, last_header: bytes | None) -> str | None:
+        """Why the last sample's header (and payload member) is not what this index says (see :meth:`stale`)."""
+        at = self.offsets[-1]
+        hdr = last_header if last_header is not None else bytes(buf[at : at + BLOCK])
+        try:
+            _check_checksum(hdr, "", at)
+            fine = hdr != ZERO_BLOCK
+        except ShardFormatError:
+            fine = False
+        if not fine:
+            return f"there is no tar header where its last sample starts (byte {at})"
+        if self.payload_ext is not None:
+            return self._payload_stale(buf, end, wait, at, hdr, self.payload_ext)
+        return None
+
+    def _payload_stale(
+        self, buf: Sliceable, end: int, wait: _Wait | None, at: int, hdr: bytes, payload_ext: str
+    ) -> str | None:
+        """Why the last sample's payload member is not a ``.payload_ext`` one (see :meth:`stale`)."""
+        name: str | None = None
+        if wait is None or getattr(buf, "filled", 0) >= end:
+            # The last sample's few headers (a PAX or long-name header may come first): O(1) in samples.
             try:
-                _check_checksum(hdr, "", at)
-                fine = hdr != ZERO_BLOCK
+                members = list(iter_members(buf, "", at, at + self.lengths[-1]))
             except ShardFormatError:
-                fine = False
-            if not fine:
-                return f"there is no tar header where its last sample starts (byte {at})"
-            if self.payload_ext is not None:
-                name: str | None = None
-                if wait is None or getattr(buf, "filled", 0) >= end:
-                    # The last sample's few headers (a PAX or long-name header may come first): O(1) in samples.
-                    try:
-                        members = list(iter_members(buf, "", at, at + self.lengths[-1]))
-                    except ShardFormatError:
-                        return f"there are no valid tar headers where its last sample lies (byte {at})"
-                    assert self.payload_offsets is not None
-                    p = self.payload_offsets[-1]
-                    name = next((m.name for m in members if m.data_offset == p), "")
-                elif hdr[156:157] in (b"0", b"\0"):
-                    name = _name_of(hdr)
-                parts = split_name(name) if name is not None else None
-                if name is not None and (parts is None or parts[1] != self.payload_ext):
-                    return f"its payloads are .{self.payload_ext[:20]} members, the shard's last one is not"
+                return f"there are no valid tar headers where its last sample lies (byte {at})"
+            assert self.payload_offsets is not None
+            p = self.payload_offsets[-1]
+            name = next((m.name for m in members if m.data_offset == p), "")
+        elif hdr[156:157] in (b"0", b"\0"):
+            name = _name_of(hdr)
+        parts = split_name(name) if name is not None else None
+        if name is not None and (parts is None or parts[1] != payload_ext):
+            return f"its payloads are .{payload_ext[:20]} members, the shard's last one is not"
+        return None
+
+    def _lead_stale(self, buf: Sliceable, wait: _Wait | None) -> str | None:
+        """Whether sample members come before the first sample (see :meth:`stale`)."""
         first = self.offsets[0] if self.count else 0
         if first:
             if wait is not None:

@@ -104,23 +104,25 @@ def _ndarray_dtype(tp: Any) -> np.dtype[Any] | None:
     return dt  # type: ignore[no-any-return]
 
 
+def _unwrap_optional(where: str, name: str, tp: Any) -> tuple[Any, bool]:
+    """``X | None`` -> ``(X, True)``; an annotation that is no union -> ``(it, False)``; other unions raise."""
+    if typing.get_origin(tp) is not Union and not (sys.version_info >= (3, 10) and isinstance(tp, types.UnionType)):
+        return tp, False
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    if len(args) != 1:
+        raise SchemaError(
+            f"{where} is annotated {tp!r}: unions other than `X | None` are not supported; "
+            "pick one type (or `typing.Any`)",
+            field=name,
+        )
+    return args[0], len(args) != len(typing.get_args(tp))
+
+
 def _spec_for(cls_name: str, name: str, tp: Any, *, has_default: bool, nested_in: str | None = None) -> FieldSpec:
     """Translate one annotation into a :class:`FieldSpec`, or raise :class:`SchemaError`."""
     where = f"field {name!r} of {cls_name}"
+    tp, optional = _unwrap_optional(where, name, tp)
     origin = typing.get_origin(tp)
-    optional = False
-    if origin is Union or (sys.version_info >= (3, 10) and isinstance(tp, types.UnionType)):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        optional = len(args) != len(typing.get_args(tp))
-        if len(args) != 1:
-            raise SchemaError(
-                f"{where} is annotated {tp!r}: unions other than `X | None` are not supported; "
-                "pick one type (or `typing.Any`)",
-                field=name,
-            )
-        tp = args[0]
-        origin = typing.get_origin(tp)
-
     if _is_ndarray_annotation(tp):
         if nested_in is not None:
             raise SchemaError(
@@ -137,9 +139,7 @@ def _spec_for(cls_name: str, name: str, tp: Any, *, has_default: bool, nested_in
         return FieldSpec(name, "ndarray", optional, dtype=dt, has_default=has_default)
     if tp in _PRIMITIVES:
         return FieldSpec(name, _PRIMITIVES[tp], optional, has_default=has_default)
-    if tp is Any or tp is object:
-        return FieldSpec(name, "any", True, has_default=has_default)
-    if tp is type(None):
+    if tp is Any or tp is object or tp is type(None):
         return FieldSpec(name, "any", True, has_default=has_default)
     if tp in (list, tuple) or origin in (list, tuple, typing.Sequence):
         item_args = [a for a in typing.get_args(tp) if a is not Ellipsis]

@@ -18,10 +18,11 @@ from typing import IO, Any, TypeVar
 
 from tqdm.auto import tqdm
 
-from ._codec import pack_mapping, pack_sample
+from ._msgpack import pack_mapping, pack_sample
 from ._shards import shard_name
 from ._sidecar import SIDECAR_SUFFIX, ShardIndex
-from ._tar import BLOCK, RECORD, end_of_archive, ustar_header
+from ._tarheader import BLOCK, RECORD
+from ._tarwrite import end_of_archive, ustar_header
 from .errors import SchemaError
 from .schema import DictSample, PackableSample
 

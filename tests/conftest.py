@@ -109,7 +109,7 @@ def write_dataset(tmp_path: Path) -> Callable[..., object]:
 def tar_bytes() -> Callable[[Sequence[tuple[str, bytes]]], bytes]:
     """``tar_bytes([(member name, data), ...])`` -> the bytes of a shard laid out as the library
     writes them (ustar headers, padded data, end-of-archive record), for hand-made samples."""
-    from atdata_torch._tar import end_of_archive, member_bytes
+    from atdata_torch._tarwrite import end_of_archive, member_bytes
 
     def make(members: Sequence[tuple[str, bytes]]) -> bytes:
         body = b"".join(member_bytes(name, data) for name, data in members)

@@ -20,7 +20,7 @@ from hypothesis.extra import numpy as hnp
 from numpy.typing import NDArray
 
 import atdata_torch as atd
-from atdata_torch import _codec
+from atdata_torch import _codec, _msgpack, _ndarray
 
 HYP = settings(
     max_examples=50,
@@ -620,9 +620,9 @@ def test_lying_ndarray_header_is_decode_error(raw: bytes) -> None:
         atd.bytes_to_array(raw)
     assert info.value.message  # a named error with a message, not numpy's
     for view in (raw, memoryview(raw), bytearray(raw)):
-        assert _codec.is_array_bytes(view) is False
+        assert _ndarray.is_array_bytes(view) is False
         with pytest.raises(atd.DecodeError):
-            _codec.parse_array_header(view)
+            _ndarray.parse_array_header(view)
     # Schema-free, such a value is just bytes; typed as an NDArray field, a named error.
     assert atd.DictSample.from_bytes(msgpack.packb({"v": raw})).v == raw
 
@@ -667,7 +667,7 @@ def test_any_dtype_string_is_an_array_or_a_decode_error(dtype: str, shape: list[
     try:
         arr = atd.bytes_to_array(raw)
     except atd.DecodeError:
-        assert not _codec.is_array_bytes(raw)
+        assert not _ndarray.is_array_bytes(raw)
         return
     assert arr.dtype.names is None and arr.dtype.subdtype is None and not arr.dtype.hasobject
     assert arr.shape == tuple(shape)
@@ -681,9 +681,9 @@ def test_random_bytes_never_raise_a_foreign_error(raw: bytes) -> None:
         try:
             atd.bytes_to_array(value)
         except atd.DecodeError:
-            assert not _codec.is_array_bytes(value)
+            assert not _ndarray.is_array_bytes(value)
         else:
-            assert _codec.is_array_bytes(value)
+            assert _ndarray.is_array_bytes(value)
 
 
 def npy_bytes(header: str, data: bytes = b"", version: tuple[int, int] = (1, 0)) -> bytes:
@@ -730,10 +730,10 @@ def test_lying_npy_is_decode_error_and_bytes_when_schema_free(raw: bytes) -> Non
     with pytest.raises(atd.DecodeError):
         atd.bytes_to_array(raw)
     with pytest.raises(atd.DecodeError):
-        _codec.load_npy(raw)
+        _ndarray.load_npy(raw)
     with pytest.raises(atd.DecodeError):
         _codec.decode_member("x.npy", raw)
-    assert _codec.is_array_bytes(raw) is False
+    assert _ndarray.is_array_bytes(raw) is False
     back = atd.DictSample.from_bytes(msgpack.packb({"blob": raw, "n": 1}))
     assert back.blob == raw and isinstance(back.blob, bytes)
 
@@ -769,7 +769,7 @@ def test_mutated_npy_header_is_an_array_or_a_decode_error(x: np.ndarray, order: 
     try:
         arr = atd.bytes_to_array(bytes(raw))
     except atd.DecodeError:
-        assert not _codec.is_array_bytes(bytes(raw))
+        assert not _ndarray.is_array_bytes(bytes(raw))
     else:
         assert arr.nbytes == len(raw) - hdr_end
 
@@ -787,8 +787,8 @@ def test_non_str_map_keys_are_decode_errors(key: Any, big: bool) -> None:
     packer = msgpack.Packer(strict_types=False)
     body = {key: "x", "v": atd.array_to_bytes(arr)}
     # A map with a non-str key, encoded by hand (msgpack-python would refuse some keys on decode, not on encode).
-    payload = _codec.pack_map_header(len(body)) + b"".join(packer.pack(k) + packer.pack(v) for k, v in body.items())
-    assert (len(payload) >= _codec.SKIM_THRESHOLD) is big
+    payload = _msgpack.pack_map_header(len(body)) + b"".join(packer.pack(k) + packer.pack(v) for k, v in body.items())
+    assert (len(payload) >= _msgpack.SKIM_THRESHOLD) is big
     with pytest.raises(atd.DecodeError, match="not str"):
         K.from_bytes(payload)
     with pytest.raises(atd.DecodeError, match="not str"):
@@ -800,7 +800,7 @@ def test_non_str_map_keys_are_decode_errors(key: Any, big: bool) -> None:
         _codec.decode_untyped_map({key: 1, "a": 2})
     if big:
         with pytest.raises(atd.DecodeError, match="not str"):
-            _codec.skim_map(payload)
+            _msgpack.skim_map(payload)
 
 
 def test_a_field_hidden_behind_a_bytes_key_is_not_left_to_its_default() -> None:
@@ -849,14 +849,14 @@ def test_bad_payloads_are_decode_errors_everywhere(payload: bytes) -> None:
         v: Any = None
         name: Any = None
 
-    for decode in (P.from_bytes, atd.DictSample.from_bytes, _codec.unpack_map):
+    for decode in (P.from_bytes, atd.DictSample.from_bytes, _msgpack.unpack_map):
         with pytest.raises(atd.DecodeError):
             decode(payload)
     with pytest.raises(atd.DecodeError):
         _codec.members_to_map({"msgpack": payload})
-    if _codec._is_map(payload):
+    if _msgpack._is_map(payload):
         with pytest.raises(atd.DecodeError):
-            _codec.skim_map(payload)
+            _msgpack.skim_map(payload)
 
 
 def test_int_field_keeps_the_whole_msgpack_int_range() -> None:
@@ -982,7 +982,7 @@ LYING_HEADERS = [
 def _npy(header: str, data: bytes = b"", version: int = 1) -> bytes:
     h = header.encode("latin-1")
     size = len(h).to_bytes(2 if version == 1 else 4, "little")
-    return _codec.NPY_MAGIC + bytes([version, 0]) + size + h + data
+    return _ndarray.NPY_MAGIC + bytes([version, 0]) + size + h + data
 
 
 LYING_NPY_VALUES = [
@@ -1004,8 +1004,8 @@ LYING_NPY_VALUES = [
 @pytest.mark.parametrize("buf", LYING_HEADERS + LYING_NPY_VALUES)
 def test_lying_array_headers_are_decode_errors(buf: bytes) -> None:
     with pytest.raises(atd.DecodeError):
-        _codec.bytes_to_array(buf)
-    assert not _codec.is_array_bytes(buf)
+        _ndarray.bytes_to_array(buf)
+    assert not _ndarray.is_array_bytes(buf)
     # A schema-free read keeps a value that is no whole valid array as bytes.
     assert atd.DictSample.from_bytes(msgpack.packb({"b": buf}))["b"] == buf
 
@@ -1013,17 +1013,17 @@ def test_lying_array_headers_are_decode_errors(buf: bytes) -> None:
 @HYP
 @given(st.binary(max_size=200))
 def test_random_array_bytes_never_foreign(buf: bytes) -> None:
-    for b in (buf, _codec.NPY_MAGIC + buf, b"\x03<f4" + buf):
+    for b in (buf, _ndarray.NPY_MAGIC + buf, b"\x03<f4" + buf):
         with contextlib.suppress(atd.DecodeError):
-            _codec.bytes_to_array(b)
+            _ndarray.bytes_to_array(b)
 
 
 def test_valid_npy_still_read_with_own_parser() -> None:
     for x in (np.arange(6, dtype=">i2").reshape(2, 3), np.asfortranarray(np.ones((2, 3))), np.float32(1.0)):
         f = io.BytesIO()
         np.save(f, x)
-        assert _codec.is_array_bytes(f.getvalue())
-        y = _codec.bytes_to_array(f.getvalue())
+        assert _ndarray.is_array_bytes(f.getvalue())
+        y = _ndarray.bytes_to_array(f.getvalue())
         assert y.dtype == np.asarray(x).dtype and np.array_equal(y, x) and y.flags.writeable
 
 
@@ -1038,7 +1038,7 @@ BAD_MAPS = [
     {b"a": 1, "s": "x"},  # bytes key (msgpack's strict_map_key lets it through)
     {"x": {"k": 1}, "a": 1, "s": "t"},  # NDArray field holding a map
     {"x": b"\x03<f4\x01" + b"\0" * 8 + b"\0" * 4, "a": 1, "s": b"bytes"},  # str field holding bytes
-    {"x": _codec.array_to_bytes(np.zeros(2, np.float32)), "a": "1", "s": "t"},
+    {"x": _ndarray.array_to_bytes(np.zeros(2, np.float32)), "a": "1", "s": "t"},
     {"x": [[[[]]]] * 3, "a": 2**64 - 1, "s": "t"},
 ]
 
@@ -1048,18 +1048,18 @@ def test_wrong_payload_maps_are_decode_errors(m: dict[Any, Any]) -> None:
     payload = msgpack.packb(m)
     with pytest.raises(atd.DecodeError):
         _Need.from_bytes(payload)
-    big = msgpack.packb({**m, "pad": b"\0" * _codec.SKIM_THRESHOLD})
+    big = msgpack.packb({**m, "pad": b"\0" * _msgpack.SKIM_THRESHOLD})
     with pytest.raises(atd.DecodeError):
         _Need.from_bytes(big)
 
 
 def test_non_str_keys_refused_by_untyped_and_skim() -> None:
-    payload = msgpack.packb({b"k": 1, "pad": b"\0" * _codec.SKIM_THRESHOLD})
+    payload = msgpack.packb({b"k": 1, "pad": b"\0" * _msgpack.SKIM_THRESHOLD})
     with pytest.raises(atd.DecodeError):
         atd.DictSample.from_bytes(payload)
-    int_key = b"\x82\x01\x01\xa3pad\xc6" + _codec.SKIM_THRESHOLD.to_bytes(4, "big") + b"\0" * _codec.SKIM_THRESHOLD
+    int_key = b"\x82\x01\x01\xa3pad\xc6" + _msgpack.SKIM_THRESHOLD.to_bytes(4, "big") + b"\0" * _msgpack.SKIM_THRESHOLD
     with pytest.raises(atd.DecodeError):
-        _codec.skim_map(int_key)
+        _msgpack.skim_map(int_key)
     with pytest.raises(atd.DecodeError):
         _codec.members_to_map({"msgpack": int_key})
 
@@ -1069,8 +1069,8 @@ def test_non_str_keys_refused_by_untyped_and_skim() -> None:
     [
         b"\x91" * 100_000 + b"\xc0",  # deep nesting
         b"\x81\xa1a" + b"\x91" * 100_000 + b"\xc0",
-        b"\x81\xa1a\xc6\xff\xff\xff\xff" + b"\0" * _codec.SKIM_THRESHOLD,  # bin past the end
-        b"\xdf\xff\xff\xff\xff" + b"\0" * _codec.SKIM_THRESHOLD,  # huge map length
+        b"\x81\xa1a\xc6\xff\xff\xff\xff" + b"\0" * _msgpack.SKIM_THRESHOLD,  # bin past the end
+        b"\xdf\xff\xff\xff\xff" + b"\0" * _msgpack.SKIM_THRESHOLD,  # huge map length
         b"\x81\xa1a\xd4\x05\x00",  # ext type
         b"\x81\xa1a\xd5\xff\x00\x00",  # bad timestamp ext
         b"\x81\xa1a\xc1",
@@ -1080,4 +1080,4 @@ def test_hostile_msgpack_is_decode_error(payload: bytes) -> None:
     with pytest.raises(atd.DecodeError):
         atd.DictSample.from_bytes(payload)
     with pytest.raises(atd.DecodeError):
-        _codec.skim_map(payload)
+        _msgpack.skim_map(payload)

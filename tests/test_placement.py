@@ -17,7 +17,7 @@ from numpy.typing import NDArray
 from remote_data import FORK_WITH_THREADS, Rec, deadline, rows, write_shards
 
 import atdata_torch as atd
-from atdata_torch._codec import array_to_bytes
+from atdata_torch._ndarray import array_to_bytes
 from atdata_torch._placement import MIN_PLACED, learn
 from atdata_torch.errors import SkippedSamplesWarning
 from atdata_torch.sources.http import HTTPSource

@@ -121,6 +121,21 @@ def test_records_group_consecutive_members(
     ]
 
 
+def test_read_record_refuses_a_member_that_runs_past_its_index_range() -> None:
+    # A member whose size field was corrupted upwards swallows the next sample: read by the index's range, the record
+    # is refused (counted as one loss), since the next sample is still read from its own range.
+    from atdata_torch._tarwrite import end_of_archive, member_bytes, ustar_header
+
+    parts = [member_bytes("a.cls", b"1"), member_bytes("a.json", b"{}"), member_bytes("b.cls", b"2")]
+    raw = b"".join(parts) + end_of_archive(sum(map(len, parts)))
+    a, b = _reader.iter_records(raw, "s.tar")
+    at = len(parts[0])
+    bad = raw[:at] + ustar_header("a.json", 1000) + raw[at + 512 :]
+    with pytest.raises(atd.ShardFormatError, match=r"sample 'a' run to byte 2560, past the bytes \[0, 2048\)"):
+        _reader.read_record(bad, "s.tar", a.offset, a.length)
+    assert members_of(_reader.read_record(bad, "s.tar", b.offset, b.length)) == {"cls": b"2"}
+
+
 def test_records_of_original_pax_shard(wds_tar_factory: Callable[..., Path]) -> None:
     samples = _orig(5)
     keys = [str(uuid.uuid1(node=0, clock_seq=0)) for _ in samples]

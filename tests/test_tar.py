@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from numpy.typing import NDArray
 
 import atdata_torch as atd
-from atdata_torch import _tar
+from atdata_torch import _tar, _tarheader, _tarwrite
 
 HYP = settings(max_examples=50, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -95,7 +95,7 @@ def test_our_shards_read_by_webdataset_brace_url(tmp_path: Path, wds_read: Calla
 
 
 def test_ustar_header_parsed_by_tarfile() -> None:
-    hdr = _tar.ustar_header("abc.msgpack", 1234, mtime=77)
+    hdr = _tarwrite.ustar_header("abc.msgpack", 1234, mtime=77)
     assert len(hdr) == 512
     info = tarfile.TarInfo.frombuf(hdr, "utf-8", "surrogateescape")
     assert info.name == "abc.msgpack" and info.size == 1234 and info.mtime == 77 and info.isreg()
@@ -105,7 +105,7 @@ def test_ustar_header_parsed_by_tarfile() -> None:
 def test_ustar_header_long_name_uses_prefix() -> None:
     name = "d" * 120 + "/" + "k" * 90 + ".msgpack"
     data = b"payload"
-    raw = _tar.member_bytes(name, data) + _tar.end_of_archive(512 + 512)
+    raw = _tarwrite.member_bytes(name, data) + _tarwrite.end_of_archive(512 + 512)
     assert len(raw) % 10240 == 0
     assert tarfile_regular(raw) == [(name, data)]
     assert walk(raw) == [(name, data)]
@@ -113,17 +113,17 @@ def test_ustar_header_long_name_uses_prefix() -> None:
 
 def test_ustar_header_too_long_raises() -> None:
     with pytest.raises(ValueError):
-        _tar.ustar_header("x" * 101 + ".msgpack", 1)  # no '/' to split at
+        _tarwrite.ustar_header("x" * 101 + ".msgpack", 1)  # no '/' to split at
     with pytest.raises(ValueError):
-        _tar.ustar_header("a/" + "x" * 120, 1)  # basename > 100
+        _tarwrite.ustar_header("a/" + "x" * 120, 1)  # basename > 100
 
 
 def test_member_bytes_padding_and_end_of_archive() -> None:
     for n in (0, 1, 511, 512, 513, 5000):
-        mb = _tar.member_bytes("k.bin", b"x" * n)
+        mb = _tarwrite.member_bytes("k.bin", b"x" * n)
         assert len(mb) == 512 + ((n + 511) // 512) * 512
     for pos in (0, 512, 9216, 10240, 12345 - 12345 % 512):
-        end = _tar.end_of_archive(pos)
+        end = _tarwrite.end_of_archive(pos)
         assert (pos + len(end)) % 10240 == 0
         assert len(end) >= 1024 and set(end) <= {0}
 
@@ -245,10 +245,10 @@ def test_directories_and_extensionless_links_are_not_members(tmp_path: Path) -> 
 
 def test_old_v7_style_typeflag_nul(tmp_path: Path) -> None:
     # typeflag '\0' (pre-POSIX regular file) is a regular member too
-    hdr = bytearray(_tar.ustar_header("old.txt", 2))
+    hdr = bytearray(_tarwrite.ustar_header("old.txt", 2))
     hdr[156:157] = b"\0"
     _fix_checksum(hdr, 0)
-    raw = bytes(hdr) + b"hi" + bytes(510) + _tar.end_of_archive(1024)
+    raw = bytes(hdr) + b"hi" + bytes(510) + _tarwrite.end_of_archive(1024)
     assert walk(raw) == tarfile_regular(raw) == [("old.txt", b"hi")]
 
 
@@ -315,10 +315,10 @@ def test_our_writer_agrees_with_tarfile(payloads: list[bytes]) -> None:
     parts = []
     pos = 0
     for i, p in enumerate(payloads):
-        mb = _tar.member_bytes(f"{i:04d}.bin", p)
+        mb = _tarwrite.member_bytes(f"{i:04d}.bin", p)
         parts.append(mb)
         pos += len(mb)
-    parts.append(_tar.end_of_archive(pos))
+    parts.append(_tarwrite.end_of_archive(pos))
     raw = b"".join(parts)
     assert len(raw) % 10240 == 0
     expected = [(f"{i:04d}.bin", p) for i, p in enumerate(payloads)]
@@ -329,10 +329,10 @@ def test_our_writer_agrees_with_tarfile(payloads: list[bytes]) -> None:
 # ------------------------------------------------------------------------------------ hardening (issue 15)
 def _pax_member(records: bytes, name: str = "k0.txt", data: bytes = b"abc") -> bytes:
     """A PAX header with ``records`` (no record is length-checked here), then a regular member."""
-    pax = bytearray(_tar.ustar_header("././@PaxHeader", len(records)))
+    pax = bytearray(_tarwrite.ustar_header("././@PaxHeader", len(records)))
     pax[156:157] = b"x"
     _fix_checksum(pax, 0)
-    return bytes(pax) + records + bytes((-len(records)) % 512) + _tar.member_bytes(name, data)
+    return bytes(pax) + records + bytes((-len(records)) % 512) + _tarwrite.member_bytes(name, data)
 
 
 def _both_walkers(raw: bytes) -> list[Callable[[], object]]:
@@ -345,7 +345,7 @@ def _both_walkers(raw: bytes) -> list[Callable[[], object]]:
     ids=["negative", "minus-one", "plus", "space", "overlong", "no-eq", "junk"],
 )
 def test_a_bad_pax_record_raises_and_never_loops(records: bytes) -> None:
-    raw = _tar.member_bytes("a.txt", b"1") + _pax_member(records) + _tar.end_of_archive(0)
+    raw = _tarwrite.member_bytes("a.txt", b"1") + _pax_member(records) + _tarwrite.end_of_archive(0)
     for run in _both_walkers(raw):
         with pytest.raises(atd.ShardFormatError, match="PAX") as info:
             run()
@@ -353,17 +353,17 @@ def test_a_bad_pax_record_raises_and_never_loops(records: bytes) -> None:
 
 
 def test_a_pax_path_that_is_not_utf8_raises() -> None:
-    raw = _pax_member(b"17 path=k\xff\xfe0.txt\n") + _tar.end_of_archive(0)
+    raw = _pax_member(b"17 path=k\xff\xfe0.txt\n") + _tarwrite.end_of_archive(0)
     for run in _both_walkers(raw):
         with pytest.raises(atd.ShardFormatError, match="not UTF-8"):
             run()
 
 
 def test_a_negative_octal_size_raises() -> None:
-    hdr = bytearray(_tar.ustar_header("k.txt", 0))
+    hdr = bytearray(_tarwrite.ustar_header("k.txt", 0))
     hdr[124:136] = b"-0000001000\0"
     _fix_checksum(hdr, 0)
-    raw = bytes(hdr) + _tar.end_of_archive(512)
+    raw = bytes(hdr) + _tarwrite.end_of_archive(512)
     for run in _both_walkers(raw):
         with pytest.raises(atd.ShardFormatError, match="invalid size"):
             run()
@@ -371,11 +371,11 @@ def test_a_negative_octal_size_raises() -> None:
 
 @pytest.mark.parametrize("flag", [b"1", b"2", b"3", b"4", b"6", b"S", b"Z"])
 def test_a_non_regular_sample_member_raises(flag: bytes) -> None:
-    hdr = bytearray(_tar.ustar_header("k1.txt", 0))
+    hdr = bytearray(_tarwrite.ustar_header("k1.txt", 0))
     hdr[156:157] = flag
     _fix_checksum(hdr, 0)
-    raw = _tar.member_bytes("k0.txt", b"a") + bytes(hdr) + _tar.member_bytes("k2.txt", b"c")
-    raw += _tar.end_of_archive(len(raw))
+    raw = _tarwrite.member_bytes("k0.txt", b"a") + bytes(hdr) + _tarwrite.member_bytes("k2.txt", b"c")
+    raw += _tarwrite.end_of_archive(len(raw))
     for run in _both_walkers(raw):
         with pytest.raises(atd.ShardFormatError, match="not a regular file") as info:
             run()
@@ -383,26 +383,26 @@ def test_a_non_regular_sample_member_raises(flag: bytes) -> None:
 
 
 def test_a_directory_with_data_raises_and_an_empty_one_is_passed_over() -> None:
-    d = bytearray(_tar.ustar_header("dir/", 0))
+    d = bytearray(_tarwrite.ustar_header("dir/", 0))
     d[156:157] = b"5"
     _fix_checksum(d, 0)
-    raw = bytes(d) + _tar.member_bytes("dir/k0.txt", b"a")
-    assert walk(raw + _tar.end_of_archive(len(raw))) == [("dir/k0.txt", b"a")]
+    raw = bytes(d) + _tarwrite.member_bytes("dir/k0.txt", b"a")
+    assert walk(raw + _tarwrite.end_of_archive(len(raw))) == [("dir/k0.txt", b"a")]
     d[124:136] = b"%011o\0" % 3
     _fix_checksum(d, 0)
-    raw = bytes(d) + b"abc" + bytes(509) + _tar.member_bytes("dir/k0.txt", b"a")
+    raw = bytes(d) + b"abc" + bytes(509) + _tarwrite.member_bytes("dir/k0.txt", b"a")
     with pytest.raises(atd.ShardFormatError, match="directory"):
-        walk(raw + _tar.end_of_archive(len(raw)))
+        walk(raw + _tarwrite.end_of_archive(len(raw)))
 
 
 def test_data_after_the_end_of_archive_marker_raises_padding_does_not() -> None:
-    first = _tar.member_bytes("k0.txt", b"a")
-    raw = first + bytes(512) + _tar.member_bytes("k1.txt", b"b") + _tar.end_of_archive(2048)
+    first = _tarwrite.member_bytes("k0.txt", b"a")
+    raw = first + bytes(512) + _tarwrite.member_bytes("k1.txt", b"b") + _tarwrite.end_of_archive(2048)
     for run in _both_walkers(raw):
         with pytest.raises(atd.ShardFormatError, match="end-of-archive marker") as info:
             run()
         assert info.value.offset == 1024
-    padded = first + _tar.end_of_archive(len(first)) + bytes(10240)
+    padded = first + _tarwrite.end_of_archive(len(first)) + bytes(10240)
     assert walk(padded) == walk_stream(padded) == [("k0.txt", b"a")]
     # scan(salvage=) keeps the intact samples before the damage and reports it
     errors: list[atd.ShardFormatError] = []
@@ -412,7 +412,7 @@ def test_data_after_the_end_of_archive_marker_raises_padding_does_not() -> None:
 
 
 def test_verify_headers_raises_no_foreign_exception() -> None:
-    raw = _tar.member_bytes("k0.txt", b"a") + _tar.end_of_archive(1024)
+    raw = _tarwrite.member_bytes("k0.txt", b"a") + _tarwrite.end_of_archive(1024)
     for offs, sizes in [([2**70], [1]), ([-512], [1]), ([0], [-1]), ([0], [2**62]), ([0], [2])]:
         with pytest.raises(atd.ShardFormatError):
-            _tar.verify_headers(raw, offs, sizes, "t.tar")
+            _tarheader.verify_headers(raw, offs, sizes, "t.tar")
