@@ -87,14 +87,7 @@ def list_datasets(xrpc: XrpcRepo, repo: str | None = None) -> list[DatasetRecord
 def get_dataset(xrpc: XrpcRepo, ref: str) -> DatasetRecord:
     """See :meth:`Atmosphere.get_dataset`."""
     if ref.startswith("at://"):
-        uri, value = xrpc.get_record(ref)
-        kind = kind_of(AtUri.parse(uri).collection or "")
-        if kind == "label":
-            return get_dataset(xrpc, str(value.get("datasetUri")))
-        if kind != "entry":
-            raise RecordNotFoundError(f"{ref} is a {kind or 'foreign'} record, not a dataset entry or label")
-        did = AtUri.parse(uri).repo
-        return parse_entry(uri, value, pds=xrpc.pds_of(did))
+        return _dataset_at(xrpc, ref)
     repo, name, version = parse_name(ref)
     did = xrpc.resolve(repo)
     labels = [lab for lab in list_labels(xrpc, did) if lab.name == name]
@@ -106,15 +99,31 @@ def get_dataset(xrpc: XrpcRepo, ref: str) -> DatasetRecord:
                 f"{repo} has no version {version!r} of {name!r}"
                 + (f"; versions: {versions}" if versions else "; it has no labels of that name")
             )
-        return get_dataset(xrpc, max(hits, key=lambda lab: lab.created_at or "").dataset_uri)
+        return get_dataset(xrpc, _newest(hits).dataset_uri)
     if labels:
-        return get_dataset(xrpc, max(labels, key=lambda lab: lab.created_at or "").dataset_uri)
+        return get_dataset(xrpc, _newest(labels).dataset_uri)
     entries = list_datasets(xrpc, did)
     named = [e for e in entries if e.name == name]
     if named:
         return named[0]
     have = sorted({e.name for e in entries})
     raise RecordNotFoundError(f"{repo} has no dataset named {name!r}; its datasets: {have}")
+
+
+def _dataset_at(xrpc: XrpcRepo, ref: str) -> DatasetRecord:
+    """The entry at an ``at://`` URI, or the entry a label there names."""
+    uri, value = xrpc.get_record(ref)
+    kind = kind_of(AtUri.parse(uri).collection or "")
+    if kind == "label":
+        return get_dataset(xrpc, str(value.get("datasetUri")))
+    if kind != "entry":
+        raise RecordNotFoundError(f"{ref} is a {kind or 'foreign'} record, not a dataset entry or label")
+    did = AtUri.parse(uri).repo
+    return parse_entry(uri, value, pds=xrpc.pds_of(did))
+
+
+def _newest(labels: list[LabelRecord]) -> LabelRecord:
+    return max(labels, key=lambda lab: lab.created_at or "")
 
 
 def label(

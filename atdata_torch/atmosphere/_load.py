@@ -55,10 +55,10 @@ def _dataset(rec: DatasetRecord, shards: list[Shard], st: Any, options: dict[str
     urls = [s.url for s in shards]
     checksums = {s.url: s.sha256 for s in shards if s.sha256}
     if rec.storage == "blobs":
-        from ..sources._registry import _options_for
+        from ..sources import options_for
         from ._blobs import BlobSource
 
-        opts = _options_for("https", options)
+        opts = options_for("https", options)
         index_urls = {s.url: s.index_url for s in shards if s.index_url}
         src = BlobSource(urls, checksums=checksums, index_urls=index_urls, **opts)
         return Dataset(src, sample_type=st)

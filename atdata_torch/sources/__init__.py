@@ -13,7 +13,7 @@ Example:
 from __future__ import annotations
 
 from ._base import ConcatSource, DataSource, Filling, ShardSource
-from ._registry import register_source, resolve_source, source_for_urls
+from ._registry import options_for, register_source, resolve_source, source_for_urls
 from .local import LocalSource
 from .memory import MemorySource
 from .url import URLSource
@@ -43,6 +43,7 @@ __all__ = [
     "S3Source",
     "ShardSource",
     "URLSource",
+    "options_for",
     "register_source",
     "resolve_source",
     "source_for_urls",

@@ -51,7 +51,14 @@ def _scheme(url: str) -> str:
     return "file"
 
 
-def _options_for(scheme: str, options: dict[str, Any]) -> dict[str, Any]:
+def options_for(scheme: str, options: dict[str, Any]) -> dict[str, Any]:
+    """The keyword arguments for the source of ``scheme`` from a user's ``Dataset(...)`` options: ``cache_dir=`` and
+    ``cache_max_bytes=`` become a :class:`~atdata_torch.sources.cache.ShardCache` for the remote sources.
+
+    Example:
+        >>> options_for("file", {"checksums": True})
+        {'checksums': True}
+    """
     opts = dict(options)
     cache_dir = opts.pop("cache_dir", None)
     cache_max = opts.pop("cache_max_bytes", None)
@@ -85,7 +92,7 @@ def source_for_urls(urls: list[str], **options: Any) -> DataSource:
     if target is None:
         return URLSource(urls)
     cls = _load(target)
-    return cls.from_urls(urls, **_options_for(scheme, options))  # type: ignore[attr-defined, no-any-return]
+    return cls.from_urls(urls, **options_for(scheme, options))  # type: ignore[attr-defined, no-any-return]
 
 
 def resolve_source(spec: str | os.PathLike[str] | list[str] | DataSource, **options: Any) -> DataSource:
