@@ -53,6 +53,9 @@ def io_counts(source: Any) -> tuple[int, int]:
 
 def batch_nbytes(batch: Any) -> int:
     """Bytes of the arrays and tensors of a batch (``TensorBatch``, ``SampleBatch``, a tensor, a dict or a tuple)."""
+    fields = getattr(batch, "_fields", None)  # a TensorBatch's slot: asked first, as its __getattr__ raises on a miss
+    if fields.__class__ is dict:
+        return sum(batch_nbytes(v) for v in fields.values())
     nbytes = getattr(batch, "nbytes", None)
     if isinstance(nbytes, int):
         return nbytes

@@ -212,11 +212,15 @@ class Loader(StatefulDataLoader):  # type: ignore[misc]
                 batch = batch.batch
                 if batch is SKIPS_ONLY:
                     continue  # it only carried a worker's last skips
-            elif not workers:
+            elif not workers and not self._yielded & 15:
+                # In this process the counts are the pipeline's own: taken every 16 batches (and by stats()), not at
+                # the cost of a take per batch.
                 self._stats.record_work(None, self.pipeline.take_work())
             timer.after_next(batch)
             self._yielded += 1
             yield batch
+        if not workers:
+            self._stats.record_work(None, self.pipeline.take_work())
         timer.end()
         if not workers:
             self.last_report = self.pipeline.last_report  # the pipeline ran here and reported itself
@@ -263,6 +267,8 @@ class Loader(StatefulDataLoader):  # type: ignore[misc]
         main process when ``num_workers=0``); see :class:`LoaderStats`. ``profile=True`` (or ``profile_every=N``)
         logs a summary to ``logging.getLogger("atdata_torch")`` every 100 (N) batches and at the end of each epoch.
         """
+        if self.num_workers == 0:
+            self._stats.record_work(None, self.pipeline.take_work())
         return self._stats.snapshot()
 
     # ------------------------------------------------------------------------------------------------ state
