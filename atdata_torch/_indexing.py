@@ -8,19 +8,36 @@ downloaded for this) when a pass first opens the shard (:meth:`ShardIndexes.stre
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 from ._reader import Buffer
 from ._sidecar import ShardIndex, scan, stale_error
 from ._tarheader import BLOCK, verify_headers
 from .errors import AtdataError, ShardFormatError
-from .sources import DataSource
+from .sources import DataSource, LocalSource
 from .sources._base import Filling
 from .sources._capabilities import Buffered, RangeReading, SidecarBatching, Streaming
 
 __all__ = ["ShardIndexes"]
 
 log = logging.getLogger("atdata_torch")
+
+
+class _LocalRanges:
+    """A local shard read by ranges, for a sidecar's O(1) checks (:meth:`ShardIndex.stale`): only the few blocks they
+    look at are read, not the whole shard (what ``len(ds)`` needs)."""
+
+    def __init__(self, source: LocalSource, shard: str) -> None:
+        self.source, self.shard = source, shard
+        self.size = os.stat(shard).st_size
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __getitem__(self, sl: slice, /) -> bytes:
+        start, stop, _ = sl.indices(self.size)
+        return self.source.read_range(self.shard, start, stop)
 
 
 class ShardIndexes:
@@ -108,34 +125,44 @@ class ShardIndexes:
             known, sidecars = self.indexes, self.sidecars
             self.source.read_sidecars([s for s in shards if s not in known and s not in sidecars])
 
-    def sidecar(self, shard: str) -> ShardIndex | None:
+    def sidecar(self, shard: str, buf: Buffer | None = None) -> ShardIndex | None:
         """The shard's index sidecar, validated against its schema (see :meth:`ShardIndex.from_json`), and, for a
         shard whose bytes are at hand (not remote), against the shard (O(1), see :meth:`ShardIndex.stale`): a
         stale sidecar is logged and reads as absent, so that the shard is scanned instead. ``None``: no usable
-        sidecar."""
+        sidecar. ``buf``: the shard's bytes, when the caller read them already (they are not read again)."""
         cache = self.sidecars
         if shard not in cache:
             read = getattr(self.source, "read_sidecar", None)
             raw = read(shard) if read is not None else None
             idx = ShardIndex.from_json(raw, shard) if raw is not None else None
             if idx is not None and not getattr(self.source, "remote", False):
+                view: Buffer | _LocalRanges | None = buf
                 try:
-                    buf = self.buffer_or_none(shard)
-                except AtdataError:
-                    buf = None  # an unreadable shard raises when it is read
-                if buf is not None and not self.current(idx, buf, shard):
+                    if view is None:
+                        src = self.source
+                        view = _LocalRanges(src, shard) if isinstance(src, LocalSource) else self.buffer_or_none(shard)
+                except (AtdataError, OSError):
+                    view = None  # an unreadable shard raises when it is read
+                if view is not None and not self.current(idx, view, shard):
                     idx = None
             cache[shard] = idx
         return cache[shard]
 
     @staticmethod
-    def current(idx: ShardIndex, buf: Buffer, shard: str, headers: bool = False) -> bool:
+    def current(idx: ShardIndex, buf: Buffer | _LocalRanges, shard: str, headers: bool = False) -> bool:
         """Whether a sidecar describes ``buf`` (O(1); with ``headers``, also every payload's tar header, in one
         vectorized pass); logs a warning when it does not."""
         why = idx.stale(buf)
-        if why is None and headers and idx.payload_offsets is not None and idx.payload_sizes is not None:
+        offsets, sizes = idx.payload_offsets, idx.payload_sizes
+        if (
+            why is None
+            and headers
+            and offsets is not None
+            and sizes is not None
+            and isinstance(buf, (bytes, memoryview))
+        ):
             try:
-                verify_headers(buf, [o - BLOCK for o in idx.payload_offsets], idx.payload_sizes, shard)
+                verify_headers(buf, [o - BLOCK for o in offsets], sizes, shard)
             except ShardFormatError as exc:
                 why = exc.message
         if why is None:
@@ -159,8 +186,11 @@ class ShardIndexes:
         cached = self.indexes.get(shard)
         if cached is not None:
             return cached
-        idx = self.sidecar(shard)
-        if idx is not None and idx.count and buf is None and getattr(self.source, "remote", False):
+        remote = getattr(self.source, "remote", False)
+        if buf is None and not remote:
+            buf = self.buffer(shard)  # once: for the sidecar's check, its headers' check and a scan
+        idx = self.sidecar(shard, buf)
+        if idx is not None and idx.count and buf is None and remote:
             # A remote shard is not downloaded just to check its sidecar: the pass that reads it checks it (the
             # cache also verifies the sidecar's sha256; decoding checks every payload). A sidecar of no samples is
             # checked now: no pass would open its shard.

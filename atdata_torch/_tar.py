@@ -173,7 +173,7 @@ def read_member_stream(fileobj: IO[bytes], shard: str) -> Iterator[tuple[Member,
         padded = ((size + BLOCK - 1) // BLOCK) * BLOCK
         data = _read_exact(fileobj, padded)
         if len(data) < size:
-            raise _cut_stream_member(hdr, pax, long_name, shard, pos, size, len(data))
+            raise _cut_member(hdr, pax, long_name, shard, pos, size, len(data), stream=True)
         typeflag = hdr[156:157]
         header_at = pos
         data_offset = pos + BLOCK
@@ -252,13 +252,23 @@ def _check_end(
 
 
 def _cut_member(
-    hdr: bytes, pax: dict[str, str], long_name: str | None, shard: str, pos: int, size: int, have: int
+    hdr: bytes,
+    pax: dict[str, str],
+    long_name: str | None,
+    shard: str,
+    pos: int,
+    size: int,
+    have: int,
+    *,
+    stream: bool = False,
 ) -> ShardFormatError:
-    """The error for a member of a buffer that declares more bytes (``size``) than the shard has after it."""
+    """The error for a member that declares more bytes (``size``) than the shard (or ``stream``) has after it."""
     name = pax.get("path") or long_name or _name_of(hdr)
+    ended = "the stream ended after" if stream else "the shard ends after"
+    fix = "" if stream else " (re-write or re-download it)"
     return ShardFormatError(
-        f"tar member {name[:200]!r} at byte {pos} declares {size} bytes but the shard ends after "
-        f"{have}: the shard is truncated (re-write or re-download it)",
+        f"tar member {name[:200]!r} at byte {pos} declares {size} bytes but {ended} {have}: "
+        f"the shard is truncated{fix}",
         shard=shard,
         key=_key_of(name),
         offset=pos,
@@ -278,17 +288,3 @@ def _check_stream_end(
         if rest:
             raise _after_end(at + len(chunk) - len(rest), shard, pos)
         at += len(chunk)
-
-
-def _cut_stream_member(
-    hdr: bytes, pax: dict[str, str], long_name: str | None, shard: str, pos: int, size: int, have: int
-) -> ShardFormatError:
-    """The error for a member of a stream that declares more bytes (``size``) than the stream had after it."""
-    name = pax.get("path") or long_name or _name_of(hdr)
-    return ShardFormatError(
-        f"tar member {name[:200]!r} at byte {pos} declares {size} bytes but the stream ended after "
-        f"{have}: the shard is truncated",
-        shard=shard,
-        key=_key_of(name),
-        offset=pos,
-    )

@@ -673,3 +673,17 @@ def test_a_stale_remote_sidecar_is_never_believed(
             assert how == "other-shard" and cache and exc.shard is not None and "train-000000.tar" in exc.shard
             continue
         assert got == list(range(N)), (mode, got)
+
+
+def test_len_checks_local_sidecars_without_reading_whole_shards(
+    ds: atd.Dataset[DsRec], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A sidecar's checks against its shard look at a few blocks: len() reads those, not every shard whole.
+    shards = ds.list_shards()
+    reads: list[str] = []
+    whole = atd.sources.LocalSource.buffer
+    monkeypatch.setattr(atd.sources.LocalSource, "buffer", lambda self, s: reads.append(s) or whole(self, s))
+    fresh = atd.Dataset[DsRec](shards)
+    assert len(fresh) == N and reads == []
+    assert _labels(fresh.ordered()) == list(range(N))
+    assert sorted(reads) == sorted(shards)  # a pass checks every payload header once: one whole read each

@@ -19,34 +19,6 @@ import atdata_torch
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.mark.slow
-def test_quickstart_trains_to_good_accuracy(tmp_path: Path) -> None:
-    out = tmp_path / "qs"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "examples" / "quickstart.py"),
-            *("--out", str(out), "--epochs", "6", "--index", str(tmp_path / "index.db")),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=tmp_path,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    m = re.search(r"test accuracy: ([0-9.]+)", proc.stdout)
-    assert m is not None, proc.stdout
-    assert float(m.group(1)) > 0.85
-    assert "train: 1437 samples in 3 shards; test: 360 samples" in proc.stdout
-    assert len(list(out.rglob("*.tar"))) == 4 and len(list(out.rglob("*.idx.json"))) == 4
-    # The index knows the dataset by name afterwards.
-    import atdata_torch as atd
-
-    index = atd.Index(str(tmp_path / "index.db"))
-    assert index.get_dataset("digits@1.0.0").name == "digits"
-    index.close()
-
-
 def _readme_blocks() -> list[str]:
     text = (ROOT / "README.md").read_text()
     return re.findall(r"```python\n(.*?)```", text, flags=re.S)
