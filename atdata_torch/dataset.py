@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from typing_extensions import Unpack
 
     from .loader import Loader
+    from .manifest import SampleLocation
 
 __all__ = ["Dataset"]
 
@@ -413,6 +414,26 @@ class Dataset(IterableDataset[T], Generic[T]):
             "stages": [kind for kind, _ in self._stages],
             "source": repr(self.source),
         }
+
+    # ------------------------------------------------------------------------------------------------ manifests (c17m)
+    @property
+    def fields(self) -> Any:
+        """One :class:`~atdata_torch.manifest.FieldProxy` per manifest field of the sample type, for
+        :meth:`query` (``Q = ds.fields; ds.query(where=Q.score > 0.9)``)."""
+        from .manifest import query_fields
+
+        return query_fields(self.sample_type)
+
+    def query(self, where: Any) -> list[SampleLocation]:
+        """The locations (shard, key, offset) of the samples ``where`` selects, read from the manifests beside the
+        shards (``write_samples(..., manifest=True)``) without opening a shard; see :mod:`atdata_torch.manifest`.
+
+        Raises:
+            ManifestNotFoundError: when a shard has no manifest (the message names it and the fix).
+        """
+        from .manifest import query_shards
+
+        return query_shards(self.list_shards(), where)
 
     def __repr__(self) -> str:
         st = getattr(self.sample_type, "__name__", str(self.sample_type))

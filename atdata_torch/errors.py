@@ -31,6 +31,7 @@ __all__ = [
     "IndexStoreError",
     "LensNotFoundError",
     "LoaderStateError",
+    "ManifestNotFoundError",  # manifests (c17m)
     "MissingDependencyError",
     "PublishError",
     "RecordNotFoundError",
@@ -271,3 +272,9 @@ class MissingDependencyError(AtdataError, ImportError):
 
 class SkippedSamplesWarning(UserWarning):
     """Emitted when iteration with ``on_error="skip"`` or ``"warn"`` skipped samples (reported at epoch end)."""
+
+
+# ------------------------------------------------------------------------------------------------ manifests (c17m)
+class ManifestNotFoundError(AtdataError, FileNotFoundError):
+    """A shard has no manifest (``<shard>.manifest.json`` + ``.manifest.parquet``) where a query needs one; also a
+    ``FileNotFoundError``, as the original raised."""

@@ -111,6 +111,8 @@ class ShardWriter:
             output is reproducible. Keys must not contain ``.``.
         sidecar: Write ``<shard>.idx.json`` next to each shard (default ``True``).
         fsync: ``fsync`` each shard before the rename (default ``True``).
+        manifest: Also write ``<shard>.manifest.json`` and ``.manifest.parquet`` beside each shard (atomically; needs
+            the ``arrow`` extra), for ``Dataset.query()``; see :mod:`atdata_torch.manifest`.
 
     Example:
         >>> import tempfile, os
@@ -135,8 +137,15 @@ class ShardWriter:
         key: Callable[[Any, int], str] | None = None,
         sidecar: bool = True,
         fsync: bool = True,
+        manifest: bool = False,
     ) -> None:
         path = os.fspath(path)
+        if manifest:  # fail before writing anything when the arrow extra is missing
+            from .manifest._parquet import arrow, pandas
+
+            arrow(), pandas()
+        self._manifest = manifest
+        self._builder: Any = None
         if maxcount is not None and maxcount < 1:
             raise ValueError("maxcount must be >= 1")
         if maxsize is not None and maxsize < 3 * BLOCK:
@@ -218,6 +227,8 @@ class ShardWriter:
             self._finish()
         if self._file is None:
             self._open()
+        if self._manifest:
+            self._manifest_add(sample, key, len(payload))
         self._keys.append(key)
         self._offsets.append(self._pos)
         self._lengths.append(size)
@@ -229,6 +240,13 @@ class ShardWriter:
             self._emit(bytes(pad))
         self.count += 1
         return key
+
+    def _manifest_add(self, sample: Any, key: str, size: int) -> None:
+        if self._builder is None:
+            from .manifest import ManifestBuilder
+
+            self._builder = ManifestBuilder(type(sample), shard_id=os.path.splitext(os.path.basename(self._final))[0])
+        self._builder.add_sample(key=key, offset=self._pos, size=size, sample=sample)
 
     def _finish(self) -> None:
         f, tmp = self._file, self._tmp
@@ -255,6 +273,11 @@ class ShardWriter:
                 payload_sizes=self._sizes,
             )
             _atomic_write(self._final + SIDECAR_SUFFIX, idx.to_json())
+        if self._builder is not None:
+            from .manifest import ManifestWriter
+
+            ManifestWriter(self._final).write(self._builder.build(), fsync=self._fsync)
+            self._builder = None
         self.shards.append(self._final)
 
     def close(self) -> None:
@@ -298,6 +321,7 @@ def write_samples(
     key: Callable[[Any, int], str] | None = None,
     sidecar: bool = True,
     progress: bool | None = None,
+    manifest: bool = False,
 ) -> Any:
     """Write samples to shard(s) and return a ``Dataset`` over them (typed like the first sample).
 
@@ -312,6 +336,7 @@ def write_samples(
         key: ``key(sample, index) -> str``; defaults to the zero-padded index.
         sidecar: Write index sidecars.
         progress: Show a tqdm progress bar (``None``: only when stderr is a terminal).
+        manifest: Write per-shard manifests for ``Dataset.query()`` (see :class:`ShardWriter`).
 
     Raises:
         ValueError: when ``samples`` is empty.
@@ -330,7 +355,7 @@ def write_samples(
 
     total = len(samples) if hasattr(samples, "__len__") else None  # type: ignore[arg-type]
     first_type: type | None = None
-    with ShardWriter(path, maxcount=maxcount, maxsize=maxsize, key=key, sidecar=sidecar) as w:
+    with ShardWriter(path, maxcount=maxcount, maxsize=maxsize, key=key, sidecar=sidecar, manifest=manifest) as w:
         bar = tqdm(
             samples,
             total=total,
