@@ -294,3 +294,20 @@ def atproto_net() -> Iterator[dict[str, object]]:
         yield info
     finally:
         net.stop()
+
+
+# ------------------------------------------------------------------------------------------------
+# the original atdata (0.7.0b1, Python >= 3.12) in its own virtualenv, for cross-library tests (c17m)
+
+
+@pytest.fixture(scope="session")
+def original_atdata() -> object:
+    """An :class:`original_atdata.OriginalAtdata`: runs scripts (JSON in, JSON out) under the original atdata, in a
+    virtualenv cached outside the clone (created on first use: a few seconds with uv). Skips where no Python >= 3.12
+    is found (fails under ``ATDATA_TORCH_REQUIRE_SERVICES=1``)."""
+    from original_atdata import OriginalAtdata, OriginalUnavailable, ensure_env
+
+    try:
+        return OriginalAtdata(ensure_env())
+    except OriginalUnavailable as exc:
+        require_service("original atdata", str(exc))
