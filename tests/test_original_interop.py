@@ -138,7 +138,7 @@ def _stem(path: str) -> str:
     return os.path.splitext(os.path.basename(path))[0]
 
 
-# ------------------------------------------------------------------------------------------------ the original reads ours
+# ---------------------------------------------------------------------------------------------- the original reads ours
 
 
 def test_original_reads_our_shards_in_order(exchange: dict[str, Any]) -> None:
@@ -190,7 +190,7 @@ def test_our_offsets_point_at_the_members(exchange: dict[str, Any]) -> None:
             assert data[loc.offset : loc.offset + 100].rstrip(b"\0") == f"{loc.key}.msgpack".encode()
 
 
-# ------------------------------------------------------------------------------------------------ we read the original's
+# ---------------------------------------------------------------------------------------------- we read the original's
 
 
 def test_we_read_original_write_samples(exchange: dict[str, Any]) -> None:
