@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
-from . import _parquet
 from ._aggregates import Aggregate, create_aggregate
 from ._fields import resolve_manifest_fields
 from ._manifest import ShardManifest
+from ._parquet import build_table, samples_frame
 
 __all__ = ["ManifestBuilder"]
 
@@ -90,7 +90,7 @@ class ManifestBuilder:
 
     def build(self) -> ShardManifest:
         """The finished manifest (needs the ``arrow`` extra: pyarrow and pandas)."""
-        table = _parquet.build_table(self._rows, _column_kinds(self._sample_type, list(self._fields)))
+        table = build_table(self._rows, _column_kinds(self._sample_type, list(self._fields)))
         m = ShardManifest(
             shard_id=self._shard_id,
             schema_type=self._sample_type.__name__,
@@ -99,7 +99,7 @@ class ManifestBuilder:
             size_bytes=self._total,
             created_at=datetime.now(timezone.utc),
             aggregates={name: agg.to_dict() for name, agg in self._aggregates.items()},
-            samples=_parquet.samples_frame(table),
+            samples=samples_frame(table),
             provenance=dict(self._provenance),
         )
         m._table = table

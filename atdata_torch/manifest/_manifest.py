@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ManifestNotFoundError, SchemaError, ShardFormatError
-from . import _parquet
+from ._parquet import frame_table, pandas, read_samples, table_bytes
 
 __all__ = ["MANIFEST_FORMAT_VERSION", "ShardManifest", "manifest_paths"]
 
@@ -96,8 +96,8 @@ class ShardManifest:
 
     def parquet_bytes(self) -> bytes:
         """The ``.manifest.parquet`` file (needs the ``arrow`` extra)."""
-        table = self._table if self._table is not None else _parquet.frame_table(self.samples)
-        return _parquet.table_bytes(table)
+        table = self._table if self._table is not None else frame_table(self.samples)
+        return table_bytes(table)
 
     @classmethod
     def _from_header(cls, path: str, samples: Any) -> ShardManifest:
@@ -128,13 +128,13 @@ class ShardManifest:
             ManifestNotFoundError: (a ``FileNotFoundError``) when either file is missing.
             ShardFormatError: (a ``ValueError``) when one is malformed.
         """
-        samples = _parquet.read_samples(_existing(os.fspath(parquet_path)))
+        samples = read_samples(_existing(os.fspath(parquet_path)))
         return cls._from_header(os.fspath(json_path), samples)
 
     @classmethod
     def from_json_only(cls, json_path: str | Path) -> ShardManifest:
         """Load only the header (``samples`` is empty): enough for shard-level statistics, not for queries."""
-        return cls._from_header(os.fspath(json_path), _parquet.pandas().DataFrame())
+        return cls._from_header(os.fspath(json_path), pandas().DataFrame())
 
 
 def _existing(path: str) -> str:

@@ -14,7 +14,7 @@ from typing import Any
 
 from ..errors import MissingDependencyError, SchemaError, ShardFormatError
 
-__all__ = ["arrow", "pandas", "read_samples", "samples_frame", "table_bytes"]
+__all__ = ["arrow", "build_table", "frame_table", "pandas", "read_samples", "samples_frame", "table_bytes"]
 
 META_COLUMNS = ("__key__", "__offset__", "__size__")
 
