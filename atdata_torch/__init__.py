@@ -36,6 +36,7 @@ from .errors import (
     IndexStoreError,
     LensNotFoundError,
     LoaderStateError,
+    ManifestNotFoundError,  # manifests (c17m)
     MissingDependencyError,
     PublishError,
     RecordNotFoundError,
@@ -72,6 +73,17 @@ if _TYPE_CHECKING:
     from .sources.http import HTTPSource
     from .sources.s3 import S3Source
     from .writer import ShardWriter, build_index, write_samples
+
+    # manifests and queries (c17m)
+    from .manifest import (
+        ManifestBuilder,
+        ManifestField,
+        ManifestWriter,
+        QueryExecutor,
+        SampleLocation,
+        ShardManifest,
+        query_fields,
+    )
 
 __version__ = "0.1.0"
 
@@ -117,6 +129,14 @@ _LAZY: dict[str, tuple[str, str]] = {
     "ShardWriter": (".writer", "ShardWriter"),
     "build_index": (".writer", "build_index"),
     "write_samples": (".writer", "write_samples"),
+    # manifests and queries (c17m)
+    "ManifestBuilder": (".manifest", "ManifestBuilder"),
+    "ManifestField": (".manifest", "ManifestField"),
+    "ManifestWriter": (".manifest", "ManifestWriter"),
+    "QueryExecutor": (".manifest", "QueryExecutor"),
+    "SampleLocation": (".manifest", "SampleLocation"),
+    "ShardManifest": (".manifest", "ShardManifest"),
+    "query_fields": (".manifest", "query_fields"),
     # Not in __all__: internals that earlier versions exported, kept reachable (import them from their modules).
     "Pipeline": ("._pipeline", "Pipeline"),
     "SkipReport": ("._pipeline", "SkipReport"),
@@ -167,18 +187,25 @@ __all__ = [
     "LoaderStateError",
     "LoaderStats",
     "LocalSource",
+    "ManifestBuilder",
+    "ManifestField",
+    "ManifestNotFoundError",
+    "ManifestWriter",
     "MemorySource",
     "MissingDependencyError",
     "NDArray",
     "OnError",
     "PackableSample",
     "PublishError",
+    "QueryExecutor",
     "RecordNotFoundError",
     "S3Source",
     "SampleBatch",
+    "SampleLocation",
     "SchemaError",
     "ShardCache",
     "ShardFormatError",
+    "ShardManifest",
     "ShardNotFoundError",
     "ShardWriter",
     "SkippedSamplesWarning",
@@ -194,6 +221,7 @@ __all__ = [
     "lens_registry",
     "load_dataset",
     "packable",
+    "query_fields",
     "register_resolver",
     "register_source",
     "sample_rng",

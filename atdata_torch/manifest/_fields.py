@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import sys
 import typing
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -73,6 +74,35 @@ def _spec_kinds(sample_type: type) -> dict[str, str]:
     return out
 
 
+def _hints(sample_type: type) -> dict[str, Any]:
+    """The annotations with their ``Annotated`` extras. String annotations (``from __future__ import annotations``)
+    naming types local to a function cannot all be resolved later: each is then evaluated on its own, with
+    ``Annotated`` and ``ManifestField`` in scope, and one that stays unresolved counts as unmarked, unless it
+    mentions ``ManifestField``."""
+    try:
+        return typing.get_type_hints(sample_type, include_extras=True)
+    except NameError:
+        pass
+    out: dict[str, Any] = {}
+    for klass in reversed(sample_type.__mro__):
+        module = sys.modules.get(klass.__module__)
+        ns = {**(vars(module) if module else {}), "Annotated": typing.Annotated, "ManifestField": ManifestField}
+        for name, ann in vars(klass).get("__annotations__", {}).items():
+            if not isinstance(ann, str):
+                out[name] = ann
+                continue
+            try:
+                out[name] = eval(ann, ns)  # the annotation the class itself wrote, as get_type_hints evaluates it
+            except Exception as exc:
+                if "ManifestField" in ann:
+                    raise SchemaError(
+                        f"cannot resolve the annotation {ann!r} of field {name!r} of {sample_type.__name__} ({exc}); "
+                        "define the types it names at module level",
+                        field=name,
+                    ) from exc
+    return out
+
+
 def resolve_manifest_fields(sample_type: type) -> dict[str, ManifestField]:
     """The manifest fields of a sample type: explicit ``ManifestField`` markers, else the inference rules.
 
@@ -96,7 +126,7 @@ def resolve_manifest_fields(sample_type: type) -> dict[str, ManifestField]:
             f"manifests need a typed sample class, got {getattr(sample_type, '__name__', sample_type)!r}: its "
             "fields are not known; use a @packable class (Dataset[T](...), or write @packable samples)"
         )
-    hints = typing.get_type_hints(sample_type, include_extras=True)
+    hints = _hints(sample_type)
     kinds = _spec_kinds(sample_type)
     out: dict[str, ManifestField] = {}
     for f in dataclasses.fields(sample_type):
