@@ -74,7 +74,7 @@ if _TYPE_CHECKING:
     from .sources.s3 import S3Source
     from .writer import ShardWriter, build_index, write_samples
 
-    # manifests and queries (c17m)
+if _TYPE_CHECKING:  # manifests and queries (c17m)
     from .manifest import (
         ManifestBuilder,
         ManifestField,
