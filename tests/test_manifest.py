@@ -30,6 +30,7 @@ from atdata_torch.manifest import (
     QueryExecutor,
     SampleLocation,
     ShardManifest,
+    build_manifests,
     create_aggregate,
     manifest_paths,
     query_fields,
@@ -254,6 +255,21 @@ def test_executor_from_directory_and_header_only(ds: Any) -> None:
         QueryExecutor([only]).query(F.n > 0)
     with pytest.raises(ManifestNotFoundError):
         QueryExecutor.from_directory(os.path.join(d, "missing"))
+
+
+def test_a_manifest_for_another_shard_is_refused_then_rebuilt(tmp_path: Path) -> None:
+    atd.write_samples(rows(4), tmp_path / "a.tar", manifest=True, progress=False)
+    for name in ("a.tar", "a.manifest.json", "a.manifest.parquet"):
+        os.rename(tmp_path / name, tmp_path / name.replace("a.", "b."))
+    ds = atd.Dataset[Row](tmp_path / "b.tar")
+    with pytest.raises(ShardFormatError, match=r"written for shard 'a'.*build_manifests"):
+        ds.query(where=F.n > 1)
+    (m,) = build_manifests(ds, write=False)
+    assert m.shard_id == "b" and m.num_samples == 4
+    with pytest.raises(ShardFormatError):
+        ds.query(where=F.n > 1)  # write=False wrote nothing
+    build_manifests(ds)
+    assert [loc.key for loc in ds.query(where=F.n > 1)] == ["00000002", "00000003"]
 
 
 def test_broken_manifests(tmp_path: Path, ds: Any) -> None:

@@ -9,6 +9,7 @@ then writes its own (``write_samples`` with ``manifest=True``, single and sharde
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,8 @@ import numpy as np
 import pytest
 
 import atdata_torch as atd
-from atdata_torch.errors import ManifestNotFoundError
+from atdata_torch.errors import ManifestNotFoundError, ShardFormatError
+from atdata_torch.manifest import build_manifests
 
 pytestmark = pytest.mark.integration
 
@@ -226,3 +228,19 @@ def test_we_read_the_docs_pattern(exchange: dict[str, Any]) -> None:
     assert ds.get("sample_000007").n == 7
     with pytest.raises(ManifestNotFoundError, match=r"manifest=True"):
         ds.query(where=ds.fields.n > 3)
+    assert [m.num_samples for m in build_manifests(ds)] == [4, 4, 2]
+    assert [loc.key for loc in ds.query(where=ds.fields.n > 6)] == ["sample_000007", "sample_000008", "sample_000009"]
+
+
+def test_the_originals_sharded_manifests_are_refused_then_rebuilt(exchange: dict[str, Any], tmp_path: Path) -> None:
+    """The original's write_samples(maxcount=) labels each manifest with the previous shard and leaves the last one
+    empty (samples 8 and 9 would be missing from every answer): we refuse them, and build_manifests rewrites them."""
+    for f in exchange["theirs"].glob("origsh-*"):
+        shutil.copy(f, tmp_path / f.name)
+    ds = atd.Dataset[Rec](str(tmp_path / "origsh-{000000..000002}.tar"))
+    with pytest.raises(ShardFormatError, match="build_manifests"):
+        ds.query(where=ds.fields.n > 6)
+    build_manifests(ds)
+    assert [loc.shard for loc in ds.query(where=ds.fields.n > 6)] == [
+        str(tmp_path / f"origsh-00000{i}.tar") for i in (1, 2, 2)
+    ]

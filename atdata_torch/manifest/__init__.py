@@ -26,6 +26,7 @@ from ._fields import AggregateKind, ManifestField, resolve_manifest_fields
 from ._manifest import MANIFEST_FORMAT_VERSION, ShardManifest, manifest_paths
 from ._proxy import F, FieldProxy, Predicate, query_fields
 from ._query import QueryExecutor, SampleLocation, query_shards
+from ._rebuild import build_manifests
 from ._writer import ManifestWriter
 
 __all__ = [
@@ -43,6 +44,7 @@ __all__ = [
     "SampleLocation",
     "SetAggregate",
     "ShardManifest",
+    "build_manifests",
     "create_aggregate",
     "manifest_paths",
     "query_fields",

@@ -8,11 +8,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import ManifestNotFoundError, SchemaError
+from ..errors import ManifestNotFoundError, SchemaError, ShardFormatError
 from ._manifest import ShardManifest, manifest_paths
 from ._proxy import Predicate
 
-__all__ = ["QueryExecutor", "SampleLocation", "Where", "query_shards"]
+__all__ = ["QueryExecutor", "SampleLocation", "Where", "check_local", "query_shards"]
 
 Where = Callable[[Any], Any] | Predicate
 
@@ -135,7 +135,8 @@ def _matches(df: Any, mask: Any, shard: str) -> list[SampleLocation]:
     ]
 
 
-def _load(shards: list[str]) -> list[ShardManifest]:
+def check_local(shards: list[str]) -> None:
+    """Raise :class:`ManifestNotFoundError` when some shards are remote (manifests are read beside local shards)."""
     remote = [s for s in shards if "://" in s and not s.startswith("file://")]
     if remote:
         raise ManifestNotFoundError(
@@ -144,6 +145,10 @@ def _load(shards: list[str]) -> list[ShardManifest]:
             "manifests with ShardManifest.from_files() and query them with QueryExecutor",
             shard=remote[0],
         )
+
+
+def _load(shards: list[str]) -> list[ShardManifest]:
+    check_local(shards)
     paths = [manifest_paths(s[len("file://") :] if s.startswith("file://") else s) for s in shards]
     missing = [s for s, (j, p) in zip(shards, paths, strict=True) if not (os.path.exists(j) and os.path.exists(p))]
     if missing:
@@ -153,7 +158,18 @@ def _load(shards: list[str]) -> list[ShardManifest]:
             "write_samples(..., manifest=True) (or ShardWriter(..., manifest=True))",
             shard=missing[0],
         )
-    return [ShardManifest.from_files(j, p) for j, p in paths]
+    manifests = [ShardManifest.from_files(j, p) for j, p in paths]
+    for shard, m in zip(shards, manifests, strict=True):
+        stem = os.path.splitext(os.path.basename(shard))[0]
+        if m.shard_id != stem:
+            raise ShardFormatError(
+                f"the manifest beside shard {shard!r} was written for shard {m.shard_id!r} ({m.num_samples} "
+                f"samples), so its rows may not be this shard's: the original atdata 0.7's write_samples(maxcount=/"
+                "maxsize=) labels each manifest with the previous shard and leaves the last one empty; rewrite "
+                "them with atdata_torch.manifest.build_manifests(ds)",
+                shard=shard,
+            )
+    return manifests
 
 
 def query_shards(shards: Sequence[str], where: Where) -> list[SampleLocation]:
