@@ -130,8 +130,8 @@ def test_maxsize_with_big_sample_gets_own_shard(tmp_path: Path) -> None:
 def test_maxcount_and_maxsize_validation(tmp_path: Path) -> None:
     with pytest.raises(ValueError):
         atd.ShardWriter(tmp_path / "a.tar", maxcount=0)
-    with pytest.raises(ValueError):
-        atd.ShardWriter(tmp_path / "a.tar", maxsize=100)
+    with pytest.raises(ValueError, match="maxsize must be >= 1"):
+        atd.ShardWriter(tmp_path / "a.tar", maxsize=0)
 
 
 # --------------------------------------------------------------------------------------------------
