@@ -19,6 +19,7 @@ import dataclasses
 import itertools
 import logging
 import os
+import typing
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -29,7 +30,7 @@ from . import _tabular
 from ._batch import SampleBatch
 from ._decode import decode_record
 from ._reader import read_record
-from .errors import DecodeError, PartialFailureError, SampleIndexError, SchemaError, ShardNotFoundError
+from .errors import DecodeError, PartialFailureError, SampleIndexError, SchemaError, ShardNotFoundError, SourceError
 from .schema import DictSample, PackableSample
 
 __all__ = ["DatasetCompat", "check_content_metadata", "default_limits", "shards_to_url"]
@@ -106,8 +107,11 @@ def fetch_metadata(url: str, options: dict[str, Any], shards: list[str]) -> dict
 
     same = bool(shards) and _scheme(shards[0]) == _scheme(url)
     source = source_for_urls([url], **(options if same else {}))
-    with source.open_shard(url) as f:
-        data = f.read()
+    try:
+        with source.open_shard(source.list_shards()[0]) as f:
+            data = f.read()
+    except SourceError as exc:
+        raise type(exc)(f"cannot read the dataset metadata (metadata_url={url!r}): {exc.message}", shard=url) from exc
     try:
         value = msgpack.unpackb(data, raw=False)
     except Exception as exc:
@@ -188,13 +192,20 @@ class DatasetCompat(Generic[T]):
 
     @property
     def schema(self) -> dict[str, Any]:
-        """``{field name: annotation}`` of the sample type (``{"_data": dict}`` for DictSample, as the original)."""
+        """``{field name: annotation}`` of the sample type (``{"_data": dict}`` for DictSample, as the original).
+
+        Annotations are resolved (``int``, not the string ``"int"`` that ``from __future__ import annotations``
+        leaves, which the original returned)."""
         ds: Any = self
         st = ds.sample_type
         if st is DictSample:
             return {"_data": dict}
         if isinstance(st, type) and dataclasses.is_dataclass(st):
-            return {f.name: f.type for f in dataclasses.fields(st)}
+            try:
+                hints = typing.get_type_hints(st)
+            except Exception:  # a name only the class's defining scope knew: the annotations as written
+                hints = {}
+            return {f.name: hints.get(f.name, f.type) for f in dataclasses.fields(st)}
         return {}
 
     @property
