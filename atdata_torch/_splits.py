@@ -150,7 +150,7 @@ class DatasetDict(dict[str, Dataset[Any]]):
     """
 
     _PROXIED = frozenset(
-        {"ordered", "shuffled", "loader", "as_type", "list_shards", "head", "describe", "map", "filter"}
+        {"ordered", "shuffled", "loader", "as_type", "list_shards", "head", "describe", "summary", "map", "filter"}
     )
 
     def __init__(self, splits: Mapping[str, Dataset[Any]] | None = None, sample_type: type | None = None) -> None:

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 from torch.utils.data import IterableDataset
 
 from ._batch import SampleBatch
+from ._dataset_compat import DatasetCompat
 from ._indexing import ShardIndexes
 from ._order import DEFAULT_BLOCK_SIZE, DEFAULT_WINDOW
 from ._pipeline import Pipeline, decode_record
@@ -64,18 +65,22 @@ class _TypedDataset:
         return f"{self._cls.__name__}[{getattr(self._sample_type, '__name__', self._sample_type)}]"
 
 
-class Dataset(IterableDataset[T], Generic[T]):
+class Dataset(IterableDataset[T], DatasetCompat[T], Generic[T]):
     """A dataset of typed samples stored as WebDataset tar shards.
 
     Args:
         source: A URL or path with optional braces (``"data/train-{000000..000009}.tar"``), a list of them, or a
             :class:`~atdata_torch.sources.DataSource`. ``http(s)://`` and ``s3://`` URLs are streamed in-process.
+        metadata_url: A msgpack map of dataset metadata, fetched on first use of :attr:`metadata`.
+        url: The original atdata's older name of ``source``.
         sample_type: The sample class; ``Dataset[T](...)`` sets it. Defaults to :class:`DictSample`.
         **source_options: For remote URLs: ``cache_dir=`` / ``cache_max_bytes=`` (a local shard cache),
             ``headers=``, ``timeout=``, ``retries=``, ``readahead=``, ``max_concurrency=``; for ``s3://``:
             ``endpoint=``, ``access_key=``, ``secret_key=``, ``region=``, ``profile=``.
 
-    Iterating a dataset directly yields samples in shard order (``ordered()``).
+    Iterating a dataset directly yields samples in shard order (``ordered()``). The original atdata's members
+    (``url``, ``metadata``, ``schema``, ``select()``, ``to_pandas()``, ``process_shards()``...) come from
+    ``_dataset_compat.DatasetCompat``.
     """
 
     def __class_getitem__(cls, item: Any) -> Any:
@@ -83,12 +88,15 @@ class Dataset(IterableDataset[T], Generic[T]):
 
     def __init__(
         self,
-        source: str | os.PathLike[str] | list[str] | DataSource,
+        source: str | os.PathLike[str] | list[str] | DataSource | None = None,
+        metadata_url: str | None = None,
         *,
+        url: str | None = None,
         sample_type: type[T] | None = None,
         **source_options: Any,
     ) -> None:
-        self.source: DataSource = resolve_source(source, **source_options)
+        spec = self._compat_init(source, metadata_url, url, source_options)  # url=, metadata_url= (_dataset_compat)
+        self.source: DataSource = resolve_source(spec, **source_options)
         st: Any = DictSample if sample_type is None else sample_type
         if not (st is DictSample or (isinstance(st, type) and issubclass(st, PackableSample))):
             raise TypeError(
@@ -395,8 +403,11 @@ class Dataset(IterableDataset[T], Generic[T]):
                 return sample  # type: ignore[no-any-return]
         raise KeyError(key)
 
-    def describe(self) -> dict[str, Any]:
-        """A summary: sample type and fields, shards, samples and bytes (when known without reading data)."""
+    def summary(self) -> dict[str, Any]:
+        """A summary: sample type and fields, shards, samples and bytes (when known without reading data).
+
+        ``describe()`` gives the original atdata's form (field names and types, the shard list, url, metadata).
+        """
         st = self.sample_type
         fields: list[dict[str, Any]] | None = None
         if isinstance(st, type) and issubclass(st, PackableSample):

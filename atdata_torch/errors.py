@@ -26,6 +26,7 @@ __all__ = [
     "ChecksumError",
     "ConfigError",
     "DecodeError",
+    "EmptyDatasetError",
     "IdentityError",
     "IndexNotFoundError",
     "IndexStoreError",
@@ -33,8 +34,10 @@ __all__ = [
     "LoaderStateError",
     "ManifestNotFoundError",  # manifests (c17m)
     "MissingDependencyError",
+    "PartialFailureError",
     "PublishError",
     "RecordNotFoundError",
+    "SampleIndexError",
     "SchemaError",
     "SkippedSamplesWarning",
     "ShardFormatError",
@@ -278,3 +281,56 @@ class SkippedSamplesWarning(UserWarning):
 class ManifestNotFoundError(AtdataError, FileNotFoundError):
     """A shard has no manifest (``<shard>.manifest.json`` + ``.manifest.parquet``) where a query needs one; also a
     ``FileNotFoundError``, as the original raised."""
+# --- issue 17, c17w: the original atdata's Dataset surface (process_shards, select, write_samples) -------------------
+
+
+class EmptyDatasetError(AtdataError, ValueError):
+    """There were no samples where some were needed (``write_samples([])``); also a ``ValueError``, as the
+    original atdata raised."""
+
+
+class SampleIndexError(AtdataError, IndexError):
+    """``Dataset.select()`` was asked for a position the dataset does not have; also an ``IndexError``, as the
+    original atdata raised."""
+
+
+class PartialFailureError(AtdataError):
+    """Some shards of ``Dataset.process_shards()`` failed; the others' results are kept.
+
+    The constructor takes the original atdata's arguments, and the message is the original's: how many shards
+    failed, the first five with their errors, and where to look. Retry the failed ones with
+    ``ds.process_shards(fn, shards=e.failed_shards)``.
+
+    Args:
+        succeeded_shards: The shards ``fn`` returned for, in order.
+        failed_shards: The shards that raised, in order.
+        errors: ``{shard: the exception}`` for each failed shard.
+        results: ``{shard: fn's result}`` for each succeeded shard.
+
+    Example:
+        >>> e = PartialFailureError(["a.tar"], ["b.tar"], {"b.tar": OSError("gone")}, {"a.tar": 3})
+        >>> str(e).splitlines()[:2], e.results
+        (['1/2 shards failed during processing', '  b.tar: gone'], {'a.tar': 3})
+    """
+
+    def __init__(
+        self,
+        succeeded_shards: list[str],
+        failed_shards: list[str],
+        errors: dict[str, Exception],
+        results: dict[str, object],
+    ) -> None:
+        self.succeeded_shards = succeeded_shards
+        self.failed_shards = failed_shards
+        self.errors = errors
+        self.results = results
+        n_ok, n_fail = len(succeeded_shards), len(failed_shards)
+        lines = [f"{n_fail}/{n_ok + n_fail} shards failed during processing"]
+        lines += [f"  {s}: {errors.get(s)}" for s in failed_shards[:5]]
+        if n_fail > 5:
+            lines.append(f"  ... and {n_fail - 5} more")
+        lines += ["", f"Access .succeeded_shards ({n_ok}) and .failed_shards ({n_fail}) to inspect or retry."]
+        super().__init__("\n".join(lines))
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.succeeded_shards, self.failed_shards, self.errors, self.results))

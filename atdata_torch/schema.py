@@ -33,6 +33,8 @@ from typing import Any, ClassVar, TypeVar, Union
 import numpy as np
 
 from . import _codec
+from ._sampleio import values_equal as _values_equal
+from ._sampleio import wds_dict
 from .errors import SchemaError
 from .lens import Lens, registry
 
@@ -260,6 +262,11 @@ class PackableSample:
         """The msgpack payload of this sample, byte-compatible with the original atdata."""
         return _codec.pack_sample(self)
 
+    @property
+    def as_wds(self) -> dict[str, Any]:
+        """``{"__key__": <uuid1>, "msgpack": packed}``, for ``webdataset.TarWriter.write`` (see ``_sampleio``)."""
+        return wds_dict(self.packed)
+
     def to_dict(self) -> dict[str, Any]:
         """The fields as a plain dict (arrays stay numpy arrays)."""
         return {f.name: getattr(self, f.name) for f in self.__atdata_fields__}
@@ -270,23 +277,6 @@ class PackableSample:
         return all(_values_equal(getattr(self, f.name), getattr(other, f.name)) for f in self.__atdata_fields__)
 
     __hash__ = None  # type: ignore[assignment]
-
-
-def _values_equal(a: Any, b: Any) -> bool:
-    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
-        if not (isinstance(a, np.ndarray) and isinstance(b, np.ndarray)):
-            return False
-        if a.dtype != b.dtype or a.shape != b.shape:
-            return False
-        try:
-            return bool(np.array_equal(a, b, equal_nan=True))
-        except TypeError:
-            return bool(np.array_equal(a, b))
-    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
-        return len(a) == len(b) and all(_values_equal(x, y) for x, y in zip(a, b, strict=True))
-    if isinstance(a, dict) and isinstance(b, dict):
-        return a.keys() == b.keys() and all(_values_equal(a[k], b[k]) for k in a)
-    return bool(a == b)
 
 
 def schema_id(cls: type) -> str | None:
@@ -425,6 +415,11 @@ class DictSample:
     def packed(self) -> bytes:
         """The msgpack payload (arrays encoded as ndarray-bytes)."""
         return _codec.pack_mapping(self._data)
+
+    @property
+    def as_wds(self) -> dict[str, Any]:
+        """``{"__key__": <uuid1>, "msgpack": packed}``, for ``webdataset.TarWriter.write``."""
+        return wds_dict(self.packed)
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("__"):

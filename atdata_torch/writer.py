@@ -23,7 +23,7 @@ from ._shards import shard_name
 from ._sidecar import SIDECAR_SUFFIX, ShardIndex
 from ._tarheader import BLOCK, RECORD
 from ._tarwrite import end_of_archive, ustar_header
-from .errors import SchemaError
+from .errors import EmptyDatasetError, SchemaError
 from .schema import DictSample, PackableSample
 
 __all__ = ["ShardWriter", "build_index", "write_samples"]
@@ -106,7 +106,8 @@ class ShardWriter:
             ``maxcount``/``maxsize`` a base path that becomes ``out/train-000000.tar``, ``-000001``, ...
         maxcount: Start a new shard after this many samples.
         maxsize: Start a new shard before this many bytes would be exceeded (end-of-archive record padding
-            included); only a shard holding one sample larger than ``maxsize`` exceeds it.
+            included); only a shard holding one sample larger than ``maxsize`` exceeds it (any value from 1 up:
+            1 writes one sample per shard).
         key: ``key(sample, index) -> str`` for the member names; defaults to the zero-padded global index, so
             output is reproducible. Keys must not contain ``.``.
         sidecar: Write ``<shard>.idx.json`` next to each shard (default ``True``).
@@ -133,7 +134,7 @@ class ShardWriter:
         path: str | os.PathLike[str],
         *,
         maxcount: int | None = None,
-        maxsize: int | None = None,
+        maxsize: float | None = None,
         key: Callable[[Any, int], str] | None = None,
         sidecar: bool = True,
         fsync: bool = True,
@@ -148,8 +149,8 @@ class ShardWriter:
         self._builder: Any = None
         if maxcount is not None and maxcount < 1:
             raise ValueError("maxcount must be >= 1")
-        if maxsize is not None and maxsize < 3 * BLOCK:
-            raise ValueError(f"maxsize must be >= {3 * BLOCK} bytes")
+        if maxsize is not None and maxsize < 1:
+            raise ValueError(f"maxsize must be >= 1 byte (1: one sample per shard), got {maxsize}")
         self._path = path
         self._pattern = "%" in os.path.basename(path)
         self._sharded = self._pattern or maxcount is not None or maxsize is not None
@@ -317,11 +318,12 @@ def write_samples(
     path: str | os.PathLike[str],
     *,
     maxcount: int | None = None,
-    maxsize: int | None = None,
+    maxsize: float | None = None,
     key: Callable[[Any, int], str] | None = None,
     sidecar: bool = True,
     progress: bool | None = None,
     manifest: bool = False,
+    content_metadata: Any = None,
 ) -> Any:
     """Write samples to shard(s) and return a ``Dataset`` over them (typed like the first sample).
 
@@ -337,9 +339,15 @@ def write_samples(
         sidecar: Write index sidecars.
         progress: Show a tqdm progress bar (``None``: only when stderr is a terminal).
         manifest: Write per-shard manifests for ``Dataset.query()`` (see :class:`ShardWriter`).
+        content_metadata: Dataset-level metadata (a ``@packable`` instance, a DictSample or a dict), kept on the
+            returned dataset as ``.content_metadata`` (in memory, as the original atdata).
+
+    With only one of ``maxcount`` / ``maxsize``, the other takes the original's default (100000 samples, 3e9
+    bytes).
 
     Raises:
-        ValueError: when ``samples`` is empty.
+        EmptyDatasetError: when ``samples`` is empty (a ``ValueError``); nothing is written.
+        SchemaError: when ``content_metadata`` is not a sample or a dict (a ``TypeError``).
 
     Example:
         >>> import tempfile, os, numpy as np
@@ -351,8 +359,11 @@ def write_samples(
         >>> len(ds)
         1
     """
+    from ._dataset_compat import check_content_metadata, default_limits, shards_to_url
     from .dataset import Dataset
 
+    check_content_metadata(content_metadata)
+    maxcount, maxsize = default_limits(maxcount, maxsize)
     total = len(samples) if hasattr(samples, "__len__") else None  # type: ignore[arg-type]
     first_type: type | None = None
     with ShardWriter(path, maxcount=maxcount, maxsize=maxsize, key=key, sidecar=sidecar, manifest=manifest) as w:
@@ -370,9 +381,13 @@ def write_samples(
             w.write(s)
         bar.close()
     if w.count == 0:
-        raise ValueError("write_samples() got no samples; nothing was written")
+        raise EmptyDatasetError(
+            f"write_samples() got no samples for {os.fspath(path)!r}; nothing was written. Pass a non-empty iterable"
+        )
     st: Any = first_type if first_type is not None and issubclass(first_type, PackableSample) else DictSample
-    return Dataset(w.shards, sample_type=st)
+    ds = Dataset(w.shards, sample_type=st)
+    ds._url, ds.content_metadata = shards_to_url([os.path.abspath(p) for p in w.shards]), content_metadata
+    return ds
 
 
 def build_index(

@@ -411,8 +411,8 @@ def test_head(ds: atd.Dataset[DsRec]) -> None:
     assert [o.tag for o in ds.map(_double).head(2)] == ["N0", "N1"]
 
 
-def test_describe(ds: atd.Dataset[DsRec]) -> None:
-    d = ds.describe()
+def test_summary(ds: atd.Dataset[DsRec]) -> None:
+    d = ds.summary()
     assert d["sample_type"] == "DsRec"
     assert d["schema_id"] == atd.schema_id(DsRec)
     assert [f["name"] for f in d["fields"]] == ["x", "label", "name"]
@@ -423,20 +423,20 @@ def test_describe(ds: atd.Dataset[DsRec]) -> None:
     assert d["bytes"] == sum(os.path.getsize(s) for s in ds.list_shards())
     assert d["stages"] == []
     assert "LocalSource" in d["source"]
-    staged = ds.filter(lambda s: True).map(lambda s: s).describe()
+    staged = ds.filter(lambda s: True).map(lambda s: s).summary()
     assert staged["stages"] == ["filter", "map"]
 
 
-def test_describe_without_sidecars(ds: atd.Dataset[DsRec]) -> None:
+def test_summary_without_sidecars(ds: atd.Dataset[DsRec]) -> None:
     _drop_sidecars(ds)
-    d = atd.Dataset[DsRec](ds.list_shards()).describe()
+    d = atd.Dataset[DsRec](ds.list_shards()).summary()
     assert d["shards"] == 3
     assert d["samples"] is None
     assert d["bytes"] is None
 
 
-def test_describe_dict_sample(ds: atd.Dataset[DsRec]) -> None:
-    d = atd.Dataset(ds.list_shards()).describe()
+def test_summary_dict_sample(ds: atd.Dataset[DsRec]) -> None:
+    d = atd.Dataset(ds.list_shards()).summary()
     assert d["sample_type"] == "DictSample"
     assert d["schema_id"] is None
     assert d["fields"] is None

@@ -236,7 +236,7 @@ def test_dataset_dict_with_one_split_proxies(flat: Path) -> None:
     assert dd["train"].get("00000004").label == 4
     assert [int(v) for b in dd.loader(batch_size=4, shuffle=False) for v in b.label] == list(range(8))
     assert dd.as_type(Rec).sample_type is Rec
-    assert dd.describe()["samples"] == 8
+    assert dd.summary()["samples"] == 8
 
 
 def test_dataset_dict_with_several_splits_refuses_to_guess(flat: Path) -> None:

@@ -209,7 +209,7 @@ def test_missing_bucket_fails_clearly(moto_endpoint: str, bucket: str) -> None:
 def test_secret_never_shown(moto_endpoint: str, bucket: str) -> None:
     src = S3Source.from_urls([f"s3://{bucket}/ds/train-000000.tar"], **creds(moto_endpoint, session_token="TOKEN-77"))
     ds = atd.Dataset[Rec](src)
-    shown = [repr(src), str(src), repr(ds), str(ds.describe())]
+    shown = [repr(src), str(src), repr(ds), str(ds.describe()), str(ds.summary())]
     for text in shown:
         for secret in (MOTO_SECRET_KEY, "TOKEN-77", MOTO_ACCESS_KEY):
             assert secret not in text

@@ -130,8 +130,8 @@ def test_maxsize_with_big_sample_gets_own_shard(tmp_path: Path) -> None:
 def test_maxcount_and_maxsize_validation(tmp_path: Path) -> None:
     with pytest.raises(ValueError):
         atd.ShardWriter(tmp_path / "a.tar", maxcount=0)
-    with pytest.raises(ValueError):
-        atd.ShardWriter(tmp_path / "a.tar", maxsize=100)
+    with pytest.raises(ValueError, match="maxsize must be >= 1"):
+        atd.ShardWriter(tmp_path / "a.tar", maxsize=0)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -479,3 +479,43 @@ def test_shards_and_sidecars_respect_the_umask(tmp_path: Path, umask: int, mode:
     written = sorted(tmp_path.iterdir())
     assert len(written) == 6 and all(not p.name.startswith(".tmp-") for p in written)
     assert {p.name: p.stat().st_mode & 0o777 for p in written} == {p.name: mode for p in written}
+
+
+# --------------------------------------------------------------------------------------------------
+# the original atdata's write_samples (issue 17): content_metadata, the smallest maxsize, defaults, errors
+
+
+def test_write_samples_content_metadata_and_url(tmp_path: Path) -> None:
+    meta = {"instrument": "Zeiss"}
+    ds = atd.write_samples(smalls(5), tmp_path / "c.tar", maxcount=2, content_metadata=meta, progress=False)
+    assert ds.content_metadata == meta
+    assert ds.url == str(tmp_path / "c-00000{0,1,2}.tar")  # the original's brace url of absolute paths
+    assert tars(tmp_path) == ["c-000000.tar", "c-000001.tar", "c-000002.tar"]
+    typed = atd.write_samples([Other(v=1)], tmp_path / "t.tar", content_metadata=Other(v=9), progress=False)
+    assert typed.content_metadata == Other(v=9) and typed.url == str(tmp_path / "t.tar")
+
+
+def test_write_samples_bad_content_metadata_writes_nothing(tmp_path: Path) -> None:
+    with pytest.raises(TypeError, match="content_metadata must be"):
+        atd.write_samples(smalls(2), tmp_path / "x.tar", content_metadata=[1, 2], progress=False)
+    assert files(tmp_path) == []
+
+
+@pytest.mark.parametrize("maxsize", [1, 100, 1e3])
+def test_maxsize_as_small_as_the_original_accepts(tmp_path: Path, maxsize: float) -> None:
+    """Any maxsize from 1 byte: a shard smaller than one sample holds that one sample."""
+    ds = atd.write_samples(smalls(3), tmp_path / "m.tar", maxsize=maxsize, progress=False)
+    assert tars(tmp_path) == ["m-000000.tar", "m-000001.tar", "m-000002.tar"]
+    assert read_back(ds.list_shards()) == smalls(3)
+
+
+def test_maxsize_float_and_default_maxcount(tmp_path: Path) -> None:
+    ds = atd.write_samples(smalls(5), tmp_path / "f.tar", maxsize=3e9, progress=False)
+    assert tars(tmp_path) == ["f-000000.tar"] and len(ds) == 5
+
+
+def test_write_samples_empty_is_empty_dataset_error(tmp_path: Path) -> None:
+    with pytest.raises(atd.EmptyDatasetError, match="no samples") as info:
+        atd.write_samples([], tmp_path / "e.tar", maxcount=2, progress=False)
+    assert isinstance(info.value, ValueError)  # what the original raised
+    assert files(tmp_path) == []  # the original left an empty e-000000.tar behind

@@ -86,7 +86,7 @@ def _remote_sha256(ds: Dataset[Any], shard: str) -> dict[str, str]:
 
 
 def _remote_size(ds: Dataset[Any]) -> dict[str, int]:
-    d = ds.describe()  # samples and bytes from the sidecars, when every shard has one
+    d = ds.summary()  # samples and bytes from the sidecars, when every shard has one
     return {k: int(d[k]) for k in ("shards", "samples", "bytes") if d[k] is not None}
 
 

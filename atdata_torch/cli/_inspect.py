@@ -14,7 +14,7 @@ __all__ = ["info", "preview"]
 
 
 def _value_type(v: Any) -> dict[str, Any]:
-    """The type of a decoded field value, as ``Dataset.describe()`` words a schema field (no values)."""
+    """The type of a decoded field value, as ``Dataset.summary()`` words a schema field (no values)."""
     import numpy as np
 
     if isinstance(v, np.ndarray):
@@ -52,8 +52,8 @@ def _index_fields(sid: str) -> list[dict[str, Any]] | None:
 
 
 def _describe(target: str, ds: Any) -> dict[str, Any]:
-    """``ds.describe()`` completed from the sidecars (schema id) and the data (samples, field types)."""
-    d: dict[str, Any] = ds.describe()
+    """``ds.summary()`` completed from the sidecars (schema id) and the data (samples, field types)."""
+    d: dict[str, Any] = ds.summary()
     shards = ds.list_shards()
     sides, ids = sidecar_schema_ids(ds, shards)
     d["dataset"] = target
@@ -160,7 +160,7 @@ def preview(target: str, limit: int, as_json: bool) -> None:
     try:
         samples = ds.head(limit)
         if not as_json:
-            d = ds.describe()
+            d = ds.summary()
             d["schema_ids"] = sidecar_schema_ids(ds, ds.list_shards()[:1])[1]
             if d["schema_id"] is None and d["schema_ids"]:
                 d["schema_id"], d["schema_id_from"] = d["schema_ids"][0], "index sidecars"

@@ -71,13 +71,13 @@ def verify(target: str, as_json: bool, progress: bool | None) -> None:
         schema_ids = sidecar_schema_ids(ds, shards)[1]
     except atd.AtdataError:
         schema_ids = []  # an unreadable sidecar is reported shard by shard below
-    typed = ds.describe()["schema_id"]
+    typed = ds.summary()["schema_id"]
     for shard in tqdm(shards, desc="verifying", unit="shard", disable=None if progress is None else not progress):
         problems.extend(_verify_shard(ds, shard))
     if as_json:
         report = {
             "shards": len(shards),
-            "sample_type": ds.describe()["sample_type"],
+            "sample_type": ds.summary()["sample_type"],
             "schema_id": typed or (schema_ids[0] if len(schema_ids) == 1 else None),
             "schema_ids": schema_ids,
             "ok": not problems,
