@@ -38,7 +38,9 @@ from .errors import (
     LoaderStateError,
     MissingDependencyError,
     PublishError,
+    RandomAccessError,
     RecordNotFoundError,
+    SampleIndexError,
     SchemaError,
     ShardFormatError,
     ShardNotFoundError,
@@ -56,6 +58,7 @@ if _TYPE_CHECKING:
     from ._pipeline import LastBatch, OnError, sample_rng, sample_seed
     from ._pipeline import Pipeline as Pipeline
     from ._pipeline import SkipReport as SkipReport
+    from ._random_access import MapDataset
     from ._sidecar import ShardIndex as ShardIndex
     from ._stats import LoaderStats
     from .cache import ShardCache
@@ -89,6 +92,7 @@ _LAZY: dict[str, tuple[str, str]] = {
     "sample_rng": ("._pipeline", "sample_rng"),
     "sample_seed": ("._pipeline", "sample_seed"),
     "LoaderStats": ("._stats", "LoaderStats"),
+    "MapDataset": ("._random_access", "MapDataset"),
     "ShardCache": (".cache", "ShardCache"),
     "TensorBatch": (".collate", "TensorBatch"),
     "collate": (".collate", "collate"),
@@ -167,15 +171,18 @@ __all__ = [
     "LoaderStateError",
     "LoaderStats",
     "LocalSource",
+    "MapDataset",
     "MemorySource",
     "MissingDependencyError",
     "NDArray",
     "OnError",
     "PackableSample",
     "PublishError",
+    "RandomAccessError",
     "RecordNotFoundError",
     "S3Source",
     "SampleBatch",
+    "SampleIndexError",
     "SchemaError",
     "ShardCache",
     "ShardFormatError",

@@ -271,3 +271,16 @@ class MissingDependencyError(AtdataError, ImportError):
 
 class SkippedSamplesWarning(UserWarning):
     """Emitted when iteration with ``on_error="skip"`` or ``"warn"`` skipped samples (reported at epoch end)."""
+
+
+# ---------------------------------------------------------------------------------------------------- random access
+__all__ += ["RandomAccessError", "SampleIndexError"]
+
+
+class RandomAccessError(AtdataError, TypeError):
+    """A dataset cannot be indexed by position (``ds[i]``): a ``filter()`` stage makes its length unknown, or its
+    remote shards have no index sidecars; the message names the fix."""
+
+
+class SampleIndexError(AtdataError, IndexError):
+    """A sample position is out of range, or not an int / slice / sequence of ints (``ds[i]``)."""
