@@ -37,7 +37,7 @@ import weakref
 from collections import OrderedDict
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 import numpy as np
 from torch.utils.data import Dataset as TorchDataset
@@ -248,7 +248,7 @@ class RandomAccess:
             )
         return j + n if j < 0 else j
 
-    def positions(self, key: Any) -> np.ndarray:
+    def positions(self, key: Any) -> np.ndarray[Any, np.dtype[np.int64]]:
         """A slice, or a sequence / array of ints, as positions in ``[0, len)``."""
         n = self.starts[-1]
         if isinstance(key, slice):
@@ -289,9 +289,14 @@ class RandomAccess:
         uniq, inverse = np.unique(pos, return_inverse=True)  # sorted: by shard, then by offset
         shard_of = np.searchsorted(np.asarray(self.starts), uniq, side="right") - 1
         fetcher = self.fetcher
-        gap, span = (REMOTE_GAP, REMOTE_SPAN) if _is_remote(fetcher.owner(self.shards[0])) else (LOCAL_GAP, LOCAL_SPAN)
         runs: list[tuple[int, int, int, list[tuple[int, int]]]] = []  # (shard, start, end, [(k, position)])
-        for p, s in zip(uniq.tolist(), shard_of.tolist(), strict=True):
+        ps = cast(list[int], uniq.tolist())
+        ss = cast(list[int], shard_of.tolist())
+        gap = span = 0
+        for p, s in zip(ps, ss, strict=True):
+            if not runs or runs[-1][0] != s:
+                remote = _is_remote(fetcher.owner(self.shards[s]))
+                gap, span = (REMOTE_GAP, REMOTE_SPAN) if remote else (LOCAL_GAP, LOCAL_SPAN)
             ix = self.indexes[s]
             k = p - self.starts[s]
             off, end = ix.offsets[k], ix.offsets[k] + ix.lengths[k]
