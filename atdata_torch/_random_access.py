@@ -59,7 +59,7 @@ T = TypeVar("T")
 #: Coalescing of the byte ranges of a list / slice: ranges of one shard closer than ``gap`` bytes are read by one
 #: request, while it spans at most ``span`` bytes. Remote round trips cost more than the bytes in between.
 LOCAL_GAP, LOCAL_SPAN = 64 << 10, 8 << 20
-REMOTE_GAP, REMOTE_SPAN = 1 << 20, 32 << 20
+REMOTE_GAP, REMOTE_SPAN = 256 << 10, 16 << 20
 _MAX_FDS = 64  # file descriptors kept open per process (least recently used closed first)
 
 
@@ -104,7 +104,7 @@ class _Fetcher:
         self.source = source
         self.pid = os.getpid()
         self.owners: dict[str, Any] = {}
-        self.fds: OrderedDict[str, int] = OrderedDict()
+        self.fds: OrderedDict[str, _Fd] = OrderedDict()
         self.lock = threading.Lock()
         self.pool: ThreadPoolExecutor | None = None
 
@@ -114,7 +114,8 @@ class _Fetcher:
     def read(self, shard: str, start: int, end: int) -> memoryview:
         src = self.owner(shard)
         if isinstance(src, LocalSource):
-            return memoryview(os.pread(self._fd(src, shard), end - start, start))
+            fd = self._fd(src, shard)  # held while it is read: an eviction cannot close it under this read
+            return memoryview(os.pread(fd.fd, end - start, start))
         if isinstance(src, RangeReading):
             return memoryview(src.read_range(shard, start, end))
         if isinstance(src, Buffered):
@@ -127,19 +128,19 @@ class _Fetcher:
             shard=shard,
         )
 
-    def _fd(self, src: LocalSource, shard: str) -> int:
+    def _fd(self, src: LocalSource, shard: str) -> _Fd:
         with self.lock:
-            fd = self.fds.get(shard)
-            if fd is not None:
+            got = self.fds.get(shard)
+            if got is not None:
                 self.fds.move_to_end(shard)
-                return fd
+                return got
         with src.open_shard(shard) as f:  # raises ShardNotFoundError / SourceError naming the shard
-            fd = os.dup(f.fileno())
+            got = _Fd(os.dup(f.fileno()))
         with self.lock:
-            self.fds[shard] = fd
+            self.fds[shard] = got
             while len(self.fds) > _MAX_FDS:
-                os.close(self.fds.popitem(last=False)[1])
-        return fd
+                self.fds.popitem(last=False)  # closed once no read in another thread holds it
+        return got
 
     def read_many(self, jobs: list[tuple[str, int, int]]) -> list[memoryview]:
         """The bytes of each ``(shard, start, end)``; remote ones in parallel."""
@@ -153,18 +154,27 @@ class _Fetcher:
         return [f.result() for f in futures]
 
     def close(self) -> None:
+        """Let the descriptors go (each closes once no read holds it) and stop the thread pool."""
         with self.lock:
-            fds, self.fds = list(self.fds.values()), OrderedDict()
-        if self.pid == os.getpid():  # a forked child does not close its parent's descriptors
-            for fd in fds:
-                os.close(fd)
-            if self.pool is not None:
-                self.pool.shutdown(wait=False)
-        self.pool = None
+            self.fds = OrderedDict()
+        pool, self.pool = self.pool, None
+        if pool is not None and self.pid == os.getpid():
+            pool.shutdown(wait=False)
+
+
+class _Fd:
+    """A file descriptor, closed when the last reference to it goes (in the process that opened it: a forked child
+    leaves its parent's alone)."""
+
+    __slots__ = ("fd", "pid")
+
+    def __init__(self, fd: int) -> None:
+        self.fd, self.pid = fd, os.getpid()
 
     def __del__(self) -> None:
-        with contextlib.suppress(Exception):  # interpreter shutdown
-            self.close()
+        if self.pid == os.getpid():
+            with contextlib.suppress(OSError):
+                os.close(self.fd)
 
 
 def _shard_index(ds: Dataset[Any], shard: str) -> ShardIndex:

@@ -8,6 +8,7 @@ import json
 import os
 import pickle
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -122,6 +123,22 @@ def test_one_pread_per_sample_on_a_kept_descriptor(local: atd.Dataset[Rec], monk
     calls.clear()
     assert labels(local[[4, 9, 14]]) == [4, 9, 14]  # three shards: one read each
     assert len(calls) == 3 and len(opened) == 2
+
+
+def test_few_descriptors_stay_open_and_threads_share_them(
+    local: atd.Dataset[Rec], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_random_access, "_MAX_FDS", 1)
+    expected = rows(local.ordered())
+    order = np.random.default_rng(0).permutation(200) % 20
+
+    def read(part: np.ndarray) -> list[tuple[int, str, bytes]]:
+        return [rows([local[int(i)]])[0] for i in part]
+
+    with ThreadPoolExecutor(4) as pool:  # evictions while other threads read: no read of a closed descriptor
+        got = list(pool.map(read, np.array_split(order, 4)))
+    assert [r for part in got for r in part] == [expected[i] for i in order]
+    assert len(_random_access.random_access(local).fetcher.fds) == 1
 
 
 def test_a_stale_sidecar_is_reported_not_misread(tmp_path: Path) -> None:
