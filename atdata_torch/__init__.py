@@ -41,6 +41,7 @@ from .errors import (
     MissingDependencyError,
     PartialFailureError,
     PublishError,
+    RandomAccessError,
     RecordNotFoundError,
     SampleIndexError,
     SchemaError,
@@ -60,6 +61,7 @@ if _TYPE_CHECKING:
     from ._pipeline import LastBatch, OnError, sample_rng, sample_seed
     from ._pipeline import Pipeline as Pipeline
     from ._pipeline import SkipReport as SkipReport
+    from ._random_access import MapDataset
     from ._sidecar import ShardIndex as ShardIndex
     from ._stats import LoaderStats
     from .cache import ShardCache
@@ -104,6 +106,7 @@ _LAZY: dict[str, tuple[str, str]] = {
     "sample_rng": ("._pipeline", "sample_rng"),
     "sample_seed": ("._pipeline", "sample_seed"),
     "LoaderStats": ("._stats", "LoaderStats"),
+    "MapDataset": ("._random_access", "MapDataset"),
     "ShardCache": (".cache", "ShardCache"),
     "TensorBatch": (".collate", "TensorBatch"),
     "collate": (".collate", "collate"),
@@ -195,6 +198,7 @@ __all__ = [
     "ManifestField",
     "ManifestNotFoundError",
     "ManifestWriter",
+    "MapDataset",
     "MemorySource",
     "MissingDependencyError",
     "NDArray",
@@ -207,6 +211,10 @@ __all__ = [
     "S3Source",
     "SampleBatch",
     "SampleLocation",
+    "RandomAccessError",
+    "RecordNotFoundError",
+    "S3Source",
+    "SampleBatch",
     "SampleIndexError",
     "SchemaError",
     "ShardCache",

@@ -18,9 +18,10 @@ Example:
 
 from __future__ import annotations
 
+import importlib
 import itertools
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
 from torch.utils.data import IterableDataset
@@ -30,6 +31,7 @@ from ._dataset_compat import DatasetCompat
 from ._indexing import ShardIndexes
 from ._order import DEFAULT_BLOCK_SIZE, DEFAULT_WINDOW
 from ._pipeline import Pipeline, decode_record
+from ._random_access import MapDataset, getitem
 from ._reader import Buffer, read_record
 from ._sidecar import ShardIndex, scan
 from .errors import AtdataError, ShardFormatError
@@ -267,6 +269,34 @@ class Dataset(IterableDataset[T], DatasetCompat[T], Generic[T]):
         if n is None:
             raise TypeError("len() is unknown after filter(); count with sum(1 for _ in ds)")
         return n
+
+    # ------------------------------------------------------------------------------------------------ random access, HF
+    @overload
+    def __getitem__(self, key: int) -> T: ...
+
+    @overload
+    def __getitem__(self, key: slice | Sequence[int]) -> list[T]: ...
+
+    def __getitem__(self, key: Any) -> Any:
+        """``ds[i]`` (negative from the end), ``ds[i:j]``, ``ds[[i, j, ...]]``: by global index across the shards, one
+        ranged read per sample, nearby ones coalesced (see ``atdata_torch._random_access``)."""
+        return getitem(self, key)
+
+    def as_map(self) -> MapDataset[T]:
+        """A map-style ``torch.utils.data.Dataset`` over these samples, for any torch ``Sampler`` (see
+        :class:`~atdata_torch.MapDataset`)."""
+        return MapDataset(self)
+
+    @classmethod
+    def from_hf(cls, hf_dataset: Any, sample_type: type[V], path: str | os.PathLike[str], **kw: Any) -> Dataset[V]:
+        """Write a Hugging Face ``datasets.Dataset`` as shards at ``path`` (see ``atdata_torch.integrations.hf``)."""
+        # Looked up by name: the integration writes shards (writer -> dataset: an import cycle otherwise).
+        hf = importlib.import_module("atdata_torch.integrations.hf")
+        return hf.from_hf(hf_dataset, sample_type, path, **kw)  # type: ignore[no-any-return]
+
+    def to_hf(self, limit: int | None = None) -> Any:
+        """These samples as a Hugging Face ``datasets.Dataset`` (see ``atdata_torch.integrations.hf``)."""
+        return importlib.import_module("atdata_torch.integrations.hf").to_hf(self, limit)
 
     # ------------------------------------------------------------------------------------------------ iteration
     @overload

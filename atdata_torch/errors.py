@@ -281,6 +281,8 @@ class SkippedSamplesWarning(UserWarning):
 class ManifestNotFoundError(AtdataError, FileNotFoundError):
     """A shard has no manifest (``<shard>.manifest.json`` + ``.manifest.parquet``) where a query needs one; also a
     ``FileNotFoundError``, as the original raised."""
+
+
 # --- issue 17, c17w: the original atdata's Dataset surface (process_shards, select, write_samples) -------------------
 
 
@@ -290,8 +292,8 @@ class EmptyDatasetError(AtdataError, ValueError):
 
 
 class SampleIndexError(AtdataError, IndexError):
-    """``Dataset.select()`` was asked for a position the dataset does not have; also an ``IndexError``, as the
-    original atdata raised."""
+    """A sample position is out of range, or not an int / slice / sequence of ints (``ds[i]``, ``ds.select()``);
+    also an ``IndexError``, as the original atdata raised."""
 
 
 class PartialFailureError(AtdataError):
@@ -334,3 +336,10 @@ class PartialFailureError(AtdataError):
 
     def __reduce__(self) -> tuple[object, ...]:
         return (type(self), (self.succeeded_shards, self.failed_shards, self.errors, self.results))
+# ---------------------------------------------------------------------------------------------------- random access
+__all__ += ["RandomAccessError"]
+
+
+class RandomAccessError(AtdataError, TypeError):
+    """A dataset cannot be indexed by position (``ds[i]``): a ``filter()`` stage makes its length unknown, or its
+    remote shards have no index sidecars; the message names the fix."""
