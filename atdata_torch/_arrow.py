@@ -76,7 +76,7 @@ def _specs(sample_type: Any) -> dict[str, FieldSpec]:
     return {}
 
 
-def _native(arr: np.ndarray, name: str) -> np.ndarray:
+def _native(arr: np.ndarray[Any, Any], name: str) -> np.ndarray[Any, Any]:
     """``arr`` in native byte order and C order, with a dtype Arrow can hold (else a :class:`SchemaError`)."""
     if not arr.dtype.isnative:
         arr = arr.astype(arr.dtype.newbyteorder("="))
@@ -89,7 +89,7 @@ def _native(arr: np.ndarray, name: str) -> np.ndarray:
     return np.ascontiguousarray(arr)
 
 
-def _fixed(pa: Any, stacked: np.ndarray, name: str, mask: np.ndarray | None = None) -> Any:
+def _fixed(pa: Any, stacked: np.ndarray[Any, Any], name: str, mask: np.ndarray[Any, Any] | None = None) -> Any:
     """A fixed-shape tensor column from ``stacked`` (shape ``(rows, *shape)``); ``mask`` marks nulls."""
     stacked = _native(stacked, name)
     shape = list(stacked.shape[1:])
@@ -193,7 +193,7 @@ def _field(pa: Any, name: str, arr: Any) -> Any:
 def is_ragged(arr: Any) -> bool:
     """Whether a struct array has the ragged tensor layout (fields ``data`` and ``shape``)."""
     t = arr.type
-    return t.num_fields == 2 and t.field(0).name == "data" and t.field(1).name == "shape"
+    return bool(t.num_fields == 2 and t.field(0).name == "data" and t.field(1).name == "shape")
 
 
 def _plain_column(pa: Any, name: str, values: Sequence[Any], spec: FieldSpec | None) -> Any:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -75,8 +76,11 @@ def ray_tensors(name: str, values: Any, spec: FieldSpec | None = None) -> Any:
         if len(present) == len(values) and not optional and len({(v.shape, v.dtype) for v in present}) == 1:
             return ArrowTensorArray.from_numpy(np.stack(present), column_name=name)
         ndim = present[0].ndim if present else 1
-        dtype = present[0].dtype if present else (spec.dtype if spec is not None and spec.dtype is not None else
-                                                  np.dtype(np.float64))
+        dtype = (
+            present[0].dtype
+            if present
+            else (spec.dtype if spec is not None and spec.dtype is not None else np.dtype(np.float64))
+        )
         if any(v.ndim != ndim for v in present):
             raise SchemaError(
                 f"field {name!r} holds arrays of different numbers of dimensions; Ray's variable-shaped tensor "
@@ -105,15 +109,17 @@ def ray_tensors(name: str, values: Any, spec: FieldSpec | None = None) -> Any:
 def from_ray_tensor(col: Any) -> Any:
     """A Ray tensor extension column as an array (no nulls, one shape) or a list (``None`` for nulls); ``None``
     for other columns."""
-    if not isinstance(col.type, get_arrow_extension_tensor_types()):
+    if not isinstance(col.type, get_arrow_extension_tensor_types()):  # type: ignore[no-untyped-call]
         return None
     values = col.to_numpy(zero_copy_only=False)
     if col.null_count == 0 and not isinstance(col.type, ArrowVariableShapedTensorType):
         return values
     valid = col.is_valid().to_numpy(zero_copy_only=False)
     # Ray's own concatenation drops null bits: a missing array is also told by its empty shape (0, ..., 0).
-    return [values[i] if valid[i] and (values[i].size or not all(d == 0 for d in values[i].shape)) else None
-            for i in range(len(col))]
+    return [
+        values[i] if valid[i] and (values[i].size or not all(d == 0 for d in values[i].shape)) else None
+        for i in range(len(col))
+    ]
 
 
 def _read_part(source: Any, part: Part, decode_type: type, rows_per_block: int) -> Iterator[pa.Table]:
@@ -141,17 +147,17 @@ def plan_parts(counts: list[tuple[str, int, int]], parallelism: int) -> list[Par
             continue
         k = 1 if len(counts) >= want or total == 0 else max(1, min(n, round(want * n / total)))
         bounds = [n * j // k for j in range(k + 1)]
-        for lo, hi in zip(bounds, bounds[1:], strict=False):
+        for lo, hi in itertools.pairwise(bounds):
             if hi > lo:
                 parts.append(Part(i, name, lo, hi, nbytes * (hi - lo) // n))
     return parts
 
 
-class AtdataDatasource(Datasource):  # type: ignore[misc]
+class AtdataDatasource(Datasource):
     """A Ray Data datasource over a :class:`~atdata_torch.Dataset`'s shards (see ``read_atdata``)."""
 
     def __init__(self, ds: Dataset[Any], *, rows_per_block: int = 1024) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]
         if rows_per_block < 1:
             raise ValueError(f"rows_per_block must be >= 1, got {rows_per_block}")
         self._ds = ds
@@ -190,7 +196,7 @@ class AtdataDatasource(Datasource):  # type: ignore[misc]
         tasks = []
         for part in plan_parts(self.shard_counts(), parallelism):
             meta = BlockMetadata(
-                num_rows=part.hi - part.lo, size_bytes=part.nbytes, input_files=[part.name], exec_stats=None
+                num_rows=part.hi - part.lo, size_bytes=part.nbytes, input_files=(part.name,), exec_stats=None
             )
             fn = functools.partial(_read_part, source, part, decode_type, self._rows_per_block)
             tasks.append(ReadTask(fn, meta, per_task_row_limit=per_task_row_limit))

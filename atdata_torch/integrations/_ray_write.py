@@ -80,8 +80,10 @@ class _S3:
         self.profile = options.pop("profile", None)
         self.__credentials = (options.pop("access_key", None), options.pop("secret_key", None))
         if options:
-            raise TypeError(f"write_atdata got unknown S3 options {sorted(options)}; known: endpoint, region, "
-                            "profile, access_key, secret_key")
+            raise TypeError(
+                f"write_atdata got unknown S3 options {sorted(options)}; known: endpoint, region, "
+                "profile, access_key, secret_key"
+            )
         self._client_: Any = None
 
     def __getstate__(self) -> dict[str, Any]:
@@ -98,8 +100,11 @@ class _S3:
             access, secret = self.__credentials
             session = boto3.session.Session(profile_name=self.profile) if self.profile else boto3.session.Session()
             self._client_ = session.client(
-                "s3", endpoint_url=self.endpoint, region_name=self.region,
-                aws_access_key_id=access, aws_secret_access_key=secret,
+                "s3",
+                endpoint_url=self.endpoint,
+                region_name=self.region,
+                aws_access_key_id=access,
+                aws_secret_access_key=secret,
             )
         return self._client_
 
@@ -141,13 +146,13 @@ class _S3:
     def existing(self, pattern: re.Pattern[str]) -> list[str]:
         client = self.client()
         prefix = f"{self.prefix}/" if self.prefix else ""
-        out = []
+        out: list[str] = []
         for page in client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix, Delimiter="/"):
             out.extend(o["Key"] for o in page.get("Contents", []) if pattern.fullmatch(o["Key"][len(prefix) :]))
         return [f"s3://{self.bucket}/{k}" for k in sorted(out)]
 
 
-class AtdataDatasink(Datasink):  # type: ignore[misc]
+class AtdataDatasink(Datasink[dict[str, Any]]):
     """A Ray Data datasink writing atdata shards (see ``write_atdata``).
 
     After a successful write, :attr:`urls` holds the final shard URLs and :attr:`entry` the index entry (when an

@@ -104,9 +104,10 @@ def read_atdata(
     """
     ds = _dataset(source, sample_type, split, dict(source_options))
     datasource = AtdataDatasource(ds, rows_per_block=rows_per_block)
-    return ray.data.read_datasource(
+    out: ray.data.Dataset = ray.data.read_datasource(
         datasource, override_num_blocks=override_num_blocks, ray_remote_args=ray_remote_args
     )
+    return out
 
 
 def write_atdata(
@@ -154,15 +155,22 @@ def write_atdata(
     if unknown:
         raise TypeError(f"write_atdata got unknown keyword arguments {unknown}; S3 options are {list(_S3_OPTIONS)}")
     sink = AtdataDatasink(
-        path, sample_type, maxcount=maxcount, maxsize=maxsize, index=index, name=name, version=version,
+        path,
+        sample_type,
+        maxcount=maxcount,
+        maxsize=maxsize,
+        index=index,
+        name=name,
+        version=version,
         s3_options=s3_options,
     )
     sink.check_target()
     ray_dataset.write_datasink(sink, ray_remote_args=ray_remote_args, concurrency=concurrency)
-    return Dataset(sink.urls, sample_type=sample_type, **s3_options)
+    written: Dataset[Any] = Dataset(sink.urls, sample_type=sample_type, **s3_options)
+    return written
 
 
-class TorchCollate(ArrowBatchCollateFn):  # type: ignore[misc]
+class TorchCollate(ArrowBatchCollateFn):
     """``iter_torch_batches(collate_fn=TorchCollate())``: tensor and numeric columns as ``torch.Tensor`` s, the rest
     as lists (``str``, ``bytes``; ragged arrays as lists of tensors; ``None`` for missing values).
 
@@ -180,7 +188,7 @@ class TorchCollate(ArrowBatchCollateFn):  # type: ignore[misc]
         super().__init__()
         self.device = device
 
-    def __call__(self, batch: pa.Table) -> dict[str, Any]:
+    def __call__(self, batch: pa.Table) -> Any:
         import torch
 
         from .._arrow import table_to_columns
@@ -197,7 +205,9 @@ class TorchCollate(ArrowBatchCollateFn):  # type: ignore[misc]
                 out[name] = [torch.as_tensor(v) if isinstance(v, np.ndarray) else v for v in values]
             if self.device is not None:
                 v = out[name]
-                out[name] = v.to(self.device) if isinstance(v, torch.Tensor) else [
-                    t.to(self.device) if isinstance(t, torch.Tensor) else t for t in v
-                ]
+                out[name] = (
+                    v.to(self.device)
+                    if isinstance(v, torch.Tensor)
+                    else [t.to(self.device) if isinstance(t, torch.Tensor) else t for t in v]
+                )
         return out
