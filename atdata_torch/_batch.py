@@ -156,6 +156,13 @@ class SampleBatch(Generic[T]):
         """The columns as a dict."""
         return dict(self._columns)
 
+    def to_arrow(self) -> Any:
+        """The batch as a ``pyarrow.Table`` (the ``arrow`` extra): NDArray fields as fixed-shape tensor columns
+        (ragged ones as ``struct<data, shape>``), the rest as plain columns; see ``atdata_torch._arrow``."""
+        from ._arrow import batch_to_arrow
+
+        return batch_to_arrow(self)
+
     @property
     def samples(self) -> list[T]:
         """The batch as a list of samples (rebuilt from the columns)."""

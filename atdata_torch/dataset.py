@@ -433,6 +433,30 @@ class Dataset(IterableDataset[T], DatasetCompat[T], Generic[T]):
                 return sample  # type: ignore[no-any-return]
         raise KeyError(key)
 
+    # ------------------------------------------------------------------------------------------------ arrow (issue 18)
+    def to_arrow(self, limit: int | None = None, *, batch_size: int = 1024) -> Any:
+        """The samples in order (the first ``limit``, or all) as one ``pyarrow.Table`` (the ``arrow`` extra).
+
+        NDArray fields become fixed-shape tensor columns (ragged ones ``struct<data, shape>``), other fields plain
+        columns; see ``atdata_torch._arrow``. ``SampleBatch.to_arrow()`` converts one batch.
+        """
+        from ._arrow import batch_to_arrow, concat_tables, pyarrow
+
+        pyarrow()  # fail early, naming the extra
+        if limit is not None and limit < 0:
+            raise ValueError(f"to_arrow(limit={limit}): limit must be >= 0 or None")
+        tables: list[Any] = []
+        rows = 0
+        if limit != 0:
+            pipe = self.ordered(batch_size=batch_size, rank=0, world_size=1, last_batch="exact")
+            for batch in pipe:
+                tables.append(batch_to_arrow(batch))
+                rows += len(batch)
+                if limit is not None and rows >= limit:
+                    break
+        table = concat_tables(tables)
+        return table.slice(0, limit) if limit is not None else table
+
     def summary(self) -> dict[str, Any]:
         """A summary: sample type and fields, shards, samples and bytes (when known without reading data).
 
