@@ -37,6 +37,7 @@ from .errors import (
     LensNotFoundError,
     LoaderStateError,
     MissingDependencyError,
+    MixtureError,  # issue 18: mixtures
     PublishError,
     RecordNotFoundError,
     SchemaError,
@@ -66,6 +67,7 @@ if _TYPE_CHECKING:
     from .lens import registry as lens_registry
     from .load import DatasetDict, load_dataset, register_resolver
     from .loader import Loader
+    from .mixture import Mixture, mix  # issue 18: mixtures
     from .schema import DictSample, PackableSample, packable, schema_id
     from .schema import FieldSpec as FieldSpec
     from .sources import ConcatSource, DataSource, LocalSource, MemorySource, register_source
@@ -94,6 +96,9 @@ _LAZY: dict[str, tuple[str, str]] = {
     "collate": (".collate", "collate"),
     "to_tensor": (".collate", "to_tensor"),
     "Dataset": (".dataset", "Dataset"),
+    # issue 18: weighted mixtures
+    "Mixture": (".mixture", "Mixture"),
+    "mix": (".mixture", "mix"),
     "Index": (".index", "Index"),
     "Lens": (".lens", "Lens"),
     "LensRegistry": (".lens", "LensRegistry"),
@@ -169,6 +174,8 @@ __all__ = [
     "LocalSource",
     "MemorySource",
     "MissingDependencyError",
+    "Mixture",
+    "MixtureError",
     "NDArray",
     "OnError",
     "PackableSample",
@@ -193,6 +200,7 @@ __all__ = [
     "lens",
     "lens_registry",
     "load_dataset",
+    "mix",
     "packable",
     "register_resolver",
     "register_source",
