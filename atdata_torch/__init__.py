@@ -40,6 +40,7 @@ from .errors import (
     ManifestNotFoundError,  # manifests (c17m)
     MissingDependencyError,
     PartialFailureError,
+    MixtureError,  # issue 18: mixtures
     PublishError,
     RandomAccessError,
     RecordNotFoundError,
@@ -72,6 +73,7 @@ if _TYPE_CHECKING:
     from .lens import registry as lens_registry
     from .load import DatasetDict, load_dataset, register_resolver
     from .loader import Loader
+    from .mixture import Mixture, mix  # issue 18: mixtures
     from .schema import DictSample, PackableSample, packable, schema_id
     from .schema import FieldSpec as FieldSpec
     from .sources import ConcatSource, DataSource, LocalSource, MemorySource, register_source
@@ -112,6 +114,9 @@ _LAZY: dict[str, tuple[str, str]] = {
     "collate": (".collate", "collate"),
     "to_tensor": (".collate", "to_tensor"),
     "Dataset": (".dataset", "Dataset"),
+    # issue 18: weighted mixtures
+    "Mixture": (".mixture", "Mixture"),
+    "mix": (".mixture", "mix"),
     "Index": (".index", "Index"),
     "Lens": (".lens", "Lens"),
     "LensRegistry": (".lens", "LensRegistry"),
@@ -201,6 +206,8 @@ __all__ = [
     "MapDataset",
     "MemorySource",
     "MissingDependencyError",
+    "Mixture",
+    "MixtureError",
     "NDArray",
     "OnError",
     "PackableSample",
@@ -234,6 +241,7 @@ __all__ = [
     "lens",
     "lens_registry",
     "load_dataset",
+    "mix",
     "packable",
     "query_fields",
     "register_resolver",

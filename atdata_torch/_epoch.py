@@ -14,9 +14,10 @@ rows where it can (see ``atdata_torch._placement``) and keeps few shards mapped.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
+from numpy.typing import NDArray
 
 from ._order import iter_epoch_order
 from ._placement import Placement, learn
@@ -30,7 +31,7 @@ if TYPE_CHECKING:
     from ._sidecar import ShardIndex
     from .options import LastBatch, ReadOptions
 
-__all__ = ["CHUNK", "EpochPass", "EpochReader", "Note", "ReadPlan"]
+__all__ = ["CHUNK", "EpochPass", "EpochReader", "Note", "OrdersEpochs", "ReadPlan"]
 
 CHUNK = 512  # an unbatched pass reads this many records at a time
 
@@ -66,6 +67,39 @@ class ReadPlan(Protocol):
 
     def stream_buffer(self, shard: str, owner: Any = None) -> Buffer | Filling:
         """A shard's bytes for a pass (a :class:`Filling` while a download streams in)."""
+
+
+# ---- issue 18: a plan that lays out its own epochs (a weighted mixture, atdata_torch.mixture) ----
+@runtime_checkable
+class OrdersEpochs(Protocol):
+    """A :class:`ReadPlan` whose epochs are not its shards' order but a sequence it lays out itself (a weighted
+    mixture: ``atdata_torch.mixture``). The reader slices, reads and resumes it like any order. Its passes may
+    read a shard's samples more than once and out of order (no forward-only reads), and keep
+    :meth:`open_shards` shards mapped."""
+
+    def epoch_length(self, counts: list[int]) -> int:
+        """Positions of an epoch, given every shard's sample count (the same for every seed and epoch)."""
+
+    def epoch_sequence(
+        self, counts: list[int], epoch: int, options: ReadOptions
+    ) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+        """The global sequence of ``epoch``: ``(shard_index, sample_index)`` arrays, one entry per position."""
+
+    def open_shards(self, options: ReadOptions) -> int:
+        """How many shards a pass keeps mapped."""
+
+    def order_settings(self) -> dict[str, Any]:
+        """What the order depends on besides shards, counts and read options (for the resume fingerprint)."""
+
+    def label_rows(self, recs: list[Record], shard_of: NDArray[np.int64], lossy: bool) -> tuple[list[Record], Any]:
+        """Before a batch is decoded: per-record labels from the shards read (``None``: no labels), and the records
+        to decode (when ``lossy``, a filter or a skip may drop rows: their keys then remember their rows)."""
+
+    def label_batch(self, batch: Any, labels: Any, lossy: bool) -> None:
+        """After: add the labels of the rows that made it into the batch as a column."""
+
+
+# ---- end issue 18 ----
 
 
 class EpochReader:
@@ -111,6 +145,8 @@ class EpochReader:
 
     def total(self) -> int:
         """The samples of an epoch (under ``on_error="skip"/"warn"``: the intact ones)."""
+        if isinstance(self.plan, OrdersEpochs):  # issue 18: a mixture's epoch is its schedule's length
+            return self.plan.epoch_length([ix.count for ix in self.indexes()])
         if self.options.on_error == "raise":
             return self.plan.sample_count()
         return sum(ix.count for ix in self.indexes())
@@ -138,6 +174,10 @@ class EpochReader:
             return cached[1], cached[2]
         o = self.options
         counts = [ix.count for ix in (indexes if indexes is not None else self.indexes())]
+        if isinstance(self.plan, OrdersEpochs):  # issue 18: a mixture lays out its own epochs
+            shards, idx = self.plan.epoch_sequence(counts, epoch, o)
+            self._order_cache = (epoch, shards, idx)
+            return shards, idx
         chunks = list(
             iter_epoch_order(
                 counts, seed=o.seed, epoch=epoch, shuffle=o.shuffle, block_size=o.block_size, window=o.window
@@ -187,7 +227,8 @@ class EpochReader:
         source = self.plan.source
         shards = self.plan.list_shards()
         prefetch = source.prefetch if isinstance(source, Prefetching) else None
-        if prefetch is not None and not self.options.shuffle and start == 0:
+        own_order = isinstance(self.plan, OrdersEpochs)  # issue 18: a mixture does not read in list order
+        if prefetch is not None and not self.options.shuffle and start == 0 and not own_order:
             # An ordered pass from the start reads the shards in list order: their downloads can start while the
             # indexes are read (the exact plan follows below).
             prefetch(shards)
@@ -240,10 +281,14 @@ class EpochPass:
         # Positions only grow within a shard (in order, no wrap-around padding): the download segments before the
         # record being read can go back to the pool (see Filling.drop_before).
         self._forward = not o.shuffle and last_batch != "pad"
+        mixed = isinstance(reader.plan, OrdersEpochs)  # issue 18: a mixture may read a shard's samples again
+        self._forward = self._forward and not mixed
         self._pad = last_batch == "pad"
         # Few shards stay mapped: a mapped shard's pages count in RSS (ordered reads need one at a time, shuffled
         # reads one per block of the window).
         self._max_views = o.window + 2 if o.shuffle else 2
+        if isinstance(reader.plan, OrdersEpochs):  # issue 18: each source of a mixture reads its own shards
+            self._max_views = reader.plan.open_shards(o)
         self._raise = o.on_error == "raise"
 
     def __enter__(self) -> EpochPass:

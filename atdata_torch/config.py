@@ -57,6 +57,7 @@ from ._config_values import (
     resolve_type,
     type_name,
 )
+from ._mix_config import check_mix_spec, mixture_from_spec
 from ._order import DEFAULT_BLOCK_SIZE, DEFAULT_WINDOW
 from .dataset import Dataset
 from .errors import ConfigError
@@ -79,8 +80,9 @@ __all__ = [
     "type_name",
 ]
 
-#: What a split may be given as: a path / glob / brace pattern / URL, a list of them, or a ready dataset.
-DatasetSpec = Union[str, "os.PathLike[str]", Sequence[str], "Dataset[Any]"]
+#: What a split may be given as: a path / glob / brace pattern / URL, a list of them, or a ready dataset; or (issue
+#: 18) a weighted mixture of such sources, a mapping ``{mix: [{data, weight, repeat}, ...], stop, ...}``.
+DatasetSpec = Union[str, "os.PathLike[str]", Sequence[str], "Dataset[Any]", Mapping[str, Any]]
 
 #: The splits a config can name, in Lightning's order.
 SPLITS = ("train", "val", "test", "predict")
@@ -248,15 +250,10 @@ class DataConfig:
         sample_type = resolve_type(self.sample_type, key="sample_type") if self.sample_type is not None else None
         if sample_type is not None and not (sample_type is DictSample or issubclass(sample_type, PackableSample)):
             raise _fail("sample_type", f"{type_name(sample_type)} is not a @packable class (nor DictSample)")
-        if isinstance(spec, Dataset):
-            ds: Dataset[Any] = spec if sample_type is None else spec.as_type(sample_type)
+        if isinstance(spec, Mapping):  # issue 18: a weighted mixture of sources
+            ds: Dataset[Any] = mixture_from_spec(split, spec, lambda s: self._source(split, s, sample_type))
         else:
-            urls: str | list[str]
-            if isinstance(spec, (str, os.PathLike)):
-                urls = expand_env(os.fspath(spec), key=split)
-            else:
-                urls = [expand_env(os.fspath(s), key=split) for s in spec]
-            ds = Dataset(urls, sample_type=sample_type, **(self.source_options or {}))
+            ds = self._source(split, spec, sample_type)
         if self.as_type is not None:
             ds = ds.as_type(resolve_type(self.as_type, key="as_type"))
         return ds
@@ -332,6 +329,16 @@ class DataConfig:
         return out
 
     # -------------------------------------------------------------------------------------------- helpers
+    def _source(self, split: str, spec: Any, sample_type: type | None) -> Dataset[Any]:
+        if isinstance(spec, Dataset):
+            return spec if sample_type is None else spec.as_type(sample_type)
+        urls: str | list[str]
+        if isinstance(spec, (str, os.PathLike)):
+            urls = expand_env(os.fspath(spec), key=split)
+        else:
+            urls = [expand_env(os.fspath(s), key=split) for s in spec]
+        return Dataset(urls, sample_type=sample_type, **(self.source_options or {}))
+
     def _check_split(self, split: str) -> None:
         if split not in SPLITS:
             raise _unknown("split", split, SPLITS, "split")
@@ -407,9 +414,13 @@ def _data_section(data: Any, where: str) -> Any:
 def _check_spec(key: str, value: Any) -> None:
     if value is None or isinstance(value, (str, os.PathLike, Dataset)):
         return
+    if isinstance(value, Mapping):  # issue 18: a weighted mixture
+        check_mix_spec(key, value)
+        return
     if isinstance(value, (list, tuple)) and value and all(isinstance(v, (str, os.PathLike)) for v in value):
         return
     raise _fail(
         key,
-        f"expected a path / glob / brace pattern / URL, a non-empty list of them, or a Dataset; got {value!r}",
+        f"expected a path / glob / brace pattern / URL, a non-empty list of them, a Dataset or a mixture "
+        f"({{mix: [{{data: ..., weight: ...}}, ...]}}); got {value!r}",
     )

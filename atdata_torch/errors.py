@@ -35,6 +35,7 @@ __all__ = [
     "ManifestNotFoundError",  # manifests (c17m)
     "MissingDependencyError",
     "PartialFailureError",
+    "MixtureError",  # issue 18: mixtures
     "PublishError",
     "RecordNotFoundError",
     "SampleIndexError",
@@ -232,6 +233,13 @@ class LoaderStateError(AtdataError, ValueError):
     """A loader state does not fit this loader (another dataset, another seed, a newer format)."""
 
 
+# ---- issue 18: weighted mixtures (atdata_torch.mixture) ----
+class MixtureError(AtdataError, ValueError):
+    """A weighted mixture cannot be built or laid out: bad weights, sources that cannot share batches (another
+    sample type or other map/filter stages), a source without samples, or no rule that ends the epoch."""
+
+
+# ---- end issue 18: weighted mixtures ----
 class PublishError(AtdataError):
     """A record could not be published to, or resolved from, the AT Protocol network."""
 

@@ -63,7 +63,8 @@ def test_every_config_builds_its_loaders_and_datamodule(path: Path, digits: Path
         assert all(len(b) <= kw["batch_size"] for b in batches)
         assert sum(len(b) for b in batches) == len(ds) or kw["last_batch"] == "drop" or kw["drop_last"]
         first = batches[0]
-        assert first.fields == [f.name for f in ds.sample_type.__atdata_fields__]
+        extra = [ds.source_field] if getattr(ds, "source_field", None) else []  # a mixture's source column
+        assert first.fields == [f.name for f in ds.sample_type.__atdata_fields__] + extra
     if HAVE_LIGHTNING:
         dm = cfg.datamodule()
         dm.setup("fit")

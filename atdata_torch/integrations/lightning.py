@@ -79,7 +79,9 @@ class AtdataDataModule(pl.LightningDataModule):
     ``LightningCLI`` config has the same keys).
 
     Args:
-        train: Training data: a path / glob / brace pattern / URL, a list of them, or an ``atd.Dataset``.
+        train: Training data: a path / glob / brace pattern / URL, a list of them, or an ``atd.Dataset`` (an
+            ``atd.mix(...)`` mixture too); or a mixture spec ``{"mix": [{"data": ..., "weight": ...}, ...]}`` (see
+            ``atdata_torch.config``).
             ``${NAME}`` / ``${NAME:-default}`` are read from the environment.
         val: Validation data (read in order).
         test: Test data (read in order).
@@ -115,10 +117,10 @@ class AtdataDataModule(pl.LightningDataModule):
 
     def __init__(
         self,
-        train: str | os.PathLike[str] | list[str] | Dataset[Any] | None = None,
-        val: str | os.PathLike[str] | list[str] | Dataset[Any] | None = None,
-        test: str | os.PathLike[str] | list[str] | Dataset[Any] | None = None,
-        predict: str | os.PathLike[str] | list[str] | Dataset[Any] | None = None,
+        train: str | os.PathLike[str] | list[str] | Dataset[Any] | dict[str, Any] | None = None,
+        val: str | os.PathLike[str] | list[str] | Dataset[Any] | dict[str, Any] | None = None,
+        test: str | os.PathLike[str] | list[str] | Dataset[Any] | dict[str, Any] | None = None,
+        predict: str | os.PathLike[str] | list[str] | Dataset[Any] | dict[str, Any] | None = None,
         *,
         sample_type: type | str | None = None,
         as_type: type | str | None = None,
