@@ -18,8 +18,13 @@ from __future__ import annotations
 
 import logging
 import re
+import tarfile
+from typing import Any
 
 __all__ = [
+    "AppViewError",
+    "AppViewRequiredError",
+    "AppViewUnavailableError",
     "AtdataError",
     "AuthError",
     "BlobLimitError",
@@ -31,6 +36,7 @@ __all__ = [
     "IndexNotFoundError",
     "IndexStoreError",
     "LensNotFoundError",
+    "LensPutterError",
     "LoaderStateError",
     "ManifestNotFoundError",  # manifests (c17m)
     "MissingDependencyError",
@@ -39,8 +45,10 @@ __all__ = [
     "PublishError",
     "RecordNotFoundError",
     "SampleIndexError",
+    "SampleKeyError",
     "SchemaError",
     "SkippedSamplesWarning",
+    "ShardError",
     "ShardFormatError",
     "ShardNotFoundError",
     "SourceError",
@@ -175,28 +183,142 @@ def _rebuild(
     return cls(message, shard=shard, key=key, offset=offset, field=field)
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# The original atdata's error classes, with its constructor arguments (issue 17, "errors"). Our shard errors derive
+# from ShardError, and each error also derives from the builtin the original raised in the same place (a missing
+# field or a wrong payload type: TypeError; a damaged shard: tarfile.ReadError; no lens: ValueError; an unknown
+# shard or sample key: KeyError), so that `except` clauses written for the original keep working.
+
+
+class ShardError(AtdataError):
+    """A shard could not be accessed or read: the base of :class:`SourceError` and :class:`ShardFormatError`.
+
+    Takes the original atdata's arguments, ``ShardError(shard_id, reason)``, or ours, ``ShardError(message,
+    shard=...)``. ``shard_id`` and ``reason`` are set either way.
+
+    Example:
+        >>> str(ShardError("a.tar", "truncated"))
+        "Failed to read shard 'a.tar': truncated"
+        >>> e = ShardFormatError("tar is truncated", shard="b.tar")
+        >>> isinstance(e, ShardError), e.shard_id, e.reason
+        (True, 'b.tar', 'tar is truncated')
+    """
+
+    def __init__(
+        self,
+        shard_id: str,
+        reason: str | None = None,
+        *,
+        shard: str | None = None,
+        key: str | None = None,
+        offset: int | None = None,
+        field: str | None = None,
+    ) -> None:
+        self._original: tuple[str, str] | None = None
+        if reason is None:  # ours: the first argument is the message
+            super().__init__(shard_id, shard=shard, key=key, offset=offset, field=field)
+            self.shard_id: str | None = self.shard
+            self.reason = self.message
+            return
+        self._original = (shard_id, reason)
+        super().__init__(f"Failed to read shard {_redact(shard_id)!r}: {reason}", shard=shard_id)
+        self.shard_id = self.shard
+        self.reason = redact_text(reason)
+
+    def _render(self) -> str:
+        return self.message if getattr(self, "_original", None) else super()._render()
+
+    def __reduce__(self) -> tuple[object, ...]:
+        if self._original is not None:
+            return (type(self), self._original)
+        return super().__reduce__()
+
+
+class SampleKeyError(AtdataError, KeyError):
+    """No sample has this key (``Dataset.get(key)``); also a ``KeyError``. The original's ``SampleKeyError(key)``.
+
+    Example:
+        >>> e = SampleKeyError("k9")
+        >>> e.key, isinstance(e, KeyError)
+        ('k9', True)
+    """
+
+    def __init__(self, key: str, message: str | None = None) -> None:
+        super().__init__(
+            message
+            or f"Sample with key {key!r} not found in dataset; check the key (ds.get() matches the __key__ exactly)",
+            key=key,
+        )
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.key, self.message))
+
+
+def _lens_message(source_type: Any, view_type: Any, available: list[tuple[Any, str]]) -> str:
+    """The original atdata's LensNotFoundError text: the available lenses from the source, and a lens to define."""
+    src = getattr(source_type, "__name__", str(source_type))
+    view = getattr(view_type, "__name__", str(view_type))
+    lines = [f"No lens transforms {src} \u2192 {view}"]
+    if available:
+        lines += ["", f"Available lenses from {src}:"]
+        lines += [f"  - {src} \u2192 {getattr(t, '__name__', t)} (via {name})" for t, name in available]
+    lines += [
+        "",
+        "Did you mean to define:",
+        "  @lens",
+        f"  def {src.lower()}_to_{view.lower()}(source: {src}) -> {view}:",
+        f"      return {view}(...)",
+    ]
+    return "\n".join(lines)
+
+
+class LensPutterError(AtdataError, NotImplementedError):
+    """``lens.put(view, source)`` on a lens without a putter (the original atdata silently returned the source
+    unchanged, losing the view's changes; we raise). Also a ``NotImplementedError``."""
+
+
+# ---------------------------------------------------------------------------------------------------------------
+
+
 class SchemaError(AtdataError, TypeError):
     """A sample type or a value does not fit the schema (bad annotation, object array, wrong dtype)."""
 
 
-class SourceError(AtdataError, OSError):
+class SourceError(ShardError, OSError):
     """A shard could not be opened or read from its source."""
 
 
-class ShardNotFoundError(SourceError, FileNotFoundError):
-    """A shard named by the dataset does not exist."""
+class ShardNotFoundError(SourceError, FileNotFoundError, KeyError):
+    """A shard named by the dataset does not exist (also a ``KeyError``: the original raised one for an unknown shard
+    id)."""
 
 
-class ShardFormatError(AtdataError, ValueError):
-    """A shard is not a valid tar (truncated, bad header checksum, bad size field)."""
+class ShardFormatError(ShardError, ValueError, tarfile.ReadError):
+    """A shard is not a valid tar (truncated, bad header checksum, bad size field); also a ``tarfile.ReadError``."""
 
 
-class DecodeError(AtdataError, ValueError):
-    """A member's payload could not be decoded into a sample (not msgpack, missing field, bad array)."""
+class DecodeError(AtdataError, ValueError, TypeError):
+    """A member's payload could not be decoded into a sample (not msgpack, missing field, bad array); also a
+    ``TypeError`` (what the original raised for a missing field or a payload that is not a map)."""
 
 
-class LensNotFoundError(AtdataError, LookupError):
-    """No lens (or chain of lenses) converts between the requested sample types."""
+class LensNotFoundError(AtdataError, LookupError, ValueError):
+    """No lens (or chain of lenses) converts between the requested sample types; also a ``ValueError``.
+
+    Takes our ``LensNotFoundError(message)`` or the original's ``LensNotFoundError(source_type, view_type,
+    available_targets)`` (``available_targets``: ``[(view type, lens name)]``).
+    """
+
+    def __init__(
+        self, message: Any, view_type: Any = None, available_targets: list[tuple[Any, str]] | None = None, **kw: Any
+    ) -> None:
+        self.source_type: Any = None
+        self.view_type: Any = view_type
+        self.available_targets: list[tuple[Any, str]] = list(available_targets or [])
+        if view_type is not None:
+            self.source_type = message
+            message = _lens_message(message, view_type, self.available_targets)
+        super().__init__(message, **kw)
 
 
 class SplitError(AtdataError, ValueError):
@@ -351,3 +473,47 @@ __all__ += ["RandomAccessError"]
 class RandomAccessError(AtdataError, TypeError):
     """A dataset cannot be indexed by position (``ds[i]``): a ``filter()`` stage makes its length unknown, or its
     remote shards have no index sidecars; the message names the fix."""
+# ---------------------------------------------------------------------------------------------------------------
+# The original atdata's AppView errors (issue 17, "errors"; the AT Protocol search service).
+
+
+class AppViewError(PublishError):
+    """An AppView (the AT Protocol search service) request failed; the original atdata's ``AppViewError``."""
+
+
+class AppViewUnavailableError(AppViewError):
+    """An AppView is configured but unreachable or failed: ``AppViewUnavailableError(url, reason)``.
+
+    Example:
+        >>> str(AppViewUnavailableError("https://u:pw@av.example", "HTTP 503"))
+        'AppView at https://***@av.example is unavailable: HTTP 503. Retry later, or resolve without the AppView.'
+    """
+
+    def __init__(self, url: str, reason: str) -> None:
+        self.url = _redact(url)
+        self.reason = redact_text(reason)
+        super().__init__(
+            f"AppView at {self.url} is unavailable: {self.reason}. Retry later, or resolve without the AppView."
+        )
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.url, self.reason))
+
+
+class AppViewRequiredError(AppViewError):
+    """An operation needs an AppView and none is configured: ``AppViewRequiredError(operation)``.
+
+    Example:
+        >>> AppViewRequiredError("search_datasets").operation
+        'search_datasets'
+    """
+
+    def __init__(self, operation: str) -> None:
+        self.operation = operation
+        super().__init__(
+            f'Operation {operation!r} requires an AppView, and none is configured; pass appview="https://..." '
+            "to the client (the original atdata: Atmosphere.login(handle, password, appview=...))"
+        )
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.operation,))

@@ -33,9 +33,9 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, Generic, SupportsIndex, TypeVar
 
-from .errors import LensNotFoundError
+from .errors import LensNotFoundError, LensPutterError
 
-__all__ = ["Lens", "LensRegistry", "lens", "registry"]
+__all__ = ["Lens", "LensNetwork", "LensRegistry", "lens", "registry"]
 
 S = TypeVar("S")
 V = TypeVar("V")
@@ -88,6 +88,26 @@ class Lens(Generic[S, V]):
                 view = hints["return"]
         self.source_type: type[S] = source
         self.view_type: type[V] = view
+        self.__name__ = self.name  # the original atdata's lenses carry their getter's name (functools.update_wrapper)
+        self.__doc__ = getattr(get, "__doc__", None)
+
+    @staticmethod
+    def identity(sample_type: type[S] = object) -> Lens[S, S]:  # type: ignore[assignment]
+        """The lens that returns its source unchanged, and whose putter returns the view (the original's
+        ``Lens.identity(T)``).
+
+        Example:
+            >>> Lens.identity(int).get(3), Lens.identity(int).put(4, 3)
+            (3, 4)
+        """
+
+        def identity(s: S) -> S:
+            return s
+
+        def put(v: S, s: S) -> S:
+            return v
+
+        return Lens(identity, put, source=sample_type, view=sample_type, name="identity")
 
     def get(self, source: S) -> V:
         """Apply the getter."""
@@ -102,11 +122,17 @@ class Lens(Generic[S, V]):
         return self._put is not None
 
     def put(self, view: V, source: S) -> S:
-        """Write ``view`` back into ``source``; raises ``NotImplementedError`` for one-way lenses."""
+        """Write ``view`` back into ``source``.
+
+        Raises:
+            LensPutterError: for a lens without a putter (also a ``NotImplementedError``). The original atdata
+                returned ``source`` unchanged there, silently dropping the view's changes.
+        """
         if self._put is None:
-            raise NotImplementedError(
+            raise LensPutterError(
                 f"lens {self.name!r} ({_type_name(self.source_type)} -> {_type_name(self.view_type)}) has no "
-                f"putter; add one with @{self.name}.putter"
+                f"putter, so a changed view cannot be written back; add one with @{self.name}.putter (the original "
+                "atdata returned the source unchanged here)"
             )
         return self._put(view, source)
 
@@ -137,6 +163,12 @@ class Lens(Generic[S, V]):
             view=second.view_type,
             name=f"{first.name}|{second.name}",
         )
+
+    def __matmul__(self, other: Lens[W, S]) -> Lens[W, V]:
+        """Compose right to left, like ``f ∘ g``: ``(a @ b).get(s) == a.get(b.get(s))``, i.e. ``b | a``."""
+        if not isinstance(other, Lens):
+            return NotImplemented
+        return other | self
 
     def __reduce_ex__(self, protocol: SupportsIndex) -> str | tuple[Any, ...]:
         # @lens rebinds the getter's name in its module to this Lens, so the getter function can no longer be
@@ -248,12 +280,49 @@ class LensRegistry:
             f"{_type_name(view)}: ..."
         )
 
+    def transform(self, source: type[S], view: type[V]) -> Lens[S, V]:
+        """The original atdata's spelling of :meth:`find`: the lens from ``source`` to ``view``.
+
+        Raises:
+            LensNotFoundError: with the original's message, listing the lenses registered from ``source``
+                (``.available_targets``: ``[(view type, lens name)]``).
+        """
+        try:
+            return self.find(source, view)
+        except LensNotFoundError:
+            targets = [(v, ln.name) for v, ln in self._edges.get(source, {}).items()]
+            raise LensNotFoundError(source, view, targets) from None
+
     def __len__(self) -> int:
         return sum(len(v) for v in self._edges.values())
 
 
-registry = LensRegistry()
-"""The process-wide registry that ``@lens`` and ``@packable`` register into."""
+class LensNetwork(LensRegistry):
+    """The process-wide lens registry under the original atdata's name: ``LensNetwork()`` is always the same
+    object, the one ``@lens`` and ``@packable`` register into (:data:`registry`).
+
+    :meth:`transform` finds multi-hop paths too (A -> B plus B -> C gives A -> C), where the original looked up
+    directly registered lenses only: every lookup that worked there works here.
+
+    Example:
+        >>> LensNetwork() is LensNetwork() is registry
+        True
+    """
+
+    _instance: LensNetwork | None = None
+
+    def __new__(cls) -> LensNetwork:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+            LensRegistry.__init__(cls._instance)
+        return cls._instance
+
+    def __init__(self) -> None:  # the singleton keeps its lenses (LensRegistry.__init__ ran once, in __new__)
+        pass
+
+
+registry: LensRegistry = LensNetwork()
+"""The process-wide registry that ``@lens`` and ``@packable`` register into (``LensNetwork()``)."""
 
 
 def lens(get: Callable[[S], V]) -> Lens[S, V]:

@@ -3,13 +3,34 @@ live in ``_filling``; they are importable from here too)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import os
+from collections.abc import Iterable, Iterator
 from typing import IO, Any, Protocol, runtime_checkable
 
+from .._shards import expand_urls
 from ._capabilities import Buffered, Prefetching, SidecarBatching, SidecarReading, Streaming
 from ._filling import Buffer, Filling, past_end
 
-__all__ = ["Buffer", "ConcatSource", "DataSource", "Filling", "ShardSource", "past_end"]
+__all__ = ["Buffer", "ConcatSource", "DataSource", "Filling", "ShardSource", "as_shard_list", "past_end"]
+
+
+def as_shard_list(value: str | os.PathLike[str] | Iterable[Any], what: str = "shards") -> list[str]:
+    """Shard identifiers from a list, or from ONE string or path (brace-expanded, ``"data-{000..009}.tar"``), never
+    from a string's characters (``URLSource("/data/a.tar")`` once opened ``'/'``, ``'d'``, ...).
+
+    Example:
+        >>> as_shard_list("a-{0..1}.tar"), as_shard_list(["x.tar"])
+        (['a-0.tar', 'a-1.tar'], ['x.tar'])
+    """
+    if isinstance(value, (str, os.PathLike)):
+        return expand_urls(os.fspath(value))
+    if isinstance(value, (bytes, bytearray)):
+        raise TypeError(f"{what}: expected a str, a path or a list of them, got bytes; decode it first")
+    out = [os.fspath(v) for v in value]
+    bad = [v for v in out if not isinstance(v, str)]
+    if bad:
+        raise TypeError(f"{what}: every shard must be a str or a path, got {type(bad[0]).__name__} ({bad[0]!r})")
+    return out
 
 
 @runtime_checkable
@@ -42,9 +63,11 @@ class ShardSource:
         raise NotImplementedError
 
     @property
-    def shards(self) -> list[str]:
-        """Alias of :meth:`list_shards` (the original atdata's name)."""
-        return self.list_shards()
+    def shards(self) -> Iterator[tuple[str, IO[bytes]]]:
+        """``(shard id, binary stream)`` for each shard, opened one at a time as the iteration reaches it (the
+        original atdata's ``DataSource.shards``; close each stream when done with it)."""
+        for shard in self.list_shards():
+            yield shard, self.open_shard(shard)
 
     def open_shard(self, shard: str) -> IO[bytes]:
         """A binary stream of one shard."""

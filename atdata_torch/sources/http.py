@@ -17,6 +17,7 @@ from typing import IO, Any, Literal
 from urllib.parse import unquote
 
 from ..errors import ShardNotFoundError, SourceError
+from ._base import as_shard_list
 from ._policy import Pace, TransientError, request_deadline
 from ._remote import RemoteSource
 from .url import redact
@@ -53,7 +54,7 @@ class HTTPSource(RemoteSource):
 
     def __init__(
         self,
-        urls: list[str],
+        urls: str | list[str],
         *,
         headers: dict[str, str] | None = None,
         timeout: float = 30.0,
@@ -61,7 +62,7 @@ class HTTPSource(RemoteSource):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self._urls = list(urls)
+        self._urls = as_shard_list(urls, "HTTPSource")
         self._headers = dict(headers or {})
         self.timeout = timeout
         if recv_buffer is not None and recv_buffer != "loopback" and not isinstance(recv_buffer, int):

@@ -24,7 +24,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from .._hints import local_options_message, missing_shard_message
 from ..errors import ChecksumError, ShardFormatError, ShardNotFoundError, SourceError
-from ._base import ShardSource
+from ._base import ShardSource, as_shard_list
 from ._buffers import _buffer_pool
 from ._filling import Buffer, Filling
 
@@ -58,8 +58,10 @@ class LocalSource(ShardSource):
         ['/data/a.tar', '/data/b.tar']
     """
 
-    def __init__(self, paths: list[str], *, checksums: bool | dict[str, str] | None = None) -> None:
-        self._paths = [_path(os.fspath(p)) for p in paths]
+    def __init__(
+        self, paths: str | os.PathLike[str] | list[str], *, checksums: bool | dict[str, str] | None = None
+    ) -> None:
+        self._paths = [_path(p) for p in as_shard_list(paths, "LocalSource")]
         if checksums is not None and not isinstance(checksums, (bool, dict)):
             raise TypeError(f"checksums= takes True or a {{path: sha256}} dict, got {type(checksums).__name__}")
         self.verify_sidecars = checksums is True

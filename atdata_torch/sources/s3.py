@@ -10,9 +10,11 @@ Example:
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from typing import IO, Any
 
 from ..errors import MissingDependencyError, ShardNotFoundError, SourceError, _redact
+from ._base import as_shard_list
 from ._policy import Pace, TransientError, request_deadline
 from ._remote import RemoteSource
 
@@ -75,13 +77,13 @@ class S3Source(RemoteSource):
     def __init__(
         self,
         bucket: str,
-        keys: list[str],
-        *,
+        keys: str | list[str],
         endpoint: str | None = None,
         access_key: str | None = None,
         secret_key: str | None = None,
-        session_token: str | None = None,
         region: str | None = None,
+        *,
+        session_token: str | None = None,
         profile: str | None = None,
         timeout: float = 60.0,
         **kwargs: Any,
@@ -89,16 +91,63 @@ class S3Source(RemoteSource):
         super().__init__(**kwargs)
         _boto3()  # fail early, naming the extra
         self.bucket = bucket
-        self.keys = list(keys)
+        self.keys = as_shard_list(keys, "S3Source keys")
         self.endpoint = endpoint
         self.region = region
         self.profile = profile
         self.timeout = timeout
         self.__credentials = (access_key, secret_key, session_token)
 
+    # The original atdata's attributes (read-only here: the credentials are fixed when the client is made). The
+    # secret is readable, as it was there, but never part of a repr, a log line or an error.
+    @property
+    def access_key(self) -> str | None:
+        """The access key id given (``None``: the boto3 chain)."""
+        return self.__credentials[0]
+
+    @property
+    def secret_key(self) -> str | None:
+        """The secret access key given (never shown in reprs, logs or errors)."""
+        return self.__credentials[1]
+
+    @property
+    def session_token(self) -> str | None:
+        """The session token given, if any."""
+        return self.__credentials[2]
+
     @classmethod
-    def from_urls(cls, urls: list[str], **kwargs: Any) -> S3Source:
-        """Build from ``s3://bucket/key`` URLs (all in one bucket)."""
+    def from_credentials(
+        cls, credentials: Mapping[str, str], bucket: str, keys: str | list[str], **kwargs: Any
+    ) -> S3Source:
+        """Build from a credentials dict in the original atdata's form: ``AWS_ACCESS_KEY_ID``,
+        ``AWS_SECRET_ACCESS_KEY``, optional ``AWS_SESSION_TOKEN``, ``AWS_ENDPOINT`` (or ``AWS_ENDPOINT_URL``) and
+        ``AWS_REGION``. ``kwargs`` are the other options (``retries=``, ``cache=``, ...).
+
+        Example:
+            >>> creds = {"AWS_ACCESS_KEY_ID": "AKIA1", "AWS_SECRET_ACCESS_KEY": "s3cr3t",
+            ...          "AWS_ENDPOINT": "http://127.0.0.1:9000"}
+            >>> src = S3Source.from_credentials(creds, "b", ["data.tar"])
+            >>> src.access_key, src.endpoint, "s3cr3t" in repr(src)
+            ('AKIA1', 'http://127.0.0.1:9000', False)
+        """
+        return cls(
+            bucket,
+            keys,
+            endpoint=credentials.get("AWS_ENDPOINT") or credentials.get("AWS_ENDPOINT_URL"),
+            access_key=credentials.get("AWS_ACCESS_KEY_ID"),
+            secret_key=credentials.get("AWS_SECRET_ACCESS_KEY"),
+            region=credentials.get("AWS_REGION"),
+            session_token=credentials.get("AWS_SESSION_TOKEN"),
+            **kwargs,
+        )
+
+    @classmethod
+    def from_urls(cls, urls: str | list[str], **kwargs: Any) -> S3Source:
+        """Build from ``s3://bucket/key`` URLs (all in one bucket; one string is brace-expanded). ``kwargs``:
+        ``endpoint=``, ``access_key=``, ``secret_key=``, ``region=`` (as in the original) and our options."""
+        urls = as_shard_list(urls, "S3Source.from_urls")
+        if not urls:
+            raise ValueError("S3Source.from_urls needs at least one s3://bucket/key URL, got none")
         parsed = [parse_s3_url(u) for u in urls]
         buckets = {b for b, _ in parsed}
         if len(buckets) != 1:

@@ -2,23 +2,35 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterable
 from typing import IO
 
 from ..errors import ShardNotFoundError, SourceError
 from ..errors import _redact as redact
-from ._base import ShardSource
+from ._base import ShardSource, as_shard_list
 
 __all__ = ["URLSource", "redact"]
 
 
 class URLSource(ShardSource):
-    """Streams each URL with ``webdataset.gopen`` (sequential reads only)."""
+    """Streams each URL with ``webdataset.gopen`` (sequential reads only).
 
-    def __init__(self, urls: list[str]) -> None:
-        self._urls = list(urls)
+    Args:
+        urls: One URL or path with optional braces (the original atdata's ``URLSource(url)``), or a list of them.
+
+    Example:
+        >>> src = URLSource("/data/train-{000000..000001}.tar")
+        >>> src.list_shards(), src.url
+        (['/data/train-000000.tar', '/data/train-000001.tar'], '/data/train-{000000..000001}.tar')
+    """
+
+    def __init__(self, urls: str | os.PathLike[str] | Iterable[str]) -> None:
+        self.url: str | None = os.fspath(urls) if isinstance(urls, (str, os.PathLike)) else None
+        self._urls = as_shard_list(urls, "URLSource")
 
     @classmethod
-    def from_urls(cls, urls: list[str]) -> URLSource:
+    def from_urls(cls, urls: str | list[str]) -> URLSource:
         """Build from URLs."""
         return cls(urls)
 
