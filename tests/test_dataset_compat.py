@@ -1,12 +1,9 @@
 """The original atdata's ``Dataset`` surface (``_dataset_compat``), written as a migrating user writes it:
-``import atdata_torch as atdata``. Where ``ATDATA_ORIGINAL_PYTHON`` names a Python with ``atdata==0.7.0b1``, the
-last tests check against the original itself (skipped otherwise)."""
+``import atdata_torch as atdata``. The last tests check against the original itself (the ``original_atdata``
+fixture: atdata 0.7.0b1 in its own Python >= 3.12 environment; integration tests, required in CI)."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -276,23 +273,15 @@ def test_partial_failure_error_message_and_pickle() -> None:
 
 
 # ------------------------------------------------------------------------------------------------ the original
-ORIGINAL = os.environ.get("ATDATA_ORIGINAL_PYTHON")
-needs_original = pytest.mark.skipif(
-    not ORIGINAL, reason="set ATDATA_ORIGINAL_PYTHON to a Python with atdata==0.7.0b1 to compare with the original"
-)
+def _original(original_atdata: Any, code: str) -> Any:
+    """Run ``code`` under the original atdata (the ``original_atdata`` fixture's environment)."""
+    return original_atdata.run(textwrap.dedent(code), {})
 
 
-def _original(code: str) -> Any:
-    assert ORIGINAL is not None
-    out = subprocess.run(
-        [ORIGINAL, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=120, check=True
-    )
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
-
-@needs_original
-def test_original_write_samples_reads_here_and_describes_alike(tmp_path: Path) -> None:
+@pytest.mark.integration
+def test_original_write_samples_reads_here_and_describes_alike(tmp_path: Path, original_atdata: Any) -> None:
     got = _original(
+        original_atdata,
         f"""
         import json, atdata, numpy as np
         from numpy.typing import NDArray
@@ -306,7 +295,7 @@ def test_original_write_samples_reads_here_and_describes_alike(tmp_path: Path) -
         d = ds.describe()
         print(json.dumps({{"url": ds.url, "shards": d["shards"], "num": d["num_shards"], "cols": ds.column_names,
                           "sel": [r.n for r in ds.select([9, 0, 4])]}}))
-        """
+        """,
     )
     ours = atdata.Dataset[Row](got["url"])
     assert ours.list_shards() == got["shards"]
@@ -316,14 +305,15 @@ def test_original_write_samples_reads_here_and_describes_alike(tmp_path: Path) -
     assert mine.url.replace("/m/", "/o/") == got["url"]  # the same names and the same brace url
 
 
-@needs_original
-def test_as_wds_written_here_reads_in_the_original(tmp_path: Path) -> None:
+@pytest.mark.integration
+def test_as_wds_written_here_reads_in_the_original(tmp_path: Path, original_atdata: Any) -> None:
     import webdataset as wds
 
     with wds.TarWriter(str(tmp_path / "w.tar")) as sink:
         for r in _rows(3):
             sink.write(r.as_wds)
     got = _original(
+        original_atdata,
         f"""
         import json, atdata
         from numpy.typing import NDArray
@@ -332,7 +322,7 @@ def test_as_wds_written_here_reads_in_the_original(tmp_path: Path) -> None:
             x: NDArray
             n: int
             name: str
-        print(json.dumps([[r.n, r.name, r.x.tolist()] for r in atdata.Dataset[Row]("{tmp_path}/w.tar")]))
-        """
+        print(json.dumps({{"rows": [[r.n, r.name, r.x.tolist()] for r in atdata.Dataset[Row]("{tmp_path}/w.tar")]}}))
+        """,
     )
-    assert got == [[i, f"r{i}", [float(i)] * 2] for i in range(3)]
+    assert got["rows"] == [[i, f"r{i}", [float(i)] * 2] for i in range(3)]
