@@ -309,3 +309,9 @@ def test_s3_random_access(
     )
     assert rows([ds[17]]) == rows([local[17]])
     assert rows(ds[[-1, 0, 6, 7]]) == rows(local[[-1, 0, 6, 7]])
+
+
+def test_in_memory_shards(shards: list[Path]) -> None:
+    src = atd.MemorySource({p.name: p.read_bytes() for p in shards})
+    ds = atd.Dataset[Rec](src)
+    assert labels(ds[[19, 0, 6]]) == [19, 0, 6] and ds[-2].label == 18
