@@ -10,10 +10,18 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from .._splits import detect_split
 from ._records import IndexStore
 from .sqlite import SqliteStore
 
-__all__ = ["check_name", "default_data_dir", "default_index_location", "parse_dataset_ref"]
+__all__ = [
+    "abs_url",
+    "check_name",
+    "default_data_dir",
+    "default_index_location",
+    "parse_dataset_ref",
+    "split_groups",
+]
 
 _LOCAL_PREFIXES = ("@local/", "local/")
 
@@ -75,3 +83,22 @@ def check_name(name: str) -> None:
             f"invalid dataset name {name!r}: use a non-empty name without '@' (it separates the version), "
             "surrounding spaces, or empty/'.'/'..' path segments"
         )
+
+
+def abs_url(url: str) -> str:
+    """An absolute path for a local path (``~`` expanded); URLs as they are."""
+    return url if "://" in url else os.path.abspath(os.path.expanduser(url))
+
+
+def split_groups(urls: list[str]) -> dict[str, list[str]]:
+    """Split name -> shards, from the part of each URL after the URLs' common directory (``train`` by default):
+    ``.../digits/train--ab12cd34--000000.tar`` is ``train``, and so is any shard whose name shows no split."""
+    prefix = urls[0]
+    for u in urls[1:]:
+        while not u.startswith(prefix):
+            prefix = prefix[:-1]
+    prefix = prefix[: prefix.rfind("/") + 1]
+    groups: dict[str, list[str]] = {}
+    for u in urls:
+        groups.setdefault(detect_split(u[len(prefix) :]) or "train", []).append(u)
+    return groups
