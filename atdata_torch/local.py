@@ -10,4 +10,17 @@ from __future__ import annotations
 
 from .index import BasicIndexEntry, Index, LocalDatasetEntry, LocalDiskStore, Repository
 
-__all__ = ["BasicIndexEntry", "Index", "LocalDatasetEntry", "LocalDiskStore", "Repository"]
+#: The original's Redis key prefixes (``LocalDatasetEntry:{cid}``, ``LocalSchema:{name}@{version}``); our
+#: Redis store uses the same keys.
+REDIS_KEY_DATASET_ENTRY = "LocalDatasetEntry"
+REDIS_KEY_SCHEMA = "LocalSchema"
+
+__all__ = [
+    "REDIS_KEY_DATASET_ENTRY",
+    "REDIS_KEY_SCHEMA",
+    "BasicIndexEntry",
+    "Index",
+    "LocalDatasetEntry",
+    "LocalDiskStore",
+    "Repository",
+]

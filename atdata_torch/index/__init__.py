@@ -38,8 +38,8 @@ from ._compat import (
 from ._index import Index
 from ._locations import default_data_dir, default_index_location, parse_dataset_ref
 from ._records import IndexEntry, IndexNotFoundError, IndexStore, Label
-from .redis import RedisStore
 from ._stores import AbstractDataStore, LocalDiskStore, ShardWriteResult, sha256_file, verify_checksums
+from .redis import RedisStore
 from .sqlite import SqliteStore
 
 #: The original atdata's names for the entry class (``atdata.local.LocalDatasetEntry``, ``BasicIndexEntry``).

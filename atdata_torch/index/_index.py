@@ -176,9 +176,9 @@ class Index(Catalog):
             self._check_free(name, version)
         store = data_store if data_store is not None else self.data_store
         if store is not None and store_root(store) is None:
-            kw = {"maxcount": maxcount, "maxsize": maxsize, "progress": progress, "metadata": metadata}
-            kw.update(version=version, description=description, tags=tags, license=license, schema_ref=schema_ref)
-            return write_through_store(self, samples, store, name, **kw)  # type: ignore[arg-type]
+            kw: dict[str, Any] = {"maxcount": maxcount, "maxsize": maxsize, "progress": progress, "version": version}
+            kw.update(metadata=metadata, description=description, tags=tags, license=license, schema_ref=schema_ref)
+            return write_through_store(self, samples, store, name, **kw)
         data_dir = data_dir if data_dir is not None else store_root(store)
         splits: Mapping[str | None, Iterable[Any]] = (
             {str(k): v for k, v in samples.items()} if isinstance(samples, Mapping) else {None: samples}
