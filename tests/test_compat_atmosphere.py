@@ -146,7 +146,7 @@ def test_publish_and_load_with_the_originals_classes(
     assert loader.get_typed(uri).schema_ref == str(schema_uri)
     back = loader.to_dataset(uri, CompatDigit)
     assert [s.label for s in back.ordered()] == [0, 1, 2, 3, 4]
-    with pytest.raises(RecordNotFoundError, match="not a science.alt.dataset.entry record"):
+    with pytest.raises(RecordNotFoundError, match=r"not a science\.alt\.dataset\.entry record"):
         loader.get(schema_uri)
 
     assert LabelLoader(anon).resolve("alice.test", name) == str(uri)
@@ -177,3 +177,21 @@ def test_lens_publisher_and_loader(alice: Atmosphere) -> None:
     assert [f["getterCode"]["path"] for f in found] == ["lenses.digits:get"]
     typed = LensLoader(alice).get_typed(uri)
     assert (typed.putter_code.path, typed.target_schema) == ("lenses.digits:put", dst)
+
+
+@pytest.mark.integration
+def test_promote_to_atmosphere_uploads_local_shards(
+    alice: Atmosphere, atproto_net: Net, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ATDATA_PLC_URL", atproto_net["plcUrl"])
+    monkeypatch.setenv("ATDATA_PDS_URL", atproto_net["pdsUrl"])
+    from atdata_torch.index import Index, promote_to_atmosphere
+
+    name = f"promoted-{uuid.uuid4().hex[:8]}"
+    with Index(provider="sqlite", path=tmp_path / "i.db") as index:
+        entry = index.write_samples(_samples(3), name=name, description="three digits", progress=False)
+        uri = promote_to_atmosphere(entry, index, alice, tags=["promoted"])
+    _, rec = alice.get_record(uri)
+    assert rec["storage"]["$type"] == f"{LEXICON_NAMESPACE}.storageBlobs"  # not the local paths (the original's)
+    assert (rec["description"], rec["tags"]) == ("three digits", ["promoted"])
+    assert [s.label for s in atd.load_dataset(uri, split="train").ordered()] == [0, 1, 2]

@@ -46,13 +46,23 @@ __all__ = [
 ]
 
 _PROVIDERS = ("sqlite", "redis", "postgres")
+_UNSUPPORTED = {
+    "repos": "no named repositories; open each repository as its own Index(path) / Index('redis://...')",
+    "dsn": "no PostgreSQL index backend; use provider='sqlite' (path=...) or 'redis' (redis=...)",
+    "auto_stubs": "no .pyi stub generation; index.get_schema_type(ref) returns a typed @packable class",
+    "stub_dir": "no .pyi stub generation; index.get_schema_type(ref) returns a typed @packable class",
+}
 
 
 # ------------------------------------------------------------------------------------------------------ stores
 def _redis_location(redis: Any, kwargs: Mapping[str, Any]) -> Any:
-    """A ``redis.Redis`` client or URL as given, else a URL built from ``host=``/``port=``/``db=``."""
-    if redis is not None:
-        return redis
+    """A store over a ``redis.Redis`` client, a URL as given, else a URL from ``host=``/``port=``/``db=``."""
+    if isinstance(redis, (str, os.PathLike)):
+        return os.fspath(redis)
+    if redis is not None:  # a redis.Redis client
+        from .redis import RedisStore
+
+        return RedisStore(redis)
     host, port, db = kwargs.get("host", "localhost"), kwargs.get("port", 6379), kwargs.get("db", 0)
     return f"redis://{host}:{port}/{db}"
 
@@ -71,12 +81,9 @@ def open_location(
         ('/tmp/x.db', 'redis://localhost:7/0')
     """
     kwargs = dict(kwargs)
-    for key in ("repos", "dsn", "auto_stubs", "stub_dir"):
+    for key, why in _UNSUPPORTED.items():
         if kwargs.pop(key, None):
-            raise IndexStoreError(
-                f"Index({key}=...): not supported by atdata_torch (no named repositories, PostgreSQL or .pyi "
-                "stubs); open each repository as its own Index(path) / Index('redis://...')"
-            )
+            raise IndexStoreError(f"Index({key}=...): atdata_torch has {why}")
     if isinstance(location, str) and location in _PROVIDERS:
         location, provider = None, location if provider is None else provider
     if location is not None and provider is not None:
