@@ -54,11 +54,11 @@ def _rows(n: int) -> list[IdxRow]:
 
 @pytest.fixture
 def default_index_reset() -> Iterator[None]:
-    from atdata_torch.index import _compat
+    from atdata_torch.index import _default
 
-    saved = _compat._default_index
+    saved = _default._default_index
     yield
-    _compat._default_index = saved
+    _default._default_index = saved
 
 
 # ------------------------------------------------------------------------------------------------------ Index()

@@ -25,16 +25,8 @@ from __future__ import annotations
 
 from ..records import FieldMappingLens, build_schema_record, type_from_record
 from ._cid import cid_of, entry_cid
-from ._compat import (
-    Repository,
-    create_repository,
-    generate_cid,
-    generate_cid_from_bytes,
-    get_default_index,
-    promote_to_atmosphere,
-    set_default_index,
-    verify_cid,
-)
+from ._compat import Repository, generate_cid, generate_cid_from_bytes, promote_to_atmosphere, verify_cid
+from ._default import create_repository, get_default_index, set_default_index
 from ._index import Index
 from ._locations import default_data_dir, default_index_location, parse_dataset_ref
 from ._records import IndexEntry, IndexNotFoundError, IndexStore, Label

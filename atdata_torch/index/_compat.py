@@ -4,9 +4,8 @@ index, content ids and ``promote_to_atmosphere``, over this package's :class:`~a
 Example:
     >>> import os, tempfile
     >>> d = tempfile.mkdtemp()
-    >>> repo = create_repository("sqlite", path=os.path.join(d, "lab.db"))
-    >>> type(repo.provider).__name__
-    'SqliteStore'
+    >>> open_location(None, provider="sqlite", path=os.path.join(d, "lab.db")).endswith("lab.db")
+    True
     >>> cid = generate_cid({"name": "test", "value": 42})
     >>> cid.startswith("bafyrei"), verify_cid(cid, {"name": "test", "value": 42}), verify_cid(cid, {})
     (True, True, False)
@@ -17,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
-import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -35,13 +33,10 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Repository",
-    "create_repository",
     "generate_cid",
     "generate_cid_from_bytes",
-    "get_default_index",
     "open_location",
     "promote_to_atmosphere",
-    "set_default_index",
     "verify_cid",
 ]
 
@@ -124,58 +119,6 @@ class Repository:
 
     provider: IndexStore
     data_store: AbstractDataStore | None = None
-
-
-def create_repository(
-    provider: str = "sqlite",
-    *,
-    path: str | os.PathLike[str] | None = None,
-    redis: Any = None,
-    data_store: AbstractDataStore | None = None,
-    **kwargs: Any,
-) -> Repository:
-    """A :class:`Repository` over a backend named ``"sqlite"`` (``path=``) or ``"redis"`` (``redis=`` a client or
-    URL, or ``host=``/``port=``/``db=``); ``Index(repository)`` opens it.
-
-    Raises:
-        IndexStoreError: an unknown backend or ``"postgres"``; the store cannot be opened.
-        MissingDependencyError: ``"redis"`` without the ``redis`` package.
-    """
-    from ._index import Index
-
-    loc = open_location(None, provider=provider, path=path, redis=redis, kwargs=kwargs)
-    return Repository(provider=Index(loc).store, data_store=data_store)
-
-
-# ------------------------------------------------------------------------------------------------------ default
-_default_index: Index | None = None
-_default_lock = threading.Lock()
-
-
-def get_default_index() -> Index:
-    """The process's default index: the one :func:`set_default_index` set, else ``Index()`` (opened once).
-
-    ``load_dataset("@local/name")`` reads it when no ``index=`` is given.
-    """
-    global _default_index
-    with _default_lock:
-        if _default_index is None:
-            from ._index import Index
-
-            _default_index = Index()
-        return _default_index
-
-
-def set_default_index(index: Index) -> None:
-    """Make ``index`` the default (for :func:`get_default_index` and ``load_dataset("@local/...")``)."""
-    global _default_index
-    with _default_lock:
-        _default_index = index
-
-
-def default_index_if_set() -> Index | None:
-    """The default index if one was set or opened, else ``None`` (nothing is opened)."""
-    return _default_index
 
 
 # ------------------------------------------------------------------------------------------------------ cids

@@ -88,6 +88,7 @@ class Index(Catalog):
         atmosphere: Any = None,
         **redis_kwargs: Any,
     ) -> None:
+        data_store = data_store if data_store is not None else getattr(location, "data_store", None)  # a Repository
         location = open_location(location, provider=provider, path=path, redis=redis, kwargs=redis_kwargs)
         self.data_store, self.atmosphere = data_store, atmosphere
         data_dir = data_dir if data_dir is not None else store_root(data_store)

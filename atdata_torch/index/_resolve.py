@@ -14,7 +14,7 @@ import os
 from typing import Any
 
 from ..errors import ShardNotFoundError
-from ._compat import default_index_if_set
+from ._default import default_index_if_set
 from ._index import Index
 from ._locations import default_index_location
 from ._records import IndexNotFoundError

@@ -80,7 +80,7 @@ def sha256_file(path: str | os.PathLike[str], *, chunk_size: int = 1 << 20) -> s
 
     Example:
         >>> import tempfile
-        >>> p = tempfile.mktemp(); _ = open(p, "wb").write(b"")
+        >>> p = Path(tempfile.mkdtemp()) / "empty.tar"; _ = p.write_bytes(b"")
         >>> sha256_file(p)[:8]
         'e3b0c442'
     """
