@@ -249,3 +249,13 @@ print(json.dumps({{"cid": e.cid, "urls": e.data_urls, "verify": atdata.verify_ch
     assert got["cid"] == entry.cid and got["urls"] == entry.data_urls and got["cid_ok"]
     assert got["verify"] == {u: "ok" for u in entry.data_urls}
     assert got["labels"] == ["r0", "r1"]
+
+
+def test_the_originals_local_name_prefixes_and_handle_names(tmp_path: Path) -> None:
+    with Index(path=tmp_path / "i.db") as index:
+        a = index.write_samples(_rows(1), name="@local/prefixed", progress=False)
+        b = index.insert_dataset(a.data_urls, name="local/other", sample_type=IdxRow)
+        assert (a.name, b.name) == ("prefixed", "other")
+        assert index.get_dataset("@local/prefixed").cid == a.cid and index.get_dataset("other").cid == b.cid
+        with pytest.raises(IndexStoreError, match=r"promote_to_atmosphere\(entry, index, atmosphere\)"):
+            index.write_samples(_rows(1), name="@alice.test/remote", progress=False)

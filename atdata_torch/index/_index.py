@@ -172,7 +172,7 @@ class Index(Catalog):
             SchemaError: the samples are not ``@packable`` (and no ``schema_ref``), or mix types.
             IndexStoreError: ``name@version`` (or ``name``) is already in the index and ``overwrite`` is false.
         """
-        check_name(name)
+        name = check_name(name)
         if not overwrite:
             self._check_free(name, version)
         store = data_store if data_store is not None else self.data_store
@@ -262,7 +262,7 @@ class Index(Catalog):
         Raises:
             SchemaError: neither a typed dataset, ``sample_type`` nor ``schema_ref`` tells the schema.
         """
-        check_name(name)
+        name = check_name(name)
         store = data_store if data_store is not None else self.data_store
         if isinstance(ds, Dataset) and store is not None:
             sample_type = sample_type or ds.sample_type
@@ -467,7 +467,7 @@ class Index(Catalog):
         Raises:
             IndexNotFoundError: ``cid`` is not an entry of this index.
         """
-        check_name(name)
+        name = check_name(name)
         self.get_entry(cid)
         label = Label(name=name, cid=cid, version=version, description=description)
         self.store.put_label(label)

@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 from .._splits import detect_split
+from ..errors import IndexStoreError
 from ._records import IndexStore
 from .sqlite import SqliteStore
 
@@ -75,14 +76,33 @@ def parse_dataset_ref(ref: str) -> tuple[str, str | None]:
     return ref, None
 
 
-def check_name(name: str) -> None:
-    """Raise ``ValueError`` unless ``name`` can name a dataset in the index."""
+def check_name(name: str) -> str:
+    """``name`` without an ``@local/`` or ``local/`` prefix (the original's spelling of this index); raise
+    ``ValueError`` unless it can name a dataset in the index, ``IndexStoreError`` for an ``@handle/`` name.
+
+    Example:
+        >>> check_name("@local/digits"), check_name("mnist/train")
+        ('digits', 'mnist/train')
+    """
+    for prefix in _LOCAL_PREFIXES:
+        if name.startswith(prefix):
+            name = name[len(prefix) :]
+            break
+    else:
+        if name.startswith("@") and "/" in name:
+            raise IndexStoreError(
+                f"dataset name {name!r} names an AT Protocol repo: this index does not publish (the original "
+                "atdata did); write or insert it locally under a plain name, then publish it with "
+                "index.promote(name, to=atmosphere), promote_to_atmosphere(entry, index, atmosphere) or "
+                "atmosphere.publish_dataset(ds, name=...)"
+            )
     parts = name.split("/")
     if not name or "@" in name or name != name.strip() or any(p in ("", ".", "..") for p in parts):
         raise ValueError(
             f"invalid dataset name {name!r}: use a non-empty name without '@' (it separates the version), "
             "surrounding spaces, or empty/'.'/'..' path segments"
         )
+    return name
 
 
 def abs_url(url: str) -> str:
