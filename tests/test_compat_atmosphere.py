@@ -188,9 +188,11 @@ def test_promote_to_atmosphere_uploads_local_shards(
     from atdata_torch.index import Index, promote_to_atmosphere
 
     name = f"promoted-{uuid.uuid4().hex[:8]}"
-    with Index(provider="sqlite", path=tmp_path / "i.db") as index:
+    with Index(provider="sqlite", path=tmp_path / "i.db", atmosphere=alice) as index:
         entry = index.write_samples(_samples(3), name=name, description="three digits", progress=False)
         uri = promote_to_atmosphere(entry, index, alice, tags=["promoted"])
+        again = index.promote(name)  # Index(atmosphere=...) is the default target
+    assert alice.get_dataset(again).name == name
     _, rec = alice.get_record(uri)
     assert rec["storage"]["$type"] == f"{LEXICON_NAMESPACE}.storageBlobs"  # not the local paths (the original's)
     assert (rec["description"], rec["tags"]) == ("three digits", ["promoted"])

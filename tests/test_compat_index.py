@@ -259,3 +259,5 @@ def test_the_originals_local_name_prefixes_and_handle_names(tmp_path: Path) -> N
         assert index.get_dataset("@local/prefixed").cid == a.cid and index.get_dataset("other").cid == b.cid
         with pytest.raises(IndexStoreError, match=r"promote_to_atmosphere\(entry, index, atmosphere\)"):
             index.write_samples(_rows(1), name="@alice.test/remote", progress=False)
+        with pytest.raises(IndexStoreError, match=r"needs an Atmosphere"):
+            index.promote("prefixed")

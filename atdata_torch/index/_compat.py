@@ -166,6 +166,19 @@ def write_through_store(index: Index, samples: Iterable[Any], store: Any, name: 
     return index.insert_dataset(urls, name=name, sample_type=ds.sample_type, metadata=meta or None, **kw)
 
 
+def atmosphere_for(given: Any, default: Any, what: str) -> Any:
+    """The ``Atmosphere`` to publish with: ``given``, else the index's ``atmosphere=``.
+
+    Raises:
+        IndexStoreError: neither is set.
+    """
+    if given is not None:
+        return given
+    if default is None:
+        raise IndexStoreError(f"{what} needs an Atmosphere: pass to=Atmosphere.login(...) or Index(atmosphere=...)")
+    return default
+
+
 def store_root(store: Any) -> Any:
     """The directory of a :class:`LocalDiskStore` (``Index`` writes there directly), else ``None``."""
     return store.root if isinstance(store, LocalDiskStore) else None

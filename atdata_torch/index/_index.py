@@ -40,7 +40,7 @@ from ..records import parse_schema_ref
 from ..schema import DictSample, PackableSample
 from ._catalog import Catalog, _schema_name_of
 from ._cid import entry_cid
-from ._compat import copy_through_store, open_location, store_root, write_through_store
+from ._compat import atmosphere_for, copy_through_store, open_location, store_root, write_through_store
 from ._locations import abs_url as _abs_url
 from ._locations import check_name, default_data_dir, default_index_location, parse_dataset_ref
 from ._locations import split_groups as _split_groups
@@ -419,7 +419,7 @@ class Index(Catalog):
         self,
         ref: str,
         *,
-        to: Any,
+        to: Any = None,
         name: str | None = None,
         storage: str | None = None,
         progress: bool | None = None,
@@ -429,7 +429,7 @@ class Index(Catalog):
 
         Args:
             ref: ``name``, ``name@version``, ``@local/name[@version]`` or a CID.
-            to: A logged-in :class:`~atdata_torch.atmosphere.Atmosphere`.
+            to: A logged-in :class:`~atdata_torch.atmosphere.Atmosphere` (default: ``Index(atmosphere=...)``'s).
             name: The published name (default: the entry's).
             storage: ``"blobs"``, ``"http"`` or ``"s3"`` (default: by the shards' kind).
             progress: tqdm bar while uploading.
@@ -441,6 +441,7 @@ class Index(Catalog):
             IndexNotFoundError: no such entry.
             SchemaError: the entry's schema is not in this index.
         """
+        to = atmosphere_for(to, self.atmosphere, f"promote({ref!r})")
         entry = self.get_dataset(ref)
         sample_type = self.get_schema_type(entry.schema_ref)
         meta = {k: v for k, v in (entry.metadata or {}).items() if k not in ("checksums", "size", "tags", "license")}
