@@ -17,6 +17,23 @@ from __future__ import annotations
 
 from ._blobs import BlobSource
 from ._client import Atmosphere, parse_name
+from ._compat import DatasetPublisher, LabelPublisher, LensPublisher, SchemaPublisher
+from ._compat_lex import (
+    LEXICON_NAMESPACE,
+    LexCodeReference,
+    LexDatasetEntry,
+    LexLabelRecord,
+    LexLensRecord,
+    LexSchemaRecord,
+)
+from ._compat_load import (
+    AtmosphereIndex,
+    AtmosphereIndexEntry,
+    DatasetLoader,
+    LabelLoader,
+    LensLoader,
+    SchemaLoader,
+)
 from ._identity import Identity
 from ._lexicon import (
     COLLECTIONS,
@@ -32,17 +49,37 @@ from ._lexicon import (
 from ._session import default_session_path
 from ._xrpc import XrpcRepo
 
+#: The original's name for :class:`Atmosphere`.
+AtmosphereClient = Atmosphere
+
 __all__ = [
     "COLLECTIONS",
     "LEGACY_COLLECTIONS",
+    "LEXICON_NAMESPACE",
     "AtUri",
     "Atmosphere",
+    "AtmosphereClient",
+    "AtmosphereIndex",
+    "AtmosphereIndexEntry",
     "BlobSource",
     "CodeRef",
+    "DatasetLoader",
+    "DatasetPublisher",
     "DatasetRecord",
     "Identity",
+    "LabelLoader",
+    "LabelPublisher",
     "LabelRecord",
+    "LensLoader",
+    "LensPublisher",
     "LensRecord",
+    "LexCodeReference",
+    "LexDatasetEntry",
+    "LexLabelRecord",
+    "LexLensRecord",
+    "LexSchemaRecord",
+    "SchemaLoader",
+    "SchemaPublisher",
     "SchemaRecord",
     "Shard",
     "XrpcRepo",

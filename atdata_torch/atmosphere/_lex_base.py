@@ -100,6 +100,11 @@ class AtUri:
     def __str__(self) -> str:
         return "/".join(p for p in (f"at://{self.repo}", self.collection, self.rkey) if p)
 
+    @property
+    def authority(self) -> str:
+        """The original atdata's name for :attr:`repo` (the DID or handle)."""
+        return self.repo
+
 
 # ------------------------------------------------------------------------------------------------------ checks
 def check_no_floats(value: Any, where: str = "record") -> None:

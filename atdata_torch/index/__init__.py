@@ -25,26 +25,48 @@ from __future__ import annotations
 
 from ..records import FieldMappingLens, build_schema_record, type_from_record
 from ._cid import cid_of, entry_cid
+from ._compat import Repository, generate_cid, generate_cid_from_bytes, promote_to_atmosphere, verify_cid
+from ._default import create_repository, get_default_index, set_default_index
 from ._index import Index
 from ._locations import default_data_dir, default_index_location, parse_dataset_ref
 from ._records import IndexEntry, IndexNotFoundError, IndexStore, Label
+from ._stores import AbstractDataStore, LocalDiskStore, ShardWriteResult, sha256_file, verify_checksums
 from .redis import RedisStore
 from .sqlite import SqliteStore
 
+#: The original atdata's names for the entry class (``atdata.local.LocalDatasetEntry``, ``BasicIndexEntry``).
+LocalDatasetEntry = IndexEntry
+BasicIndexEntry = IndexEntry
+
 __all__ = [
+    "AbstractDataStore",
+    "BasicIndexEntry",
     "FieldMappingLens",
     "Index",
     "IndexEntry",
     "IndexNotFoundError",
     "IndexStore",
     "Label",
+    "LocalDatasetEntry",
+    "LocalDiskStore",
     "RedisStore",
+    "Repository",
+    "ShardWriteResult",
     "SqliteStore",
     "build_schema_record",
     "cid_of",
+    "create_repository",
     "default_data_dir",
     "default_index_location",
     "entry_cid",
+    "generate_cid",
+    "generate_cid_from_bytes",
+    "get_default_index",
     "parse_dataset_ref",
+    "promote_to_atmosphere",
+    "set_default_index",
+    "sha256_file",
     "type_from_record",
+    "verify_checksums",
+    "verify_cid",
 ]

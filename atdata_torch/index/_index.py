@@ -33,14 +33,17 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from .._splits import DatasetDict, detect_split, select_split
+from .._splits import DatasetDict, select_split
 from ..dataset import Dataset
 from ..errors import IndexStoreError, SchemaError
 from ..records import parse_schema_ref
 from ..schema import DictSample, PackableSample
 from ._catalog import Catalog, _schema_name_of
 from ._cid import entry_cid
+from ._compat import atmosphere_for, copy_through_store, open_location, store_root, write_through_store
+from ._locations import abs_url as _abs_url
 from ._locations import check_name, default_data_dir, default_index_location, parse_dataset_ref
+from ._locations import split_groups as _split_groups
 from ._records import IndexEntry, IndexNotFoundError, IndexStore, Label
 from ._write import remove_shards, sha256_of, write_splits
 from .sqlite import SqliteStore
@@ -53,24 +56,6 @@ _REMOTE = re.compile(r"^(redis|rediss|unix)://")
 _SPLIT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*")
 
 
-def _abs_url(url: str) -> str:
-    return url if "://" in url else os.path.abspath(os.path.expanduser(url))
-
-
-def _split_groups(urls: list[str]) -> dict[str, list[str]]:
-    """Split name -> shards, from the part of each URL after the URLs' common directory (``train`` by default):
-    ``.../digits/train--ab12cd34--000000.tar`` is ``train``, and so is any shard whose name shows no split."""
-    prefix = urls[0]
-    for u in urls[1:]:
-        while not u.startswith(prefix):
-            prefix = prefix[:-1]
-    prefix = prefix[: prefix.rfind("/") + 1]
-    groups: dict[str, list[str]] = {}
-    for u in urls:
-        groups.setdefault(detect_split(u[len(prefix) :]) or "train", []).append(u)
-    return groups
-
-
 class Index(Catalog):
     """A dataset index: entries (name, schema, shards; id = CID), version labels, schemas and lenses.
 
@@ -80,6 +65,9 @@ class Index(Catalog):
             ``$ATDATA_TORCH_INDEX``, else ``index.db`` in the user data directory.
         data_dir: Where :meth:`write_samples` writes shards (``$ATDATA_TORCH_DATA_DIR``; else ``data/`` next to
             a SQLite index).
+        provider, path, redis, data_store, atmosphere, **redis_kwargs: The original's spelling
+            (``Index(provider="sqlite", path=...)``, ``Index(redis=client)``, ``Index("redis", host=...)``,
+            ``data_store=LocalDiskStore(root)``); see ``docs/migrating-from-atdata.md``.
 
     The stores use the original atdata's tables and keys, so both libraries read each other's index.
 
@@ -93,7 +81,17 @@ class Index(Catalog):
         location: str | os.PathLike[str] | IndexStore | None = None,
         *,
         data_dir: str | os.PathLike[str] | None = None,
+        provider: Any = None,
+        path: str | os.PathLike[str] | None = None,
+        redis: Any = None,
+        data_store: Any = None,
+        atmosphere: Any = None,
+        **redis_kwargs: Any,
     ) -> None:
+        data_store = data_store if data_store is not None else getattr(location, "data_store", None)  # a Repository
+        location = open_location(location, provider=provider, path=path, redis=redis, kwargs=redis_kwargs)
+        self.data_store, self.atmosphere = data_store, atmosphere
+        data_dir = data_dir if data_dir is not None else store_root(data_store)
         if location is not None and not isinstance(location, (str, os.PathLike)):
             self.store: IndexStore = location
         else:
@@ -138,6 +136,8 @@ class Index(Catalog):
         data_dir: str | os.PathLike[str] | None = None,
         progress: bool | None = None,
         overwrite: bool = False,
+        data_store: Any = None,
+        **_original: Any,
     ) -> IndexEntry:
         """Write samples as shards into the data store and index them (schema published when new).
 
@@ -158,6 +158,8 @@ class Index(Catalog):
             maxsize: Bytes per shard.
             data_dir: Override the index's data directory.
             progress: tqdm bar (``None``: only on a terminal).
+            data_store: Write through this store (default: the index's ``data_store``, else ``data_dir``);
+                the original's ``manifest=``/``force=`` are accepted (and have no effect for local shards).
             overwrite: Move an existing label ``name@version`` (or, without ``version``, the name) to the new
                 entry. Without it, writing into a name or version the index already has is an error (write a
                 new ``version=``, or reuse the entry: ``index.get_dataset("name@version")``).
@@ -170,9 +172,15 @@ class Index(Catalog):
             SchemaError: the samples are not ``@packable`` (and no ``schema_ref``), or mix types.
             IndexStoreError: ``name@version`` (or ``name``) is already in the index and ``overwrite`` is false.
         """
-        check_name(name)
+        name = check_name(name)
         if not overwrite:
             self._check_free(name, version)
+        store = data_store if data_store is not None else self.data_store
+        if store is not None and store_root(store) is None:
+            kw: dict[str, Any] = {"maxcount": maxcount, "maxsize": maxsize, "progress": progress, "version": version}
+            kw.update(metadata=metadata, description=description, tags=tags, license=license, schema_ref=schema_ref)
+            return write_through_store(self, samples, store, name, **kw)
+        data_dir = data_dir if data_dir is not None else store_root(store)
         splits: Mapping[str | None, Iterable[Any]] = (
             {str(k): v for k, v in samples.items()} if isinstance(samples, Mapping) else {None: samples}
         )
@@ -230,6 +238,8 @@ class Index(Catalog):
         tags: list[str] | None = None,
         license: str | None = None,
         metadata: Mapping[str, Any] | None = None,
+        data_store: Any = None,
+        **_original: Any,
     ) -> IndexEntry:
         """Index existing shards (no copy): a ``Dataset``, a URL / brace pattern, or a list of them.
 
@@ -246,11 +256,18 @@ class Index(Catalog):
             tags: See :meth:`write_samples`.
             license: See :meth:`write_samples`.
             metadata: See :meth:`write_samples`.
+            data_store: Copy a ``Dataset``'s samples through this store (default: the index's ``data_store``) and
+                index the copies, with their checksums (the original's behaviour); ``force=``/``copy=`` accepted.
 
         Raises:
             SchemaError: neither a typed dataset, ``sample_type`` nor ``schema_ref`` tells the schema.
         """
-        check_name(name)
+        name = check_name(name)
+        store = data_store if data_store is not None else self.data_store
+        if isinstance(ds, Dataset) and store is not None:
+            sample_type = sample_type or ds.sample_type
+            ds, checks = copy_through_store(store, ds, name)
+            metadata = {**(metadata or {}), "checksums": checks} if checks else metadata
         if isinstance(ds, Dataset):
             urls = [_abs_url(u) for u in ds.list_shards()]
             sample_type = sample_type or ds.sample_type
@@ -402,7 +419,7 @@ class Index(Catalog):
         self,
         ref: str,
         *,
-        to: Any,
+        to: Any = None,
         name: str | None = None,
         storage: str | None = None,
         progress: bool | None = None,
@@ -412,7 +429,7 @@ class Index(Catalog):
 
         Args:
             ref: ``name``, ``name@version``, ``@local/name[@version]`` or a CID.
-            to: A logged-in :class:`~atdata_torch.atmosphere.Atmosphere`.
+            to: A logged-in :class:`~atdata_torch.atmosphere.Atmosphere` (default: ``Index(atmosphere=...)``'s).
             name: The published name (default: the entry's).
             storage: ``"blobs"``, ``"http"`` or ``"s3"`` (default: by the shards' kind).
             progress: tqdm bar while uploading.
@@ -424,6 +441,7 @@ class Index(Catalog):
             IndexNotFoundError: no such entry.
             SchemaError: the entry's schema is not in this index.
         """
+        to = atmosphere_for(to, self.atmosphere, f"promote({ref!r})")
         entry = self.get_dataset(ref)
         sample_type = self.get_schema_type(entry.schema_ref)
         meta = {k: v for k, v in (entry.metadata or {}).items() if k not in ("checksums", "size", "tags", "license")}
@@ -450,7 +468,7 @@ class Index(Catalog):
         Raises:
             IndexNotFoundError: ``cid`` is not an entry of this index.
         """
-        check_name(name)
+        name = check_name(name)
         self.get_entry(cid)
         label = Label(name=name, cid=cid, version=version, description=description)
         self.store.put_label(label)

@@ -10,10 +10,19 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from .._splits import detect_split
+from ..errors import IndexStoreError
 from ._records import IndexStore
 from .sqlite import SqliteStore
 
-__all__ = ["check_name", "default_data_dir", "default_index_location", "parse_dataset_ref"]
+__all__ = [
+    "abs_url",
+    "check_name",
+    "default_data_dir",
+    "default_index_location",
+    "parse_dataset_ref",
+    "split_groups",
+]
 
 _LOCAL_PREFIXES = ("@local/", "local/")
 
@@ -67,11 +76,49 @@ def parse_dataset_ref(ref: str) -> tuple[str, str | None]:
     return ref, None
 
 
-def check_name(name: str) -> None:
-    """Raise ``ValueError`` unless ``name`` can name a dataset in the index."""
+def check_name(name: str) -> str:
+    """``name`` without an ``@local/`` or ``local/`` prefix (the original's spelling of this index); raise
+    ``ValueError`` unless it can name a dataset in the index, ``IndexStoreError`` for an ``@handle/`` name.
+
+    Example:
+        >>> check_name("@local/digits"), check_name("mnist/train")
+        ('digits', 'mnist/train')
+    """
+    for prefix in _LOCAL_PREFIXES:
+        if name.startswith(prefix):
+            name = name[len(prefix) :]
+            break
+    else:
+        if name.startswith("@") and "/" in name:
+            raise IndexStoreError(
+                f"dataset name {name!r} names an AT Protocol repo: this index does not publish (the original "
+                "atdata did); write or insert it locally under a plain name, then publish it with "
+                "index.promote(name, to=atmosphere), promote_to_atmosphere(entry, index, atmosphere) or "
+                "atmosphere.publish_dataset(ds, name=...)"
+            )
     parts = name.split("/")
     if not name or "@" in name or name != name.strip() or any(p in ("", ".", "..") for p in parts):
         raise ValueError(
             f"invalid dataset name {name!r}: use a non-empty name without '@' (it separates the version), "
             "surrounding spaces, or empty/'.'/'..' path segments"
         )
+    return name
+
+
+def abs_url(url: str) -> str:
+    """An absolute path for a local path (``~`` expanded); URLs as they are."""
+    return url if "://" in url else os.path.abspath(os.path.expanduser(url))
+
+
+def split_groups(urls: list[str]) -> dict[str, list[str]]:
+    """Split name -> shards, from the part of each URL after the URLs' common directory (``train`` by default):
+    ``.../digits/train--ab12cd34--000000.tar`` is ``train``, and so is any shard whose name shows no split."""
+    prefix = urls[0]
+    for u in urls[1:]:
+        while not u.startswith(prefix):
+            prefix = prefix[:-1]
+    prefix = prefix[: prefix.rfind("/") + 1]
+    groups: dict[str, list[str]] = {}
+    for u in urls:
+        groups.setdefault(detect_split(u[len(prefix) :]) or "train", []).append(u)
+    return groups

@@ -14,6 +14,7 @@ import os
 from typing import Any
 
 from ..errors import ShardNotFoundError
+from ._default import default_index_if_set
 from ._index import Index
 from ._locations import default_index_location
 from ._records import IndexNotFoundError
@@ -23,6 +24,8 @@ __all__ = ["resolve"]
 
 def _open(index: Any) -> tuple[Index | None, bool, str]:
     """``(index, owned, location)``; ``None`` when the default SQLite index does not exist (nothing to read)."""
+    if index is None:
+        index = default_index_if_set()  # set_default_index(...) (or get_default_index() opened it)
     if isinstance(index, Index):
         return index, False, index.location
     location = os.fspath(index) if index is not None else default_index_location()
