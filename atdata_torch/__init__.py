@@ -68,7 +68,21 @@ if _TYPE_CHECKING:
     from .cache import ShardCache
     from .collate import TensorBatch, collate, to_tensor
     from .dataset import Dataset
-    from .index import Index
+    from .index import (
+        AbstractDataStore,
+        Index,
+        IndexEntry,
+        LocalDiskStore,
+        Repository,
+        ShardWriteResult,
+        create_repository,
+        generate_cid,
+        get_default_index,
+        promote_to_atmosphere,
+        set_default_index,
+        verify_checksums,
+        verify_cid,
+    )
     from .lens import Lens, LensRegistry, lens
     from .lens import registry as lens_registry
     from .load import DatasetDict, load_dataset, register_resolver
@@ -118,6 +132,18 @@ _LAZY: dict[str, tuple[str, str]] = {
     "Mixture": (".mixture", "Mixture"),
     "mix": (".mixture", "mix"),
     "Index": (".index", "Index"),
+    "get_default_index": (".index", "get_default_index"),
+    "set_default_index": (".index", "set_default_index"),
+    "IndexEntry": (".index", "IndexEntry"),
+    "AbstractDataStore": (".index", "AbstractDataStore"),
+    "Repository": (".index", "Repository"),
+    "create_repository": (".index", "create_repository"),
+    "LocalDiskStore": (".index", "LocalDiskStore"),
+    "verify_checksums": (".index", "verify_checksums"),
+    "ShardWriteResult": (".index", "ShardWriteResult"),
+    "generate_cid": (".index", "generate_cid"),
+    "verify_cid": (".index", "verify_cid"),
+    "promote_to_atmosphere": (".index", "promote_to_atmosphere"),
     "Lens": (".lens", "Lens"),
     "LensRegistry": (".lens", "LensRegistry"),
     "lens": (".lens", "lens"),
@@ -155,7 +181,7 @@ _LAZY: dict[str, tuple[str, str]] = {
     "FieldSpec": (".schema", "FieldSpec"),
 }
 # Submodules reachable as attributes before their first import (``atd.nodes`` imports torchdata.nodes).
-_LAZY_MODULES = ("nodes",)
+_LAZY_MODULES = ("nodes", "atmosphere")
 # Submodules that share their name with a function of the API: ``atd.collate`` and ``atd.lens`` are the functions.
 _SHADOWED = ("collate", "lens")
 
@@ -248,6 +274,18 @@ __all__ = [
     "schema_id",
     "to_tensor",
     "write_samples",
+    "get_default_index",
+    "set_default_index",
+    "IndexEntry",
+    "AbstractDataStore",
+    "Repository",
+    "create_repository",
+    "LocalDiskStore",
+    "verify_checksums",
+    "ShardWriteResult",
+    "generate_cid",
+    "verify_cid",
+    "promote_to_atmosphere",
 ]
 
 

@@ -3,15 +3,13 @@
 ``verify_cid``, ``Repository`` / ``create_repository``, ``get_default_index`` / ``set_default_index``, and the
 alias modules ``atdata_torch.local`` / ``.stores`` / ``.repository`` / ``.promote``.
 
-Where ``ATDATA_ORIGINAL_PYTHON`` names a Python with ``atdata==0.7.0b1``, the original reads what we wrote."""
+The original atdata itself (the ``original_atdata`` fixture) reads what we wrote."""
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -224,13 +222,8 @@ def test_alias_modules_have_the_originals_names() -> None:
 
 
 # ------------------------------------------------------------------------------------------------------ original
-ORIGINAL = os.environ.get("ATDATA_ORIGINAL_PYTHON")
-
-
-@pytest.mark.skipif(
-    not ORIGINAL, reason="set ATDATA_ORIGINAL_PYTHON to a Python with atdata==0.7.0b1 to compare with the original"
-)
-def test_the_original_reads_an_index_written_through_a_data_store(tmp_path: Path) -> None:
+@pytest.mark.integration
+def test_the_original_reads_an_index_written_through_a_data_store(tmp_path: Path, original_atdata: Any) -> None:
     store = LocalDiskStore(root=tmp_path / "store")
     with Index(provider="sqlite", path=tmp_path / "i.db", data_store=store) as index:
         entry = index.write_samples(_rows(3), name="cross", maxcount=2, progress=False)
@@ -243,9 +236,7 @@ print(json.dumps({{"cid": e.cid, "urls": e.data_urls, "verify": atdata.verify_ch
                    "cid_ok": atdata.verify_cid(e.cid, {{"schema_ref": e.schema_ref, "data_urls": e.data_urls}}),
                    "labels": [s["label"] for s in ds.ordered()]}}))
 """
-    assert ORIGINAL is not None
-    out = subprocess.run([ORIGINAL, "-c", script], capture_output=True, text=True, timeout=120, check=True)
-    got = json.loads(out.stdout.strip().splitlines()[-1])
+    got = original_atdata.run(script, {})
     assert got["cid"] == entry.cid and got["urls"] == entry.data_urls and got["cid_ok"]
     assert got["verify"] == {u: "ok" for u in entry.data_urls}
     assert got["labels"] == ["r0", "r1"]
@@ -261,3 +252,11 @@ def test_the_originals_local_name_prefixes_and_handle_names(tmp_path: Path) -> N
             index.write_samples(_rows(1), name="@alice.test/remote", progress=False)
         with pytest.raises(IndexStoreError, match=r"needs an Atmosphere"):
             index.promote("prefixed")
+
+
+def test_index_write_samples_with_manifest_true_writes_queryable_manifests(tmp_path: Path) -> None:
+    with Index(path=tmp_path / "i.db", data_dir=tmp_path / "data") as index:
+        entry = index.write_samples(_rows(5), name="withman", maxcount=2, progress=False, manifest=True)
+        ds = atd.load_dataset("@local/withman", index=index, split="train")
+    assert all(Path(u[: -len(".tar")] + ".manifest.json").exists() for u in entry.data_urls)
+    assert len(ds.query(where=lambda df: df["label"] >= "r0")) == 5

@@ -159,7 +159,8 @@ class Index(Catalog):
             data_dir: Override the index's data directory.
             progress: tqdm bar (``None``: only on a terminal).
             data_store: Write through this store (default: the index's ``data_store``, else ``data_dir``);
-                the original's ``manifest=``/``force=`` are accepted (and have no effect for local shards).
+                the original's ``manifest=True`` writes per-shard manifests (the ``arrow`` extra) and ``force=`` is
+                accepted (no effect for local shards).
             overwrite: Move an existing label ``name@version`` (or, without ``version``, the name) to the new
                 entry. Without it, writing into a name or version the index already has is an error (write a
                 new ``version=``, or reuse the entry: ``index.get_dataset("name@version")``).
@@ -204,6 +205,11 @@ class Index(Catalog):
                 raise ValueError(f"write_samples({name!r}) got no samples; nothing was written")
             if schema_ref is None:
                 schema_ref = self._ensure_schema(sample_type, tracker.hints)
+            if _original.get("manifest"):  # the original's manifest=True: manifests beside the written shards
+                from ..dataset import Dataset
+                from ..manifest import build_manifests
+
+                build_manifests(Dataset[sample_type](urls))  # type: ignore[valid-type]
             meta = self._metadata(metadata, description, tags, license)
             meta["checksums"] = {u: sha256_of(u) for u in urls}
             meta["size"] = {"samples": n_samples, "shards": len(urls), "bytes": sum(os.path.getsize(u) for u in urls)}
