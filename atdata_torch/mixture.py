@@ -321,6 +321,11 @@ def mix(
     reps = _check_repeat(repeat, stop, k)
     if samples is not None and (isinstance(samples, bool) or not isinstance(samples, int) or samples < 1):
         raise MixtureError(f"mix(): samples must be a positive int (the epoch length) or None, got {samples!r}")
+    if stop == "first_exhausted" and all(reps) and samples is None:
+        raise MixtureError(
+            "mix(): every source repeats and no epoch size is set, so nothing ends the epoch: pass samples=N (the "
+            "epoch length), let a source stop (repeat=[..., False, ...]) or use stop='all_exhausted'"
+        )
     if isinstance(mix_block, bool) or not isinstance(mix_block, int) or mix_block < 1:
         raise MixtureError(f"mix(): mix_block must be an int >= 1, got {mix_block!r}")
     first = parts[0]
@@ -337,7 +342,10 @@ def mix(
     try:
         joined = Dataset.concat(parts)
     except ValueError as exc:
-        raise MixtureError(f"mix(): {exc}") from None
+        raise MixtureError(
+            f"mix(): {exc}: a shard can feed only one source of a mixture; mix disjoint datasets (to weight a "
+            "dataset more, raise its weight or let it repeat)"
+        ) from None
     out: Mixture = object.__new__(Mixture)
     out.__dict__.update(joined.__dict__)
     sizes = [len(p.list_shards()) for p in parts]
