@@ -268,6 +268,41 @@ def _check_repeat(repeat: bool | Sequence[bool], stop: str, k: int) -> tuple[boo
     return reps
 
 
+def _check_parts(datasets: Sequence[Dataset[Any]], source_field: str | None) -> list[Dataset[Any]]:
+    parts = list(datasets)
+    if not parts:
+        raise MixtureError("mix() needs at least one dataset")
+    for i, p in enumerate(parts):
+        if not isinstance(p, Dataset):
+            raise MixtureError(f"mix(): dataset {i} is a {type(p).__name__}, not an atdata_torch Dataset")
+        if isinstance(p, Mixture):
+            raise MixtureError(f"mix(): dataset {i} is itself a mixture; mix its sources with combined weights")
+    first = parts[0]
+    for i, p in enumerate(parts[1:], 1):
+        if p.sample_type is not first.sample_type or p._stages != first._stages:
+            raise MixtureError(
+                f"mix(): dataset {i} ({p!r}) does not share batches with dataset 0 ({first!r}): the sample types "
+                "and the map/filter/lens stages must be the same. Read the sources as one type and apply the "
+                "stages to the mixture (atd.mix([a, b]).map(fn))"
+            )
+    fields = getattr(first.sample_type, "__atdata_fields__", ())
+    if source_field is not None and any(f.name == source_field for f in fields):
+        raise MixtureError(f"mix(): source_field={source_field!r} is a field of {first.sample_type.__name__}")
+    return parts
+
+
+def _check_sizes(reps: tuple[bool, ...], stop: str, samples: int | None, mix_block: int) -> None:
+    if samples is not None and (isinstance(samples, bool) or not isinstance(samples, int) or samples < 1):
+        raise MixtureError(f"mix(): samples must be a positive int (the epoch length) or None, got {samples!r}")
+    if stop == "first_exhausted" and all(reps) and samples is None:
+        raise MixtureError(
+            "mix(): every source repeats and no epoch size is set, so nothing ends the epoch: pass samples=N (the "
+            "epoch length), let a source stop (repeat=[..., False, ...]) or use stop='all_exhausted'"
+        )
+    if isinstance(mix_block, bool) or not isinstance(mix_block, int) or mix_block < 1:
+        raise MixtureError(f"mix(): mix_block must be an int >= 1, got {mix_block!r}")
+
+
 def mix(
     datasets: Sequence[Dataset[Any]],
     weights: Sequence[float] | None = None,
@@ -308,37 +343,11 @@ def mix(
         >>> # train = atd.mix([web, books, code], weights=[0.6, 0.3, 0.1], repeat=[False, False, True])
         >>> # for batch in train.loader(batch_size=256, num_workers=4, seed=0): ...
     """
-    parts = list(datasets)
-    if not parts:
-        raise MixtureError("mix() needs at least one dataset")
-    for i, p in enumerate(parts):
-        if not isinstance(p, Dataset):
-            raise MixtureError(f"mix(): dataset {i} is a {type(p).__name__}, not an atdata_torch Dataset")
-        if isinstance(p, Mixture):
-            raise MixtureError(f"mix(): dataset {i} is itself a mixture; mix its sources with combined weights")
+    parts = _check_parts(datasets, source_field)
     k = len(parts)
     probs = _check_weights(weights, k)
     reps = _check_repeat(repeat, stop, k)
-    if samples is not None and (isinstance(samples, bool) or not isinstance(samples, int) or samples < 1):
-        raise MixtureError(f"mix(): samples must be a positive int (the epoch length) or None, got {samples!r}")
-    if stop == "first_exhausted" and all(reps) and samples is None:
-        raise MixtureError(
-            "mix(): every source repeats and no epoch size is set, so nothing ends the epoch: pass samples=N (the "
-            "epoch length), let a source stop (repeat=[..., False, ...]) or use stop='all_exhausted'"
-        )
-    if isinstance(mix_block, bool) or not isinstance(mix_block, int) or mix_block < 1:
-        raise MixtureError(f"mix(): mix_block must be an int >= 1, got {mix_block!r}")
-    first = parts[0]
-    for i, p in enumerate(parts[1:], 1):
-        if p.sample_type is not first.sample_type or p._stages != first._stages:
-            raise MixtureError(
-                f"mix(): dataset {i} ({p!r}) does not share batches with dataset 0 ({first!r}): the sample types "
-                "and the map/filter/lens stages must be the same. Read the sources as one type and apply the "
-                "stages to the mixture (atd.mix([a, b]).map(fn))"
-            )
-    fields = getattr(first.sample_type, "__atdata_fields__", ())
-    if source_field is not None and any(f.name == source_field for f in fields):
-        raise MixtureError(f"mix(): source_field={source_field!r} is a field of {first.sample_type.__name__}")
+    _check_sizes(reps, stop, samples, mix_block)
     try:
         joined = Dataset.concat(parts)
     except ValueError as exc:

@@ -24,7 +24,8 @@ from test_loader import _batches, _round_trip, _take, expected_stream, interleav
 
 import atdata_torch as atd
 from atdata_torch import config
-from atdata_torch._mix_schedule import epoch_plan, interleave as mix_interleave, source_seed
+from atdata_torch._mix_schedule import epoch_plan, source_seed
+from atdata_torch._mix_schedule import interleave as mix_interleave
 from atdata_torch._order import iter_epoch_order
 
 SEED = 77
@@ -311,7 +312,7 @@ def test_each_batch_carries_its_source_index(sources: list[atd.Dataset[MixRec]],
         assert isinstance(b.source, torch.Tensor) and b.source.dtype == torch.int64
         assert b.source.tolist() == [_src_of(k) for k in b.keys] == b.src
         total.update(b.source.tolist())
-    assert dict(total) == dict(zip(range(3), epoch_plan([60, 25, 9], m.weights, m.repeat, m.stop, None).draws))
+    assert dict(total) == dict(enumerate(epoch_plan([60, 25, 9], m.weights, m.repeat, m.stop, None).draws))
     # with a filter (rows dropped inside a batch) the labels follow the rows that stay; keys stay plain strings
     kept = m.filter(_keep_even)
     for b in kept.loader(batch_size=8, seed=SEED, num_workers=workers):
