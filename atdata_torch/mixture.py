@@ -96,6 +96,11 @@ class Mixture(_Base):
     _shard_source: Ints
     _plans: dict[tuple[int, ...], EpochPlan]
 
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_plans"] = {}  # the schedule (one entry per position) is rebuilt where it is read, not sent
+        return state
+
     # ------------------------------------------------------------------------------------------------ the plan
     def _source_counts(self, counts: Sequence[int]) -> list[list[int]]:
         """The shard counts of each source, cut from the counts of every shard of the mixture."""

@@ -458,3 +458,17 @@ def test_lightning_datamodule_trains_on_a_mixture(sources: list[atd.Dataset[MixR
     assert [s for b in rec.sources for s in b] == [_src_of(k) for b in rec.keys for k in b]
     state = dm.state_dict()["train_loader"]
     assert state["position"] == 6 * len(rec.keys) or state["position"] == 0
+
+
+def test_a_mixture_pickles_without_its_schedule(sources: list[atd.Dataset[MixRec]]) -> None:
+    """Spawned workers get the mixture by pickle: the schedule (one entry per position) is rebuilt there."""
+    import pickle
+
+    m = atd.mix(sources, [2, 1, 1], source_field="source")
+    assert len(m) > 0 and m._plans
+    copy = pickle.loads(pickle.dumps(m))
+    assert copy._plans == {} and len(copy) == len(m) and copy.weights == m.weights
+    ref = interleave([_batches(m.loader(batch_size=4, seed=SEED))])
+    ctx = "forkserver" if "forkserver" in __import__("multiprocessing").get_all_start_methods() else "spawn"
+    spawned = m.loader(batch_size=4, seed=SEED, num_workers=2, multiprocessing_context=ctx)
+    assert interleave([_batches(spawned)]) == ref
