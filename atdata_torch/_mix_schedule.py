@@ -74,7 +74,7 @@ def _merge(probs: NDArray[np.float64], upto: Ints) -> tuple[Ints, Ints, NDArray[
     starts = np.cumsum(upto) - upto
     draw = np.arange(int(upto.sum()), dtype=np.int64) - np.repeat(starts, upto)
     time = (draw + 0.5) / probs[src]
-    order = np.lexsort((src, time))
+    order = np.lexsort((src, time))  # by time; ties: the lower source first
     return src[order], draw[order], time[order]
 
 
@@ -156,11 +156,12 @@ def interleave(plan: EpochPlan, seed: int, epoch: int, *, shuffle: bool, mix_blo
     labels = plan.labels
     n = len(labels)
     if shuffle and mix_block > 1 and n > 1:
-        keys = epoch_rng(seed, epoch, MIX_STREAM).random(n)
-        labels = labels[np.lexsort((keys, np.arange(n, dtype=np.int64) // mix_block))]
-    order = np.argsort(labels, kind="stable")
-    counts = np.bincount(labels, minlength=len(plan.draws))
-    starts = np.cumsum(counts) - counts
+        rng = epoch_rng(seed, epoch, MIX_STREAM)
+        full = n // mix_block * mix_block
+        head = rng.permuted(labels[:full].reshape(-1, mix_block), axis=1).reshape(-1)  # each block on its own
+        labels = np.concatenate([head, rng.permutation(labels[full:])])
     draw = np.empty(n, dtype=np.int64)
-    draw[order] = np.arange(n, dtype=np.int64) - np.repeat(starts, counts)
+    for s in range(len(plan.draws)):
+        where = np.flatnonzero(labels == s)
+        draw[where] = np.arange(len(where), dtype=np.int64)
     return labels.astype(np.int64, copy=False), draw

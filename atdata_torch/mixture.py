@@ -36,7 +36,7 @@ Example:
     400
     >>> loader = mixed.loader(batch_size=40, seed=0)
     >>> [int((b.source == 1).sum()) for b in loader][:4]     # code's share of each batch: 10 on average
-    [7, 11, 12, 8]
+    [11, 9, 11, 8]
     >>> sum(int((b.source == 1).sum()) for b in loader)      # a quarter of every epoch, exactly
     100
 """
