@@ -408,23 +408,21 @@ def test_yaml_config_builds_a_mixture(
         config.DataConfig(train=spec, sample_type=MixRec).dataset("train")
 
 
-class _Recorder:
-    """Collects every training batch's keys and sources (as a Lightning callback)."""
-
-    def __init__(self) -> None:
-        self.keys: list[list[str]] = []
-        self.sources: list[list[int]] = []
-
-
 @pytest.mark.filterwarnings("ignore:You passed in a `val_dataloader` but have no `validation_step`")
 @pytest.mark.filterwarnings("ignore:The '.*' does not have many workers")
-def test_lightning_datamodule_trains_on_a_mixture(sources: list[atd.Dataset[MixRec]], tmp_path: Path) -> None:
+@pytest.mark.filterwarnings("ignore:Checkpoint directory .* exists and is not empty:UserWarning")
+def test_lightning_datamodule_trains_on_a_mixture_and_resumes_it(
+    sources: list[atd.Dataset[MixRec]], tmp_path: Path
+) -> None:
+    """A real ``lightning.Trainer``: 12 steps straight, and 5 steps + a checkpoint + a new Trainer, DataModule and
+    model resuming to 12, read the same stream (the reference's), with each batch's sources."""
     pytest.importorskip("lightning")
     import lightning as L
+    from lightning.pytorch.callbacks import ModelCheckpoint
 
     from atdata_torch.integrations.lightning import AtdataDataModule
 
-    rec = _Recorder()
+    seen: list[tuple[list[str], list[int]]] = []
 
     class Model(L.LightningModule):
         def __init__(self) -> None:
@@ -432,32 +430,38 @@ def test_lightning_datamodule_trains_on_a_mixture(sources: list[atd.Dataset[MixR
             self.lin = torch.nn.Linear(2, 1)
 
         def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-            rec.keys.append(list(batch.keys))
-            rec.sources.append(batch.source.tolist())
+            seen.append((list(batch.keys), batch.source.tolist()))
             return self.lin(batch.x).pow(2).mean()
 
         def configure_optimizers(self) -> Any:
             return torch.optim.SGD(self.parameters(), lr=0.01)
 
     m = atd.mix(sources, [3, 2, 1], repeat=[False, True, True], source_field="source")
-    dm = AtdataDataModule(train=m, batch_size=6, seed=SEED, last_batch="drop")
-    trainer = L.Trainer(
-        max_steps=12,
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=tmp_path,
-    )
-    trainer.fit(Model(), datamodule=dm)
-    ref = reference(m, shuffle=True, epoch=0)
-    assert interleave([rec.keys]) == ref[: len(interleave([rec.keys]))]
-    assert len(rec.keys) == min(12, len(ref) // 6) and all(len(k) == 6 for k in rec.keys)
-    assert [s for b in rec.sources for s in b] == [_src_of(k) for b in rec.keys for k in b]
-    state = dm.state_dict()["train_loader"]
-    assert state["position"] == 6 * len(rec.keys) or state["position"] == 0
+
+    def fit(out: Path, max_steps: int, ckpt: Path | None = None) -> list[tuple[list[str], list[int]]]:
+        seen.clear()
+        dm = AtdataDataModule(train=m, batch_size=6, seed=SEED, last_batch="drop")
+        every = ModelCheckpoint(dirpath=out, every_n_train_steps=5, save_top_k=-1, filename="{step}")
+        trainer = L.Trainer(
+            max_steps=max_steps,
+            accelerator="cpu",
+            devices=1,
+            logger=False,
+            callbacks=[every],
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            default_root_dir=out,
+        )
+        trainer.fit(Model(), datamodule=dm, ckpt_path=ckpt)
+        return list(seen)
+
+    full = fit(tmp_path / "full", 12)
+    keys = [k for b, _ in full for k in b]
+    assert len(full) == 12 and keys == reference(m, shuffle=True, epoch=0)[: 12 * 6]
+    assert all(src == [_src_of(k) for k in b] for b, src in full)
+    head = fit(tmp_path / "cut", 5)
+    tail = fit(tmp_path / "cut", 12, ckpt=tmp_path / "cut" / "step=5.ckpt")
+    assert head + tail == full
 
 
 def test_a_mixture_pickles_without_its_schedule(sources: list[atd.Dataset[MixRec]]) -> None:
