@@ -476,3 +476,33 @@ def test_a_mixture_pickles_without_its_schedule(sources: list[atd.Dataset[MixRec
     ctx = "forkserver" if "forkserver" in __import__("multiprocessing").get_all_start_methods() else "spawn"
     spawned = m.loader(batch_size=4, seed=SEED, num_workers=2, multiprocessing_context=ctx)
     assert interleave([_batches(spawned)]) == ref
+
+
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_remote_sources_that_repeat_read_their_shards_again(
+    sources: list[atd.Dataset[MixRec]], tmp_path: Path, shuffle: bool
+) -> None:
+    """Over HTTP a shard streams into 4 MiB segments, and an in-order pass lets go of the segments behind it; a
+    mixture's repeating source reads its shard again (a 7 MB shard, 5 passes), so its passes keep them."""
+    from http_server import FaultServer
+
+    big = [MixRec(x=np.full(150_000, i, np.float32), src=1, label=i) for i in range(12)]  # source 1 of this mix
+    atd.write_samples(big, tmp_path / "big" / "part-0000.tar", key=lambda s, _i: _key(1, s.label), progress=False)
+    local = atd.mix([sources[0], atd.Dataset[MixRec](str(tmp_path / "big" / "part-0000.tar"))], repeat=[False, True])
+    root = Path(sources[0].list_shards()[0]).parents[2]
+    (root / "big").mkdir(exist_ok=True)
+    for f in (tmp_path / "big").iterdir():
+        (root / "big" / f.name).write_bytes(f.read_bytes())
+    with FaultServer(root) as srv:
+        remote = [
+            atd.Dataset[MixRec]([srv.url(str(Path(s).relative_to(root))) for s in p.list_shards()], timeout=5)
+            for p in (sources[0], atd.Dataset[MixRec](str(root / "big" / "part-0000.tar")))
+        ]
+        m = atd.mix(remote, repeat=[False, True], source_field="source")
+        got = []
+        for b in m.loader(batch_size=5, seed=SEED, shuffle=shuffle):
+            got.append(list(b.keys))
+            for k, x in zip(b.keys, b.x, strict=True):
+                assert float(x[-1]) == float(k.split("-")[1]) or _src_of(k) == 0
+    assert interleave([got]) == reference(local, shuffle=shuffle, epoch=0)
+    assert Counter(_src_of(k) for b in got for k in b)[1] == 60
