@@ -4,7 +4,9 @@ A mixture of sources with probabilities ``p_i`` lays out its epoch in two steps:
 
 1. **The base interleave** (no randomness): source ``i``'s ``k``-th draw has the virtual time ``(k + 0.5) / p_i``;
    positions take the draws in order of time (ties: lower source first). Every prefix of ``K`` positions then
-   holds ``p_i * K`` draws of source ``i`` to within one or two samples (Webster's divisor method), so the
+   holds ``p_i * K`` draws of source ``i`` to within ``0.5 + p_i * k / 2`` samples for ``k`` sources (Webster's
+   divisor method: a prefix ends at a time ``T`` where each source has ``T * p_i`` draws to within a half, and
+   ``T`` is within ``k / 2`` of ``K``), so any block holds its share to within ``1 + p_i * k``, and the
    proportions are exact up to rounding over any stretch, not only on average. The epoch's length follows from the
    stop rule alone (see :func:`epoch_plan`): it depends on the sources' sizes and weights, never on the seed or
    the epoch, so that ``len(loader)`` is the same every epoch and a resume position means the same in each.

@@ -9,7 +9,8 @@ reader slices it per rank and worker and resumes it exactly as it does a single 
   and the interleave of the sources). Ranks and workers only choose their slice of it; every rank yields the same
   number of batches; a ``state_dict()`` resumes mid-epoch on any number of ranks and workers.
 - Proportions are exact up to rounding: every block of ``mix_block`` consecutive positions (and, unshuffled, every
-  prefix of the epoch) holds each source's share of it to within two samples.
+  prefix of the epoch) holds each source's share of it to within a few samples (at most ``1 + k * p`` for a source of
+  weight ``p`` among ``k`` sources: within 2 for two or three sources), however long the block.
 - The epoch's length depends only on the sources' sizes, the weights and the stop rule (``len(loader)`` is the
   same every epoch): ``stop="first_exhausted"`` (default) ends it when a source that does not ``repeat`` runs out;
   ``stop="all_exhausted"`` when every source has been read whole, the others repeating meanwhile; ``samples=N``
@@ -333,8 +334,8 @@ def mix(
         samples: Cap the epoch at this many samples (MosaicML ``epoch_size``; with ``repeat=True``, a fixed-size
             epoch over sources of any size).
         mix_block: The interleave of sources is shuffled within consecutive blocks of this many positions (each
-            block keeps every source's share to within two samples); ``1`` keeps the fixed, evenly spread
-            interleave. The seed and ``shuffle`` are the loader's.
+            block keeps every source's share to within ``1 + k * p`` samples, ``k`` sources of weight ``p``); ``1``
+            keeps the fixed, evenly spread interleave. The seed and ``shuffle`` are the loader's.
         source_field: Add each sample's source index to every batch under this name (an int64 column; a tensor
             after ``collate``). Batched reads only. ``None``: no column.
 
