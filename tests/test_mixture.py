@@ -310,6 +310,8 @@ def test_bad_mixtures_raise_mixture_errors(sources: list[atd.Dataset[MixRec]], t
             atd.mix(args.pop("datasets"), **args)
     with pytest.raises(atd.MixtureError, match="itself a mixture"):
         atd.mix([atd.mix(sources[:2]), sources[2]])
+    with pytest.raises(atd.MixtureError, match="mix the sources instead"):
+        atd.Dataset.concat([atd.mix(sources[:2]), sources[2]])
     with pytest.raises(atd.MixtureError, match="select ranges of the sources"):
         atd.mix(sources).select_range(0, 10)
 
