@@ -4,7 +4,9 @@ A mixture of sources with probabilities ``p_i`` lays out its epoch in two steps:
 
 1. **The base interleave** (no randomness): source ``i``'s ``k``-th draw has the virtual time ``(k + 0.5) / p_i``;
    positions take the draws in order of time (ties: lower source first). Every prefix of ``K`` positions then
-   holds ``p_i * K`` draws of source ``i`` to within one or two samples (Webster's divisor method), so the
+   holds ``p_i * K`` draws of source ``i`` to within ``0.5 + p_i * k / 2`` samples for ``k`` sources (Webster's
+   divisor method: a prefix ends at a time ``T`` where each source has ``T * p_i`` draws to within a half, and
+   ``T`` is within ``k / 2`` of ``K``), so any block holds its share to within ``1 + p_i * k``, and the
    proportions are exact up to rounding over any stretch, not only on average. The epoch's length follows from the
    stop rule alone (see :func:`epoch_plan`): it depends on the sources' sizes and weights, never on the seed or
    the epoch, so that ``len(loader)`` is the same every epoch and a resume position means the same in each.
@@ -74,7 +76,7 @@ def _merge(probs: NDArray[np.float64], upto: Ints) -> tuple[Ints, Ints, NDArray[
     starts = np.cumsum(upto) - upto
     draw = np.arange(int(upto.sum()), dtype=np.int64) - np.repeat(starts, upto)
     time = (draw + 0.5) / probs[src]
-    order = np.lexsort((src, time))
+    order = np.lexsort((src, time))  # by time; ties: the lower source first
     return src[order], draw[order], time[order]
 
 
@@ -156,11 +158,12 @@ def interleave(plan: EpochPlan, seed: int, epoch: int, *, shuffle: bool, mix_blo
     labels = plan.labels
     n = len(labels)
     if shuffle and mix_block > 1 and n > 1:
-        keys = epoch_rng(seed, epoch, MIX_STREAM).random(n)
-        labels = labels[np.lexsort((keys, np.arange(n, dtype=np.int64) // mix_block))]
-    order = np.argsort(labels, kind="stable")
-    counts = np.bincount(labels, minlength=len(plan.draws))
-    starts = np.cumsum(counts) - counts
+        rng = epoch_rng(seed, epoch, MIX_STREAM)
+        full = n // mix_block * mix_block
+        head = rng.permuted(labels[:full].reshape(-1, mix_block), axis=1).reshape(-1)  # each block on its own
+        labels = np.concatenate([head, rng.permutation(labels[full:])])
     draw = np.empty(n, dtype=np.int64)
-    draw[order] = np.arange(n, dtype=np.int64) - np.repeat(starts, counts)
+    for s in range(len(plan.draws)):
+        where = np.flatnonzero(labels == s)
+        draw[where] = np.arange(len(where), dtype=np.int64)
     return labels.astype(np.int64, copy=False), draw

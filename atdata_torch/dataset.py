@@ -28,13 +28,14 @@ from torch.utils.data import IterableDataset
 
 from ._batch import SampleBatch
 from ._dataset_compat import DatasetCompat
+from ._epoch import OrdersEpochs  # issue 18
 from ._indexing import ShardIndexes
 from ._order import DEFAULT_BLOCK_SIZE, DEFAULT_WINDOW
 from ._pipeline import Pipeline, decode_record
 from ._random_access import MapDataset, getitem
 from ._reader import Buffer, read_record
 from ._sidecar import ShardIndex, scan
-from .errors import AtdataError, ShardFormatError
+from .errors import AtdataError, MixtureError, ShardFormatError
 from .lens import Lens, registry
 from .options import LastBatch, OnError, OrderKeywords, ReadOptions, ShuffleKeywords
 from .schema import DictSample, PackableSample, schema_id
@@ -230,6 +231,8 @@ class Dataset(IterableDataset[T], DatasetCompat[T], Generic[T]):
         """
         if not parts:
             raise ValueError("concat() needs at least one dataset")
+        if any(isinstance(p, OrdersEpochs) for p in parts):  # issue 18: a mixture lays out its own epochs
+            raise MixtureError("concat() of a mixture: mix the sources instead (atd.mix([*mixture.parts, other]))")
         first = parts[0]
         for p in parts[1:]:
             if p.sample_type is not first.sample_type or p._stages != first._stages:

@@ -9,7 +9,8 @@ reader slices it per rank and worker and resumes it exactly as it does a single 
   and the interleave of the sources). Ranks and workers only choose their slice of it; every rank yields the same
   number of batches; a ``state_dict()`` resumes mid-epoch on any number of ranks and workers.
 - Proportions are exact up to rounding: every block of ``mix_block`` consecutive positions (and, unshuffled, every
-  prefix of the epoch) holds each source's share of it to within two samples.
+  prefix of the epoch) holds each source's share of it to within a few samples (at most ``1 + k * p`` for a source of
+  weight ``p`` among ``k`` sources: within 2 for two or three sources), however long the block.
 - The epoch's length depends only on the sources' sizes, the weights and the stop rule (``len(loader)`` is the
   same every epoch): ``stop="first_exhausted"`` (default) ends it when a source that does not ``repeat`` runs out;
   ``stop="all_exhausted"`` when every source has been read whole, the others repeating meanwhile; ``samples=N``
@@ -36,7 +37,7 @@ Example:
     400
     >>> loader = mixed.loader(batch_size=40, seed=0)
     >>> [int((b.source == 1).sum()) for b in loader][:4]     # code's share of each batch: 10 on average
-    [7, 11, 12, 8]
+    [11, 9, 11, 8]
     >>> sum(int((b.source == 1).sum()) for b in loader)      # a quarter of every epoch, exactly
     100
 """
@@ -95,6 +96,11 @@ class Mixture(_Base):
     _offsets: tuple[int, ...]
     _shard_source: Ints
     _plans: dict[tuple[int, ...], EpochPlan]
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_plans"] = {}  # the schedule (one entry per position) is rebuilt where it is read, not sent
+        return state
 
     # ------------------------------------------------------------------------------------------------ the plan
     def _source_counts(self, counts: Sequence[int]) -> list[list[int]]:
@@ -268,6 +274,41 @@ def _check_repeat(repeat: bool | Sequence[bool], stop: str, k: int) -> tuple[boo
     return reps
 
 
+def _check_parts(datasets: Sequence[Dataset[Any]], source_field: str | None) -> list[Dataset[Any]]:
+    parts = list(datasets)
+    if not parts:
+        raise MixtureError("mix() needs at least one dataset")
+    for i, p in enumerate(parts):
+        if not isinstance(p, Dataset):
+            raise MixtureError(f"mix(): dataset {i} is a {type(p).__name__}, not an atdata_torch Dataset")
+        if isinstance(p, Mixture):
+            raise MixtureError(f"mix(): dataset {i} is itself a mixture; mix its sources with combined weights")
+    first = parts[0]
+    for i, p in enumerate(parts[1:], 1):
+        if p.sample_type is not first.sample_type or p._stages != first._stages:
+            raise MixtureError(
+                f"mix(): dataset {i} ({p!r}) does not share batches with dataset 0 ({first!r}): the sample types "
+                "and the map/filter/lens stages must be the same. Read the sources as one type and apply the "
+                "stages to the mixture (atd.mix([a, b]).map(fn))"
+            )
+    fields = getattr(first.sample_type, "__atdata_fields__", ())
+    if source_field is not None and any(f.name == source_field for f in fields):
+        raise MixtureError(f"mix(): source_field={source_field!r} is a field of {first.sample_type.__name__}")
+    return parts
+
+
+def _check_sizes(reps: tuple[bool, ...], stop: str, samples: int | None, mix_block: int) -> None:
+    if samples is not None and (isinstance(samples, bool) or not isinstance(samples, int) or samples < 1):
+        raise MixtureError(f"mix(): samples must be a positive int (the epoch length) or None, got {samples!r}")
+    if stop == "first_exhausted" and all(reps) and samples is None:
+        raise MixtureError(
+            "mix(): every source repeats and no epoch size is set, so nothing ends the epoch: pass samples=N (the "
+            "epoch length), let a source stop (repeat=[..., False, ...]) or use stop='all_exhausted'"
+        )
+    if isinstance(mix_block, bool) or not isinstance(mix_block, int) or mix_block < 1:
+        raise MixtureError(f"mix(): mix_block must be an int >= 1, got {mix_block!r}")
+
+
 def mix(
     datasets: Sequence[Dataset[Any]],
     weights: Sequence[float] | None = None,
@@ -293,8 +334,8 @@ def mix(
         samples: Cap the epoch at this many samples (MosaicML ``epoch_size``; with ``repeat=True``, a fixed-size
             epoch over sources of any size).
         mix_block: The interleave of sources is shuffled within consecutive blocks of this many positions (each
-            block keeps every source's share to within two samples); ``1`` keeps the fixed, evenly spread
-            interleave. The seed and ``shuffle`` are the loader's.
+            block keeps every source's share to within ``1 + k * p`` samples, ``k`` sources of weight ``p``); ``1``
+            keeps the fixed, evenly spread interleave. The seed and ``shuffle`` are the loader's.
         source_field: Add each sample's source index to every batch under this name (an int64 column; a tensor
             after ``collate``). Batched reads only. ``None``: no column.
 
@@ -308,36 +349,18 @@ def mix(
         >>> # train = atd.mix([web, books, code], weights=[0.6, 0.3, 0.1], repeat=[False, False, True])
         >>> # for batch in train.loader(batch_size=256, num_workers=4, seed=0): ...
     """
-    parts = list(datasets)
-    if not parts:
-        raise MixtureError("mix() needs at least one dataset")
-    for i, p in enumerate(parts):
-        if not isinstance(p, Dataset):
-            raise MixtureError(f"mix(): dataset {i} is a {type(p).__name__}, not an atdata_torch Dataset")
-        if isinstance(p, Mixture):
-            raise MixtureError(f"mix(): dataset {i} is itself a mixture; mix its sources with combined weights")
+    parts = _check_parts(datasets, source_field)
     k = len(parts)
     probs = _check_weights(weights, k)
     reps = _check_repeat(repeat, stop, k)
-    if samples is not None and (isinstance(samples, bool) or not isinstance(samples, int) or samples < 1):
-        raise MixtureError(f"mix(): samples must be a positive int (the epoch length) or None, got {samples!r}")
-    if isinstance(mix_block, bool) or not isinstance(mix_block, int) or mix_block < 1:
-        raise MixtureError(f"mix(): mix_block must be an int >= 1, got {mix_block!r}")
-    first = parts[0]
-    for i, p in enumerate(parts[1:], 1):
-        if p.sample_type is not first.sample_type or p._stages != first._stages:
-            raise MixtureError(
-                f"mix(): dataset {i} ({p!r}) does not share batches with dataset 0 ({first!r}): the sample types "
-                "and the map/filter/lens stages must be the same. Read the sources as one type and apply the "
-                "stages to the mixture (atd.mix([a, b]).map(fn))"
-            )
-    fields = getattr(first.sample_type, "__atdata_fields__", ())
-    if source_field is not None and any(f.name == source_field for f in fields):
-        raise MixtureError(f"mix(): source_field={source_field!r} is a field of {first.sample_type.__name__}")
+    _check_sizes(reps, stop, samples, mix_block)
     try:
         joined = Dataset.concat(parts)
     except ValueError as exc:
-        raise MixtureError(f"mix(): {exc}") from None
+        raise MixtureError(
+            f"mix(): {exc}: a shard can feed only one source of a mixture; mix disjoint datasets (to weight a "
+            "dataset more, raise its weight or let it repeat)"
+        ) from None
     out: Mixture = object.__new__(Mixture)
     out.__dict__.update(joined.__dict__)
     sizes = [len(p.list_shards()) for p in parts]
