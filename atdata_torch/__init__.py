@@ -25,6 +25,9 @@ import types as _types
 from typing import TYPE_CHECKING as _TYPE_CHECKING
 
 from .errors import (
+    AppViewError,
+    AppViewRequiredError,
+    AppViewUnavailableError,
     AtdataError,
     AuthError,
     BlobLimitError,
@@ -35,11 +38,14 @@ from .errors import (
     IndexNotFoundError,
     IndexStoreError,
     LensNotFoundError,
+    LensPutterError,
     LoaderStateError,
     MissingDependencyError,
     PublishError,
     RecordNotFoundError,
+    SampleKeyError,
     SchemaError,
+    ShardError,
     ShardFormatError,
     ShardNotFoundError,
     SkippedSamplesWarning,
@@ -52,25 +58,29 @@ if _TYPE_CHECKING:
 
     from . import nodes as nodes
     from ._batch import SampleBatch
+    from ._logging import configure_logging, get_logger, log_operation
     from ._ndarray import array_to_bytes, bytes_to_array
     from ._pipeline import LastBatch, OnError, sample_rng, sample_seed
     from ._pipeline import Pipeline as Pipeline
     from ._pipeline import SkipReport as SkipReport
+    from ._protocols import Packable
     from ._sidecar import ShardIndex as ShardIndex
     from ._stats import LoaderStats
     from .cache import ShardCache
     from .collate import TensorBatch, collate, to_tensor
     from .dataset import Dataset
     from .index import Index
-    from .lens import Lens, LensRegistry, lens
+    from .lens import Lens, LensNetwork, LensRegistry, lens
     from .lens import registry as lens_registry
     from .load import DatasetDict, load_dataset, register_resolver
     from .loader import Loader
     from .schema import DictSample, PackableSample, packable, schema_id
     from .schema import FieldSpec as FieldSpec
     from .sources import ConcatSource, DataSource, LocalSource, MemorySource, register_source
+    from .sources.blob import BlobSource
     from .sources.http import HTTPSource
     from .sources.s3 import S3Source
+    from .sources.url import URLSource
     from .writer import ShardWriter, build_index, write_samples
 
 __version__ = "0.1.0"
@@ -123,6 +133,18 @@ _LAZY: dict[str, tuple[str, str]] = {
     "ShardIndex": ("._sidecar", "ShardIndex"),
     "FieldSpec": (".schema", "FieldSpec"),
 }
+# --- issue 17 (c17l): lenses, sources, protocols, logging under the original atdata's names
+_LAZY.update(
+    {
+        "LensNetwork": (".lens", "LensNetwork"),
+        "URLSource": (".sources.url", "URLSource"),
+        "BlobSource": (".sources.blob", "BlobSource"),
+        "Packable": ("._protocols", "Packable"),
+        "configure_logging": ("._logging", "configure_logging"),
+        "get_logger": ("._logging", "get_logger"),
+        "log_operation": ("._logging", "log_operation"),
+    }
+)
 # Submodules reachable as attributes before their first import (``atd.nodes`` imports torchdata.nodes).
 _LAZY_MODULES = ("nodes",)
 # Submodules that share their name with a function of the API: ``atd.collate`` and ``atd.lens`` are the functions.
@@ -143,9 +165,13 @@ class _Package(_types.ModuleType):
 _sys.modules[__name__].__class__ = _Package
 
 __all__ = [
+    "AppViewError",
+    "AppViewRequiredError",
+    "AppViewUnavailableError",
     "AtdataError",
     "AuthError",
     "BlobLimitError",
+    "BlobSource",
     "ChecksumError",
     "ConcatSource",
     "ConfigError",
@@ -161,7 +187,9 @@ __all__ = [
     "IndexStoreError",
     "LastBatch",
     "Lens",
+    "LensNetwork",
     "LensNotFoundError",
+    "LensPutterError",
     "LensRegistry",
     "Loader",
     "LoaderStateError",
@@ -171,13 +199,16 @@ __all__ = [
     "MissingDependencyError",
     "NDArray",
     "OnError",
+    "Packable",
     "PackableSample",
     "PublishError",
     "RecordNotFoundError",
     "S3Source",
     "SampleBatch",
+    "SampleKeyError",
     "SchemaError",
     "ShardCache",
+    "ShardError",
     "ShardFormatError",
     "ShardNotFoundError",
     "ShardWriter",
@@ -185,14 +216,18 @@ __all__ = [
     "SourceError",
     "SplitError",
     "TensorBatch",
+    "URLSource",
     "__version__",
     "array_to_bytes",
     "build_index",
     "bytes_to_array",
     "collate",
+    "configure_logging",
+    "get_logger",
     "lens",
     "lens_registry",
     "load_dataset",
+    "log_operation",
     "packable",
     "register_resolver",
     "register_source",

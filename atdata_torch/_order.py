@@ -8,14 +8,20 @@ they only choose which slice of this global sequence they produce.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Sequence
 
 import numpy as np
 
-__all__ = ["DEFAULT_BLOCK_SIZE", "DEFAULT_WINDOW", "epoch_rng", "iter_epoch_order"]
+__all__ = ["DEFAULT_BLOCK_SIZE", "DEFAULT_WINDOW", "epoch_rng", "fresh_seed", "iter_epoch_order"]
 
 DEFAULT_BLOCK_SIZE = 64
 DEFAULT_WINDOW = 16
+
+
+def fresh_seed() -> int:
+    """A new random seed (63 bits from the OS), for a shuffle the caller gave no seed (``Dataset.shuffled()``)."""
+    return int.from_bytes(os.urandom(8), "big") >> 1
 
 
 def epoch_rng(seed: int, epoch: int, *stream: int) -> np.random.Generator:

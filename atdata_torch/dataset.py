@@ -27,11 +27,11 @@ from torch.utils.data import IterableDataset
 
 from ._batch import SampleBatch
 from ._indexing import ShardIndexes
-from ._order import DEFAULT_BLOCK_SIZE, DEFAULT_WINDOW
+from ._order import DEFAULT_BLOCK_SIZE, DEFAULT_WINDOW, fresh_seed
 from ._pipeline import Pipeline, decode_record
 from ._reader import Buffer, read_record
 from ._sidecar import ShardIndex, scan
-from .errors import AtdataError, ShardFormatError
+from .errors import AtdataError, SampleKeyError, ShardFormatError
 from .lens import Lens, registry
 from .options import LastBatch, OnError, OrderKeywords, ReadOptions, ShuffleKeywords
 from .schema import DictSample, PackableSample, schema_id
@@ -293,8 +293,11 @@ class Dataset(IterableDataset[T], Generic[T]):
         Blocks of ``block_size`` consecutive samples are permuted across the dataset, then samples are permuted
         inside windows of ``window`` blocks. Each pass over the returned pipeline advances the epoch (a new
         permutation); ``set_epoch(e)`` picks one. Ranks and workers only choose their slice of that order.
-        Keywords: ``seed`` (0), ``block_size``, ``window``, and the others of :meth:`ordered`.
+        Keywords: ``seed``, ``block_size``, ``window``, and the others of :meth:`ordered`. Without ``seed``, each call
+        draws a fresh one (a new order per call, as in the original atdata; ``pipe.seed`` tells which, for a rerun).
         """
+        if "seed" not in kw:
+            kw["seed"] = fresh_seed()
         return Pipeline(self, ReadOptions(batch_size=batch_size, shuffle=True, **kw))
 
     def loader(
@@ -379,7 +382,7 @@ class Dataset(IterableDataset[T], Generic[T]):
         return list(itertools.islice(self.ordered(), n))
 
     def get(self, key: str) -> T:
-        """The sample with this key (uses the shard indexes; raises ``KeyError`` if absent)."""
+        """The sample with this key (from the shard indexes); raises :class:`SampleKeyError` (a ``KeyError``)."""
         for shard, idx in zip(self.list_shards(), self.shard_indexes(), strict=True):
             if key in idx.keys:
                 i = idx.keys.index(key)
@@ -388,11 +391,11 @@ class Dataset(IterableDataset[T], Generic[T]):
                 for kind, fn in self._stages:
                     if kind == "filter":
                         if not fn(sample):
-                            raise KeyError(key)
+                            raise SampleKeyError(key)
                     else:
                         sample = fn(sample)
                 return sample  # type: ignore[no-any-return]
-        raise KeyError(key)
+        raise SampleKeyError(key)
 
     def describe(self) -> dict[str, Any]:
         """A summary: sample type and fields, shards, samples and bytes (when known without reading data)."""

@@ -103,7 +103,7 @@ class BlobSource(HTTPSource):
                 f"{self.list_shards()[:3]})",
                 shard=shard,
             )
-        return f"{self._endpoint(did)}/xrpc/com.atproto.sync.getBlob?did={quote(did, safe=":")}&cid={quote(cid)}"
+        return f"{self._endpoint(did)}/xrpc/com.atproto.sync.getBlob?did={quote(did, safe=':')}&cid={quote(cid)}"
 
     def _endpoint(self, did: str) -> str:
         if self.pds_endpoint:
