@@ -19,7 +19,7 @@ Example:
 """
 
 import importlib as _importlib
-import logging as _logging
+import logging as _stdlib_logging  # (not "_logging": that is the submodule atdata_torch._logging)
 import sys as _sys
 import types as _types
 from typing import TYPE_CHECKING as _TYPE_CHECKING
@@ -86,7 +86,7 @@ if _TYPE_CHECKING:
 __version__ = "0.1.0"
 
 # A library logs, the application decides where to: no "No handlers could be found" output by default.
-_logging.getLogger("atdata_torch").addHandler(_logging.NullHandler())
+_stdlib_logging.getLogger("atdata_torch").addHandler(_stdlib_logging.NullHandler())
 
 # name -> (module, attribute): what ``atd.<name>`` loads on first use. Relative modules are this package's.
 _LAZY: dict[str, tuple[str, str]] = {

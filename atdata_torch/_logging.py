@@ -3,9 +3,10 @@
 
 The library logs through the stdlib logger ``"atdata_torch"``, whose :class:`~atdata_torch.errors.RedactingFilter`
 strips credentials (URL user info, presigned query strings, tokens) from every record. ``configure_logging(logger)``
-sends those records, already redacted, to another logger (``structlog.get_logger()``, a stdlib logger of the
-application, anything with ``debug``/``info``/``warning``/``error``), instead of the usual propagation to the root
-logger; ``configure_logging(None)`` restores the default.
+sends those records (``info`` and above, unless the ``"atdata_torch"`` logger has a level set), already redacted, to
+another logger (``structlog.get_logger()``, a stdlib logger of the application, anything with
+``debug``/``info``/``warning``/``error``), instead of the usual propagation to the root logger;
+``configure_logging(None)`` restores the default.
 
 Example:
     >>> import logging
@@ -69,7 +70,7 @@ class _Forward(logging.Handler):
             self.handleError(record)
 
 
-_state: dict[str, Any] = {"logger": None, "handler": None, "propagate": True}
+_state: dict[str, Any] = {"logger": None, "handler": None, "propagate": True, "level": logging.NOTSET}
 
 
 def configure_logging(logger: LoggerProtocol | None) -> None:
@@ -87,6 +88,7 @@ def configure_logging(logger: LoggerProtocol | None) -> None:
     if old is not None:
         _LIBRARY.removeHandler(old)
         _LIBRARY.propagate = _state["propagate"]
+        _LIBRARY.setLevel(_state["level"])
         _state["handler"] = None
     _state["logger"] = None
     if logger is None or logger is _LIBRARY:
@@ -95,9 +97,11 @@ def configure_logging(logger: LoggerProtocol | None) -> None:
         _state["logger"] = logger  # a child of ours already propagates here: forwarding to it would loop
         return
     handler = _Forward(logger)
-    _state.update(logger=logger, handler=handler, propagate=_LIBRARY.propagate)
+    _state.update(logger=logger, handler=handler, propagate=_LIBRARY.propagate, level=_LIBRARY.level)
     _LIBRARY.addHandler(handler)
     _LIBRARY.propagate = False  # (the records go to the configured logger, not twice through the root)
+    if _LIBRARY.level == logging.NOTSET:
+        _LIBRARY.setLevel(logging.INFO)  # info and above reach it, as in the original (setLevel(DEBUG) for more)
 
 
 def get_logger() -> LoggerProtocol:
@@ -116,7 +120,7 @@ def log_operation(op_name: str, **context: Any) -> Iterator[None]:
         ...     pass
     """
     log = get_logger()
-    ctx = redact_text(", ".join(f"{k}={v}" for k, v in context.items()))
+    ctx = ", ".join(f"{k}={redact_text(str(v))}" for k, v in context.items())
     tail = f" ({ctx})" if ctx else ""
     log.info(f"{op_name}: started{tail}")
     t0 = time.monotonic()
