@@ -36,10 +36,6 @@ CHUNK = 512  # an unbatched pass reads this many records at a time
 _DAMAGE = np.zeros(0, np.int64)  # the last group of a pass that ends at a damaged shard: reading it raises
 
 
-class _Halt(Exception):
-    """Inside ``EpochPass.read``: the damaged shard's first unreadable record was reached."""
-
-
 #: Records a skipped error: ``note(exc, shard=...)`` (``shard`` for an unreadable shard, else one sample lost).
 Note = Callable[..., None]
 
@@ -186,15 +182,15 @@ class EpochReader:
             yield pos
 
     def _until_damage(self) -> tuple[list[Any], AtdataError | None]:
-        """An ordered pass over a dataset with a damaged shard: the indexes up to that shard (its intact samples
-        included) and the error that stopped the scan. The pass reads those samples first, then raises the error
-        (as a streaming reader would: a bad later shard does not hide the good samples before it)."""
+        """An ordered pass over a dataset with a damaged shard: the indexes of the shards before it, and the error
+        that stopped the damaged shard's scan. The pass reads those shards' samples first, then raises the error (as
+        a streaming reader would: a bad later shard does not hide the good samples before it)."""
         out: list[Any] = []
         for shard in self.plan.list_shards():
             idx, err = self.plan.salvage_index(shard)
-            out.append(idx)
             if err is not None:
                 return out, err
+            out.append(idx)
         return out, None
 
     # ------------------------------------------------------------------------------------------------ passes
@@ -258,7 +254,6 @@ class EpochPass:
         # An ordered pass that reads up to a damaged shard (see EpochReader._until_damage) ends with a group that
         # raises the damage when it is read, after every sample before it.
         self.damage = damage
-        self._halted = False
         if damage is not None:
             groups.append(_DAMAGE)
         self.shard_of, self.index_of = shard_of, index_of
@@ -358,8 +353,6 @@ class EpochPass:
 
     def _skip(self, exc: AtdataError) -> None:
         if self._raise:
-            if self.damage is not None:
-                raise _Halt  # the damage reached: the records before it are handed over, then it is raised
             raise exc
         self.reader.note(self.report, exc)
 
@@ -369,20 +362,10 @@ class EpochPass:
         With ``slots`` (a pass that places bytes, see ``atdata_torch._placement``), one slot per record: its row in
         the batch if its array went there (its record then holds only the payload's bytes after the array), else
         ``~row``."""
-        damage = self.damage
-        if damage is not None and (positions is _DAMAGE or self._halted):
-            raise damage
+        if positions is _DAMAGE and self.damage is not None:
+            raise self.damage
         out: list[Record] = []
         kept: list[int] = []
-        try:
-            self._read(positions, slots, out, kept)
-        except _Halt:
-            self._halted = True
-            if not out and damage is not None:
-                raise damage from None
-        return out, kept
-
-    def _read(self, positions: np.ndarray, slots: list[int] | None, out: list[Record], kept: list[int]) -> None:
         views, shards, indexes = self._views, self.shards, self.indexes
         placement = self.placement
         forward = self._forward
@@ -420,6 +403,7 @@ class EpochPass:
             kept.append(pos_list[k])
             if slots is not None:
                 slots.append(~k)
+        return out, kept
 
     def _placed(self, view: Any, s: int, i: int, k: int, slots: list[int]) -> Record:
         """The record of sample ``i`` of shard ``s`` in a pass that places bytes, located by its index's payload
