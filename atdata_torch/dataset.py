@@ -27,7 +27,7 @@ from torch.utils.data import IterableDataset
 
 from ._batch import SampleBatch
 from ._indexing import ShardIndexes
-from ._order import DEFAULT_BLOCK_SIZE, DEFAULT_WINDOW, fresh_seed
+from ._order import DEFAULT_BLOCK_SIZE, DEFAULT_WINDOW, buffer_window, fresh_seed
 from ._pipeline import Pipeline, decode_record
 from ._reader import Buffer, read_record
 from ._sidecar import ShardIndex, scan
@@ -282,12 +282,33 @@ class Dataset(IterableDataset[T], Generic[T]):
         return Pipeline(self, ReadOptions(batch_size=batch_size, shuffle=False, **kw))
 
     @overload
-    def shuffled(self, batch_size: None = None, **kw: Unpack[ShuffleKeywords]) -> Pipeline[T]: ...
+    def shuffled(
+        self,
+        batch_size: None = None,
+        *,
+        buffer_shards: int | None = None,
+        buffer_samples: int | None = None,
+        **kw: Unpack[ShuffleKeywords],
+    ) -> Pipeline[T]: ...
 
     @overload
-    def shuffled(self, batch_size: int, **kw: Unpack[ShuffleKeywords]) -> Pipeline[SampleBatch[T]]: ...
+    def shuffled(
+        self,
+        batch_size: int,
+        *,
+        buffer_shards: int | None = None,
+        buffer_samples: int | None = None,
+        **kw: Unpack[ShuffleKeywords],
+    ) -> Pipeline[SampleBatch[T]]: ...
 
-    def shuffled(self, batch_size: int | None = None, **kw: Unpack[ShuffleKeywords]) -> Pipeline[Any]:
+    def shuffled(
+        self,
+        batch_size: int | None = None,
+        *,
+        buffer_shards: int | None = None,
+        buffer_samples: int | None = None,
+        **kw: Unpack[ShuffleKeywords],
+    ) -> Pipeline[Any]:
         """Iterate in a shuffled order that is a pure function of ``(seed, epoch)``.
 
         Blocks of ``block_size`` consecutive samples are permuted across the dataset, then samples are permuted
@@ -295,9 +316,15 @@ class Dataset(IterableDataset[T], Generic[T]):
         permutation); ``set_epoch(e)`` picks one. Ranks and workers only choose their slice of that order.
         Keywords: ``seed``, ``block_size``, ``window``, and the others of :meth:`ordered`. Without ``seed``, each call
         draws a fresh one (a new order per call, as in the original atdata; ``pipe.seed`` tells which, for a rerun).
+        The original's ``buffer_samples`` sets ``window`` (samples mix within about that many); ``buffer_shards`` is
+        accepted and needs nothing: blocks are permuted across all shards.
         """
         if "seed" not in kw:
             kw["seed"] = fresh_seed()
+        if buffer_samples is not None or buffer_shards is not None:
+            window = buffer_window(buffer_shards, buffer_samples, kw.get("block_size", DEFAULT_BLOCK_SIZE))
+            if window is not None and "window" not in kw:
+                kw["window"] = window
         return Pipeline(self, ReadOptions(batch_size=batch_size, shuffle=True, **kw))
 
     def loader(

@@ -197,3 +197,14 @@ def test_cli_version_command_without_importing_torch() -> None:
     imported = {line.rsplit("|", 1)[1].strip() for line in r.stderr.splitlines() if line.startswith("import time:")}
     assert "atdata_torch.cli" in imported
     assert not any(m == "torch" or m.startswith("torch.") for m in imported)
+
+
+def test_shuffled_takes_the_originals_buffer_keywords(tmp_path: Path) -> None:
+    ds = _write(tmp_path)
+    pipe = ds.shuffled(buffer_shards=100, buffer_samples=10_000, batch_size=4)
+    assert pipe.window == -(-10_000 // pipe.block_size) and pipe.batch_size == 4
+    assert sorted(_ns(pipe)) == list(range(N))
+    assert ds.shuffled(buffer_samples=1, block_size=1).window == 1
+    assert ds.shuffled(buffer_samples=500, window=3).window == 3  # an explicit window wins
+    with pytest.raises(ValueError, match="buffer_samples"):
+        ds.shuffled(buffer_samples=0)
