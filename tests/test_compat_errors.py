@@ -136,3 +136,10 @@ def test_the_mro_stays_sane() -> None:
     assert mro.index(FileNotFoundError) < mro.index(OSError) and KeyError in mro
     assert not issubclass(atdata.ShardFormatError, OSError)
     assert not issubclass(atdata.SchemaError, ValueError)
+
+
+def test_an_unknown_shard_of_a_concat_source_is_a_key_error() -> None:
+    both = atdata.ConcatSource([atdata.MemorySource({"a.tar": b""}), atdata.MemorySource({"b.tar": b""})])
+    with pytest.raises(KeyError) as info:
+        both.open_shard("c.tar")
+    assert isinstance(info.value, atdata.ShardNotFoundError) and "none of the concatenated" in str(info.value)
