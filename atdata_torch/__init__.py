@@ -19,12 +19,15 @@ Example:
 """
 
 import importlib as _importlib
-import logging as _logging
+import logging as _stdlib_logging  # (not "_logging": that is the submodule atdata_torch._logging)
 import sys as _sys
 import types as _types
 from typing import TYPE_CHECKING as _TYPE_CHECKING
 
 from .errors import (
+    AppViewError,
+    AppViewRequiredError,
+    AppViewUnavailableError,
     AtdataError,
     AuthError,
     BlobLimitError,
@@ -36,16 +39,19 @@ from .errors import (
     IndexNotFoundError,
     IndexStoreError,
     LensNotFoundError,
+    LensPutterError,
     LoaderStateError,
     ManifestNotFoundError,  # manifests (c17m)
     MissingDependencyError,
-    PartialFailureError,
     MixtureError,  # issue 18: mixtures
+    PartialFailureError,
     PublishError,
     RandomAccessError,
     RecordNotFoundError,
     SampleIndexError,
+    SampleKeyError,
     SchemaError,
+    ShardError,
     ShardFormatError,
     ShardNotFoundError,
     SkippedSamplesWarning,
@@ -58,10 +64,12 @@ if _TYPE_CHECKING:
 
     from . import nodes as nodes
     from ._batch import SampleBatch
+    from ._logging import configure_logging, get_logger, log_operation
     from ._ndarray import array_to_bytes, bytes_to_array
     from ._pipeline import LastBatch, OnError, sample_rng, sample_seed
     from ._pipeline import Pipeline as Pipeline
     from ._pipeline import SkipReport as SkipReport
+    from ._protocols import Packable
     from ._random_access import MapDataset
     from ._sidecar import ShardIndex as ShardIndex
     from ._stats import LoaderStats
@@ -83,7 +91,7 @@ if _TYPE_CHECKING:
         verify_checksums,
         verify_cid,
     )
-    from .lens import Lens, LensRegistry, lens
+    from .lens import Lens, LensNetwork, LensRegistry, lens
     from .lens import registry as lens_registry
     from .load import DatasetDict, load_dataset, register_resolver
     from .loader import Loader
@@ -91,8 +99,10 @@ if _TYPE_CHECKING:
     from .schema import DictSample, PackableSample, packable, schema_id
     from .schema import FieldSpec as FieldSpec
     from .sources import ConcatSource, DataSource, LocalSource, MemorySource, register_source
+    from .sources.blob import BlobSource
     from .sources.http import HTTPSource
     from .sources.s3 import S3Source
+    from .sources.url import URLSource
     from .writer import ShardWriter, build_index, write_samples
 
 if _TYPE_CHECKING:  # manifests and queries (c17m)
@@ -109,7 +119,7 @@ if _TYPE_CHECKING:  # manifests and queries (c17m)
 __version__ = "0.1.0"
 
 # A library logs, the application decides where to: no "No handlers could be found" output by default.
-_logging.getLogger("atdata_torch").addHandler(_logging.NullHandler())
+_stdlib_logging.getLogger("atdata_torch").addHandler(_stdlib_logging.NullHandler())
 
 # name -> (module, attribute): what ``atd.<name>`` loads on first use. Relative modules are this package's.
 _LAZY: dict[str, tuple[str, str]] = {
@@ -180,6 +190,18 @@ _LAZY: dict[str, tuple[str, str]] = {
     "ShardIndex": ("._sidecar", "ShardIndex"),
     "FieldSpec": (".schema", "FieldSpec"),
 }
+# --- issue 17 (c17l): lenses, sources, protocols, logging under the original atdata's names
+_LAZY.update(
+    {
+        "LensNetwork": (".lens", "LensNetwork"),
+        "URLSource": (".sources.url", "URLSource"),
+        "BlobSource": (".sources.blob", "BlobSource"),
+        "Packable": ("._protocols", "Packable"),
+        "configure_logging": ("._logging", "configure_logging"),
+        "get_logger": ("._logging", "get_logger"),
+        "log_operation": ("._logging", "log_operation"),
+    }
+)
 # Submodules reachable as attributes before their first import (``atd.nodes`` imports torchdata.nodes).
 _LAZY_MODULES = ("nodes", "atmosphere")
 # Submodules that share their name with a function of the API: ``atd.collate`` and ``atd.lens`` are the functions.
@@ -200,9 +222,14 @@ class _Package(_types.ModuleType):
 _sys.modules[__name__].__class__ = _Package
 
 __all__ = [
+    "AbstractDataStore",
+    "AppViewError",
+    "AppViewRequiredError",
+    "AppViewUnavailableError",
     "AtdataError",
     "AuthError",
     "BlobLimitError",
+    "BlobSource",
     "ChecksumError",
     "ConcatSource",
     "ConfigError",
@@ -215,15 +242,19 @@ __all__ = [
     "HTTPSource",
     "IdentityError",
     "Index",
+    "IndexEntry",
     "IndexNotFoundError",
     "IndexStoreError",
     "LastBatch",
     "Lens",
+    "LensNetwork",
     "LensNotFoundError",
+    "LensPutterError",
     "LensRegistry",
     "Loader",
     "LoaderStateError",
     "LoaderStats",
+    "LocalDiskStore",
     "LocalSource",
     "ManifestBuilder",
     "ManifestField",
@@ -236,56 +267,60 @@ __all__ = [
     "MixtureError",
     "NDArray",
     "OnError",
+    "Packable",
     "PackableSample",
     "PartialFailureError",
     "PublishError",
     "QueryExecutor",
+    "RandomAccessError",
     "RecordNotFoundError",
+    "Repository",
     "S3Source",
     "SampleBatch",
-    "SampleLocation",
-    "RandomAccessError",
     "SampleIndexError",
+    "SampleKeyError",
+    "SampleLocation",
     "SchemaError",
     "ShardCache",
+    "ShardError",
     "ShardFormatError",
     "ShardManifest",
     "ShardNotFoundError",
+    "ShardWriteResult",
     "ShardWriter",
     "SkippedSamplesWarning",
     "SourceError",
     "SplitError",
     "TensorBatch",
+    "URLSource",
     "__version__",
     "array_to_bytes",
     "build_index",
     "bytes_to_array",
     "collate",
+    "configure_logging",
+    "create_repository",
+    "generate_cid",
+    "get_default_index",
+    "get_logger",
     "lens",
     "lens_registry",
     "load_dataset",
+    "log_operation",
     "mix",
     "packable",
+    "promote_to_atmosphere",
     "query_fields",
     "register_resolver",
     "register_source",
     "sample_rng",
     "sample_seed",
     "schema_id",
-    "to_tensor",
-    "write_samples",
-    "get_default_index",
     "set_default_index",
-    "IndexEntry",
-    "AbstractDataStore",
-    "Repository",
-    "create_repository",
-    "LocalDiskStore",
+    "to_tensor",
     "verify_checksums",
-    "ShardWriteResult",
-    "generate_cid",
     "verify_cid",
-    "promote_to_atmosphere",
+    "write_samples",
 ]
 
 

@@ -88,17 +88,27 @@ class SampleBatch(Generic[T]):
     """
 
     __slots__ = ("_columns", "_size", "keys", "sample_type")
+    _columns: dict[str, Any]
+    _size: int
+    sample_type: type
+    keys: list[str] | None
 
     def __init__(
         self,
-        columns: dict[str, Any],
-        size: int,
-        sample_type: type = DictSample,
+        columns: dict[str, Any] | Sequence[Any],
+        size: int | None = None,
+        sample_type: type | None = None,
         keys: list[str] | None = None,
     ) -> None:
+        if size is None:  # the original atdata's SampleBatch(samples): a batch of these sample objects
+            if isinstance(columns, dict):
+                raise TypeError("SampleBatch(columns, size): give the size with a dict of columns, or pass samples")
+            b = SampleBatch.from_samples(columns, sample_type, keys)
+            columns, size, sample_type = b._columns, b._size, b.sample_type
+        assert isinstance(columns, dict)
         self._columns = columns
         self._size = size
-        self.sample_type = sample_type
+        self.sample_type = DictSample if sample_type is None else sample_type
         self.keys = keys
 
     @classmethod

@@ -34,6 +34,8 @@ if TYPE_CHECKING:
 __all__ = ["CHUNK", "EpochPass", "EpochReader", "Note", "OrdersEpochs", "ReadPlan"]
 
 CHUNK = 512  # an unbatched pass reads this many records at a time
+_DAMAGE = np.zeros(0, np.int64)  # the last group of a pass that ends at a damaged shard: reading it raises
+
 
 #: Records a skipped error: ``note(exc, shard=...)`` (``shard`` for an unreadable shard, else one sample lost).
 Note = Callable[..., None]
@@ -219,6 +221,18 @@ class EpochReader:
                 pos %= n
             yield pos
 
+    def _until_damage(self) -> tuple[list[Any], AtdataError | None]:
+        """An ordered pass over a dataset with a damaged shard: the indexes of the shards before it, and the error
+        that stopped the damaged shard's scan. The pass reads those shards' samples first, then raises the error (as
+        a streaming reader would: a bad later shard does not hide the good samples before it)."""
+        out: list[Any] = []
+        for shard in self.plan.list_shards():
+            idx, err = self.plan.salvage_index(shard)
+            if err is not None:
+                return out, err
+            out.append(idx)
+        return out, None
+
     # ------------------------------------------------------------------------------------------------ passes
     def begin(self, epoch: int, start: int, topo: Topology, report: Any, *, place: bool = False) -> EpochPass:
         """Open a pass over this process's slice of ``epoch`` from global position ``start``: indexes read, order
@@ -232,7 +246,13 @@ class EpochReader:
             # An ordered pass from the start reads the shards in list order: their downloads can start while the
             # indexes are read (the exact plan follows below).
             prefetch(shards)
-        indexes = self.indexes(report)
+        damage: AtdataError | None = None
+        try:
+            indexes = self.indexes(report)
+        except ShardFormatError:
+            if self.options.shuffle or self.options.on_error != "raise":
+                raise
+            indexes, damage = self._until_damage()
         shard_of, index_of = self.epoch_order(epoch, indexes)
         groups = list(self.groups(len(shard_of), start, topo))
         if prefetch is not None and groups:
@@ -240,7 +260,7 @@ class EpochReader:
             _, first = np.unique(order, return_index=True)
             prefetch([shards[s] for s in order[np.sort(first)].tolist()])
         last_batch = self.options.last_batch_for(topo.world_size)
-        epass = EpochPass(self, groups, shard_of, index_of, shards, indexes, report, last_batch)
+        epass = EpochPass(self, groups, shard_of, index_of, shards, indexes, report, last_batch, damage)
         if place:
             try:
                 epass.place()
@@ -268,9 +288,15 @@ class EpochPass:
         indexes: list[Any],
         report: Any,
         last_batch: LastBatch,
+        damage: AtdataError | None = None,
     ) -> None:
         self.reader = reader
         self.groups = groups
+        # An ordered pass that reads up to a damaged shard (see EpochReader._until_damage) ends with a group that
+        # raises the damage when it is read, after every sample before it.
+        self.damage = damage
+        if damage is not None:
+            groups.append(_DAMAGE)
         self.shard_of, self.index_of = shard_of, index_of
         self.shards, self.indexes = shards, indexes
         self.report = report
@@ -318,7 +344,7 @@ class EpochPass:
         """A placement for this pass (see ``atdata_torch._placement``) when its array bytes can go straight into
         batch rows: an in-order pass in batches, over a source that routes its reads (remote downloads, local
         ``preadv``), with every shard's payloads located by its index sidecar, for a type with an NDArray field."""
-        if self.reader.options.shuffle or self._pad or not self.groups:
+        if self.reader.options.shuffle or self._pad or not self.groups or self.damage is not None:
             return None
         if not isinstance(self.reader.plan.source, Routing):
             return None
@@ -381,6 +407,8 @@ class EpochPass:
         With ``slots`` (a pass that places bytes, see ``atdata_torch._placement``), one slot per record: its row in
         the batch if its array went there (its record then holds only the payload's bytes after the array), else
         ``~row``."""
+        if positions is _DAMAGE and self.damage is not None:
+            raise self.damage
         out: list[Record] = []
         kept: list[int] = []
         views, shards, indexes = self._views, self.shards, self.indexes

@@ -8,14 +8,36 @@ they only choose which slice of this global sequence they produce.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Sequence
 
 import numpy as np
 
-__all__ = ["DEFAULT_BLOCK_SIZE", "DEFAULT_WINDOW", "epoch_rng", "iter_epoch_order"]
+__all__ = ["DEFAULT_BLOCK_SIZE", "DEFAULT_WINDOW", "buffer_window", "epoch_rng", "fresh_seed", "iter_epoch_order"]
 
 DEFAULT_BLOCK_SIZE = 64
 DEFAULT_WINDOW = 16
+
+
+def fresh_seed() -> int:
+    """A new random seed (63 bits from the OS), for a shuffle the caller gave no seed (``Dataset.shuffled()``)."""
+    return int.from_bytes(os.urandom(8), "big") >> 1
+
+
+def buffer_window(buffer_shards: int | None, buffer_samples: int | None, block_size: int) -> int | None:
+    """The ``window`` (in blocks) for the original atdata's ``shuffled(buffer_shards=, buffer_samples=)``: samples
+    mix within about ``buffer_samples``; ``buffer_shards`` needs no setting (blocks move across all shards).
+
+    Example:
+        >>> buffer_window(100, 10_000, 64), buffer_window(None, 10, 64), buffer_window(100, None, 64)
+        (157, 1, None)
+    """
+    for name, value in (("buffer_shards", buffer_shards), ("buffer_samples", buffer_samples)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+    if buffer_samples is None:
+        return None
+    return max(1, -(-buffer_samples // block_size))
 
 
 def epoch_rng(seed: int, epoch: int, *stream: int) -> np.random.Generator:

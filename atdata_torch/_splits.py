@@ -153,9 +153,16 @@ class DatasetDict(dict[str, Dataset[Any]]):
         {"ordered", "shuffled", "loader", "as_type", "list_shards", "head", "describe", "summary", "map", "filter"}
     )
 
-    def __init__(self, splits: Mapping[str, Dataset[Any]] | None = None, sample_type: type | None = None) -> None:
+    def __init__(
+        self,
+        splits: Mapping[str, Dataset[Any]] | None = None,
+        sample_type: type | None = None,
+        streaming: bool = False,
+    ) -> None:
         super().__init__(splits or {})
         self._sample_type = sample_type
+        # The original atdata's flag, kept for its users: every split streams here, whatever it says.
+        self.streaming = bool(streaming)
 
     @property
     def sample_type(self) -> type | None:

@@ -30,12 +30,12 @@ from ._batch import SampleBatch
 from ._dataset_compat import DatasetCompat
 from ._epoch import OrdersEpochs  # issue 18
 from ._indexing import ShardIndexes
-from ._order import DEFAULT_BLOCK_SIZE, DEFAULT_WINDOW
+from ._order import DEFAULT_BLOCK_SIZE, DEFAULT_WINDOW, buffer_window, fresh_seed
 from ._pipeline import Pipeline, decode_record
 from ._random_access import MapDataset, getitem
 from ._reader import Buffer, read_record
 from ._sidecar import ShardIndex, scan
-from .errors import AtdataError, MixtureError, ShardFormatError
+from .errors import AtdataError, MixtureError, SampleKeyError, ShardFormatError
 from .lens import Lens, registry
 from .options import LastBatch, OnError, OrderKeywords, ReadOptions, ShuffleKeywords
 from .schema import DictSample, PackableSample, schema_id
@@ -324,19 +324,49 @@ class Dataset(IterableDataset[T], DatasetCompat[T], Generic[T]):
         return Pipeline(self, ReadOptions(batch_size=batch_size, shuffle=False, **kw))
 
     @overload
-    def shuffled(self, batch_size: None = None, **kw: Unpack[ShuffleKeywords]) -> Pipeline[T]: ...
+    def shuffled(
+        self,
+        batch_size: None = None,
+        *,
+        buffer_shards: int | None = None,
+        buffer_samples: int | None = None,
+        **kw: Unpack[ShuffleKeywords],
+    ) -> Pipeline[T]: ...
 
     @overload
-    def shuffled(self, batch_size: int, **kw: Unpack[ShuffleKeywords]) -> Pipeline[SampleBatch[T]]: ...
+    def shuffled(
+        self,
+        batch_size: int,
+        *,
+        buffer_shards: int | None = None,
+        buffer_samples: int | None = None,
+        **kw: Unpack[ShuffleKeywords],
+    ) -> Pipeline[SampleBatch[T]]: ...
 
-    def shuffled(self, batch_size: int | None = None, **kw: Unpack[ShuffleKeywords]) -> Pipeline[Any]:
+    def shuffled(
+        self,
+        batch_size: int | None = None,
+        *,
+        buffer_shards: int | None = None,
+        buffer_samples: int | None = None,
+        **kw: Unpack[ShuffleKeywords],
+    ) -> Pipeline[Any]:
         """Iterate in a shuffled order that is a pure function of ``(seed, epoch)``.
 
         Blocks of ``block_size`` consecutive samples are permuted across the dataset, then samples are permuted
         inside windows of ``window`` blocks. Each pass over the returned pipeline advances the epoch (a new
         permutation); ``set_epoch(e)`` picks one. Ranks and workers only choose their slice of that order.
-        Keywords: ``seed`` (0), ``block_size``, ``window``, and the others of :meth:`ordered`.
+        Keywords: ``seed``, ``block_size``, ``window``, and the others of :meth:`ordered`. Without ``seed``, each call
+        draws a fresh one (a new order per call, as in the original atdata; ``pipe.seed`` tells which, for a rerun).
+        The original's ``buffer_samples`` sets ``window`` (samples mix within about that many); ``buffer_shards`` is
+        accepted and needs nothing: blocks are permuted across all shards.
         """
+        if "seed" not in kw:
+            kw["seed"] = fresh_seed()
+        if buffer_samples is not None or buffer_shards is not None:
+            window = buffer_window(buffer_shards, buffer_samples, kw.get("block_size", DEFAULT_BLOCK_SIZE))
+            if window is not None and "window" not in kw:
+                kw["window"] = window
         return Pipeline(self, ReadOptions(batch_size=batch_size, shuffle=True, **kw))
 
     def loader(
@@ -421,7 +451,7 @@ class Dataset(IterableDataset[T], DatasetCompat[T], Generic[T]):
         return list(itertools.islice(self.ordered(), n))
 
     def get(self, key: str) -> T:
-        """The sample with this key (uses the shard indexes; raises ``KeyError`` if absent)."""
+        """The sample with this key (from the shard indexes); raises :class:`SampleKeyError` (a ``KeyError``)."""
         for shard, idx in zip(self.list_shards(), self.shard_indexes(), strict=True):
             if key in idx.keys:
                 i = idx.keys.index(key)
@@ -430,11 +460,11 @@ class Dataset(IterableDataset[T], DatasetCompat[T], Generic[T]):
                 for kind, fn in self._stages:
                     if kind == "filter":
                         if not fn(sample):
-                            raise KeyError(key)
+                            raise SampleKeyError(key)
                     else:
                         sample = fn(sample)
                 return sample  # type: ignore[no-any-return]
-        raise KeyError(key)
+        raise SampleKeyError(key)
 
     # ------------------------------------------------------------------------------------------------ arrow (issue 18)
     def to_arrow(self, limit: int | None = None, *, batch_size: int = 1024) -> Any:

@@ -290,7 +290,7 @@ class LensRegistry:
         try:
             return self.find(source, view)
         except LensNotFoundError:
-            targets = [(v, ln.name) for v, ln in self._edges.get(source, {}).items()]
+            targets: list[tuple[Any, str]] = [(v, str(ln.name)) for v, ln in self._edges.get(source, {}).items()]
             raise LensNotFoundError(source, view, targets) from None
 
     def __len__(self) -> int:

@@ -166,6 +166,7 @@ def load_dataset(
     *,
     split: str,
     data_files: str | list[str] | Mapping[str, str | list[str]] | None = None,
+    streaming: bool = False,
     **source_options: Any,
 ) -> Dataset[T]: ...
 
@@ -177,6 +178,7 @@ def load_dataset(
     *,
     split: None = None,
     data_files: str | list[str] | Mapping[str, str | list[str]] | None = None,
+    streaming: bool = False,
     **source_options: Any,
 ) -> DatasetDict: ...
 
@@ -188,6 +190,7 @@ def load_dataset(
     *,
     split: str,
     data_files: str | list[str] | Mapping[str, str | list[str]] | None = None,
+    streaming: bool = False,
     **source_options: Any,
 ) -> Dataset[DictSample]: ...
 
@@ -199,6 +202,7 @@ def load_dataset(
     *,
     split: None = None,
     data_files: str | list[str] | Mapping[str, str | list[str]] | None = None,
+    streaming: bool = False,
     **source_options: Any,
 ) -> DatasetDict: ...
 
@@ -209,6 +213,7 @@ def load_dataset(
     *,
     split: str | None = None,
     data_files: str | list[str] | Mapping[str, str | list[str]] | None = None,
+    streaming: bool = False,
     **source_options: Any,
 ) -> Dataset[Any] | DatasetDict:
     """Load shards by path, pattern, directory or URL, as the original atdata does (and where it fails).
@@ -221,6 +226,8 @@ def load_dataset(
         split: ``None`` returns a :class:`DatasetDict` of every split found; a split expression returns one
             ``Dataset``: ``"train"``, ``"train[:10%]"``, ``"train[100:200]+validation"``.
         data_files: Explicit files: a pattern or list (the ``train`` split) or ``{split: pattern(s)}``.
+        streaming: Accepted for the original atdata's callers (and HF ``datasets``'): every dataset streams its
+            shards here, so ``True`` and ``False`` read the same way. It is kept on a returned ``DatasetDict``.
         **source_options: Passed to the sources (``cache_dir=``, ``cache_max_bytes=``, ``headers=``,
             ``endpoint=``, ...).
 
@@ -232,13 +239,17 @@ def load_dataset(
     for matches, resolve in _RESOLVERS:
         if matches(p):
             result = _resolver(resolve)(p, sample_type, split=split, **source_options)
+            if isinstance(result, DatasetDict):
+                result.streaming = bool(streaming)
             if split is None or isinstance(result, Dataset):
                 return result  # type: ignore[no-any-return]
             return select_split(result, split)
     st: Any = sample_type if sample_type is not None else DictSample
     groups = resolve_splits(p, data_files)
     splits = DatasetDict(
-        {name: Dataset(shards, sample_type=st, **source_options) for name, shards in groups.items()}, st
+        {name: Dataset(shards, sample_type=st, **source_options) for name, shards in groups.items()},
+        st,
+        streaming=streaming,
     )
     if split is None:
         return splits

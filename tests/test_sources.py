@@ -93,7 +93,14 @@ def test_is_a_data_source(case: Case) -> None:
 
 def test_list_shards_in_order(case: Case) -> None:
     assert case.src.list_shards() == case.ids
-    assert case.src.shards == case.ids
+    # .shards is the original atdata's (id, stream) pairs, opened one at a time
+    pairs = list(case.src.shards)
+    try:
+        assert [shard for shard, _ in pairs] == case.ids
+        assert pairs[0][1].read() == case.files[0].read_bytes()
+    finally:
+        for _, stream in pairs:
+            stream.close()
     assert len(case.src) == 3
 
 

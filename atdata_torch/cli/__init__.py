@@ -32,8 +32,17 @@ def main() -> None:
     """Inspect, verify, index and convert atdata_torch / WebDataset shards."""
 
 
+@click.command()
+def version() -> None:
+    """Print the version (the original atdata's ``atdata version``; ``--version`` says the same)."""
+    from .. import __version__
+
+    click.echo(f"atdata-torch {__version__}")
+
+
 for _command in (info, preview, verify, index_group, convert, datasets, ls, login, publish, schema_group, cache_group):
     main.add_command(_command)
+main.add_command(version)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ from .local import LocalSource
 from .memory import MemorySource
 from .url import URLSource
 
-# HTTPSource (urllib3) and S3Source (boto3, the "s3" extra) are imported on first use.
+# HTTPSource (urllib3), BlobSource (over HTTPSource) and S3Source (boto3, the "s3" extra) are imported on first use.
 
 
 def __getattr__(name: str) -> object:
@@ -30,10 +30,15 @@ def __getattr__(name: str) -> object:
         from .s3 import S3Source
 
         return S3Source
+    if name == "BlobSource":
+        from .blob import BlobSource
+
+        return BlobSource
     raise AttributeError(name)
 
 
 __all__ = [
+    "BlobSource",
     "ConcatSource",
     "DataSource",
     "Filling",

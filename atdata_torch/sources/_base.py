@@ -8,6 +8,7 @@ from collections.abc import Iterable, Iterator
 from typing import IO, Any, Protocol, runtime_checkable
 
 from .._shards import expand_urls
+from ..errors import ShardNotFoundError
 from ._capabilities import Buffered, Prefetching, SidecarBatching, SidecarReading, Streaming
 from ._filling import Buffer, Filling, past_end
 
@@ -101,20 +102,29 @@ class ConcatSource(ShardSource):
         return list(self._owner)
 
     def open_shard(self, shard: str) -> IO[bytes]:
-        return self._owner[shard].open_shard(shard)
+        return self._source_of(shard).open_shard(shard)
+
+    def _source_of(self, shard: str) -> DataSource:
+        try:
+            return self._owner[shard]
+        except KeyError:
+            raise ShardNotFoundError(
+                f"shard {shard!r} is in none of the concatenated sources (they list {list(self._owner)[:3]}...)",
+                shard=shard,
+            ) from None
 
     def buffer(self, shard: str) -> Buffer | None:
-        src = self._owner[shard]
+        src = self._source_of(shard)
         return src.buffer(shard) if isinstance(src, Buffered) else None
 
     def stream_buffer(self, shard: str, owner: Any = None) -> Buffer | Filling | None:
         """The owning source's :meth:`stream_buffer` (else :meth:`buffer`). ``owner`` is not passed on: a
         ConcatSource does not route (it is no :class:`~._capabilities.Routing`), so no download is routed for it."""
-        src = self._owner[shard]
+        src = self._source_of(shard)
         return src.stream_buffer(shard) if isinstance(src, Streaming) else self.buffer(shard)
 
     def read_sidecar(self, shard: str) -> bytes | None:
-        src = self._owner[shard]
+        src = self._source_of(shard)
         return src.read_sidecar(shard) if isinstance(src, SidecarReading) else None
 
     def read_sidecars(self, shards: list[str]) -> None:
