@@ -86,7 +86,7 @@ def _native(arr: np.ndarray[Any, Any], name: str) -> np.ndarray[Any, Any]:
             "float arrays); convert it (e.g. .astype(np.float32)) or store it as bytes",
             field=name,
         )
-    return np.ascontiguousarray(arr)
+    return arr if arr.flags.c_contiguous else arr.copy(order="C")  # (ascontiguousarray makes 0-d arrays 1-d)
 
 
 def _fixed(pa: Any, stacked: np.ndarray[Any, Any], name: str, mask: np.ndarray[Any, Any] | None = None) -> Any:
