@@ -73,11 +73,11 @@ def test_concat_unifies_fixed_ragged_and_null_batches() -> None:
 
 
 def test_unsupported_values_raise_schema_errors() -> None:
-    with pytest.raises(SchemaError, match="'z'.*complex"):
+    with pytest.raises(SchemaError, match=r"'z'.*complex"):
         atd.SampleBatch.from_samples([atd.DictSample(z=np.zeros(2, np.complex64))]).to_arrow()
     with pytest.raises(SchemaError, match="'m'"):
         atd.SampleBatch.from_samples([atd.DictSample(m=1), atd.DictSample(m="a")]).to_arrow()
-    with pytest.raises(SchemaError, match="missing.*unknown"):
+    with pytest.raises(SchemaError, match=r"missing.*unknown"):
         columns_to_samples({"q": [1]}, 1, Mixed)
 
 

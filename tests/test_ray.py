@@ -22,10 +22,10 @@ import atdata_torch as atd
 
 pytest.importorskip("ray.data")
 
-import ray  # noqa: E402
+import ray
 
-from atdata_torch.integrations._ray_read import plan_parts  # noqa: E402
-from atdata_torch.integrations.ray import (  # noqa: E402
+from atdata_torch.integrations._ray_read import plan_parts
+from atdata_torch.integrations.ray import (
     AtdataDatasource,
     TorchCollate,
     read_atdata,
@@ -167,7 +167,7 @@ def _first(batches: Any) -> Any:
 
 def test_iter_torch_batches_with_a_str_column(ray_cluster: None, shards: atd.Dataset[Item]) -> None:
     rds = read_atdata(shards, rows_per_block=8)
-    with pytest.raises(TypeError, match="numpy.str_"):  # Ray's default collate: every column becomes a tensor
+    with pytest.raises(TypeError, match=r"numpy\.str_"):  # Ray's default collate: every column becomes a tensor
         _first(rds.select_columns(["x", "caption"]).iter_torch_batches(batch_size=8))
     batch = _first(rds.iter_torch_batches(batch_size=8, collate_fn=TorchCollate()))
     assert tuple(batch["x"].shape) == (8, 2, 3) and batch["caption"][:2] == ["caption 0", "caption 1"]
