@@ -86,7 +86,7 @@ def _native(arr: np.ndarray[Any, Any], name: str) -> np.ndarray[Any, Any]:
             "float arrays); convert it (e.g. .astype(np.float32)) or store it as bytes",
             field=name,
         )
-    return np.ascontiguousarray(arr)
+    return arr if arr.flags.c_contiguous else arr.copy(order="C")  # (ascontiguousarray makes 0-d arrays 1-d)
 
 
 def _fixed(pa: Any, stacked: np.ndarray[Any, Any], name: str, mask: np.ndarray[Any, Any] | None = None) -> Any:
@@ -101,7 +101,7 @@ def _fixed(pa: Any, stacked: np.ndarray[Any, Any], name: str, mask: np.ndarray[A
     return pa.ExtensionArray.from_storage(pa.fixed_shape_tensor(values.type, shape), storage)
 
 
-def _ragged(pa: Any, values: Sequence[Any], name: str) -> Any:
+def _ragged(pa: Any, values: Sequence[Any], name: str, value_type: Any = None) -> Any:
     """A ragged tensor column (see the module docstring) from arrays and ``None`` s (nulls)."""
     arrays = [_native(np.asarray(v), name) if v is not None else None for v in values]
     dtypes = {a.dtype for a in arrays if a is not None}
@@ -111,14 +111,17 @@ def _ragged(pa: Any, values: Sequence[Any], name: str) -> Any:
             "column has one value type: cast them to one dtype",
             field=name,
         )
-    value_type = pa.from_numpy_dtype(dtypes.pop()) if dtypes else pa.null()
+    if dtypes:
+        value_type = pa.from_numpy_dtype(dtypes.pop())
+    elif value_type is None:
+        value_type = pa.float64()
     flat = [a.reshape(-1) for a in arrays if a is not None]
     data_offsets = np.zeros(len(arrays) + 1, np.int32)
     shape_offsets = np.zeros(len(arrays) + 1, np.int32)
     for i, a in enumerate(arrays):
         data_offsets[i + 1] = data_offsets[i] + (a.size if a is not None else 0)
         shape_offsets[i + 1] = shape_offsets[i] + (a.ndim if a is not None else 0)
-    joined = np.concatenate(flat) if flat else np.zeros(0)
+    joined = np.concatenate(flat) if flat else np.zeros(0, value_type.to_pandas_dtype())
     shapes = np.asarray([d for a in arrays if a is not None for d in a.shape], np.int32)
     data = pa.ListArray.from_arrays(pa.array(data_offsets), pa.array(joined, type=value_type))
     shape = pa.ListArray.from_arrays(pa.array(shape_offsets), pa.array(shapes, pa.int32()))
@@ -293,6 +296,17 @@ def columns_to_samples(columns: Mapping[str, Any], size: int, sample_type: Any) 
     return rows
 
 
+def _value_type(pa: Any, tables: list[Any], name: str) -> Any:
+    """The value type of the first non-null tensor column ``name`` among ``tables`` (``None``: none)."""
+    for t in tables:
+        typ = t.schema.field(name).type
+        if isinstance(typ, pa.FixedShapeTensorType):
+            return typ.value_type
+        if isinstance(typ, pa.StructType) and typ.num_fields == 2:
+            return typ.field(0).type.value_type
+    return None
+
+
 def concat_tables(tables: list[Any]) -> pa.Table:
     """Concatenate batch tables whose columns may differ in encoding (a fixed-shape tensor in one batch, ragged or
     all-null in another): such columns become ragged (or take the other type, for all-null ones) first."""
@@ -312,7 +326,7 @@ def concat_tables(tables: list[Any]) -> pa.Table:
             col = t.column(name).combine_chunks()
             if len(types) > 1:
                 values = table_to_columns(pa.table({name: col}))[name]
-                col = _ragged(pa, list(values), name)
+                col = _ragged(pa, list(values), name, _value_type(pa, tables, name))
             elif pa.types.is_null(col.type) and types:
                 target = next(u.schema.field(name).type for u in tables if str(u.schema.field(name).type) in types)
                 col = pa.nulls(len(col), target)

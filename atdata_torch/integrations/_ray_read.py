@@ -67,35 +67,15 @@ def ray_tensors(name: str, values: Any, spec: FieldSpec | None = None) -> Any:
     block of a column has a type Ray can unify. A missing array is an Arrow null over an empty array of the column's
     number of dimensions (what Ray's numpy batches show: they drop null bits); a block whose arrays are all missing
     has one dimension and the field's declared dtype (``NDArray[np.float32] | None``; float64 when undeclared)."""
+    optional = spec is not None and spec.optional
     try:
-        if isinstance(values, np.ndarray) and not (spec is not None and spec.optional):
+        if isinstance(values, np.ndarray) and not optional:
             return ArrowTensorArray.from_numpy(np.ascontiguousarray(values), column_name=name)
         values = list(values)
         present = [v for v in values if v is not None]
-        optional = spec is not None and spec.optional
         if len(present) == len(values) and not optional and len({(v.shape, v.dtype) for v in present}) == 1:
             return ArrowTensorArray.from_numpy(np.stack(present), column_name=name)
-        ndim = present[0].ndim if present else 1
-        dtype = (
-            present[0].dtype
-            if present
-            else (spec.dtype if spec is not None and spec.dtype is not None else np.dtype(np.float64))
-        )
-        if any(v.ndim != ndim for v in present):
-            raise SchemaError(
-                f"field {name!r} holds arrays of different numbers of dimensions; Ray's variable-shaped tensor "
-                "column needs one: reshape them (e.g. add a leading axis of 1)",
-                field=name,
-            )
-        empty = np.zeros((0,) * ndim, dtype)
-        arr = ArrowVariableShapedTensorArray.from_numpy([v if v is not None else empty for v in values])
-        if len(present) == len(values):
-            return arr
-        st = arr.storage
-        mask = pa.array([v is None for v in values], pa.bool_())
-        children = [st.field(i) for i in range(st.type.num_fields)]
-        storage = pa.StructArray.from_arrays(children, fields=list(st.type), mask=mask)
-        return pa.ExtensionArray.from_storage(arr.type, storage)
+        return _variable(name, values, present, spec)
     except SchemaError:
         raise
     except (pa.ArrowException, ValueError, TypeError) as exc:
@@ -104,6 +84,28 @@ def ray_tensors(name: str, values: Any, spec: FieldSpec | None = None) -> Any:
             "arrays one dtype",
             field=name,
         ) from exc
+
+
+def _variable(name: str, values: list[Any], present: list[Any], spec: FieldSpec | None) -> Any:
+    """A variable-shaped Ray tensor column, with Arrow nulls for the missing arrays (see :func:`ray_tensors`)."""
+    ndim = present[0].ndim if present else 1
+    declared = spec.dtype if spec is not None and spec.dtype is not None else np.dtype(np.float64)
+    dtype = present[0].dtype if present else declared
+    if any(v.ndim != ndim for v in present):
+        raise SchemaError(
+            f"field {name!r} holds arrays of different numbers of dimensions; Ray's variable-shaped tensor "
+            "column needs one: reshape them (e.g. add a leading axis of 1)",
+            field=name,
+        )
+    empty = np.zeros((0,) * ndim, dtype)
+    arr = ArrowVariableShapedTensorArray.from_numpy([v if v is not None else empty for v in values])
+    if len(present) == len(values):
+        return arr
+    st = arr.storage
+    mask = pa.array([v is None for v in values], pa.bool_())
+    children = [st.field(i) for i in range(st.type.num_fields)]
+    storage = pa.StructArray.from_arrays(children, fields=list(st.type), mask=mask)
+    return pa.ExtensionArray.from_storage(arr.type, storage)
 
 
 def from_ray_tensor(col: Any) -> Any:

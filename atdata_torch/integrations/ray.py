@@ -51,6 +51,13 @@ __all__ = ["AtdataDatasink", "AtdataDatasource", "TorchCollate", "read_atdata", 
 _S3_OPTIONS = ("endpoint", "region", "profile", "access_key", "secret_key")
 
 
+def _absolute(urls: Any) -> Any:
+    """Local paths made absolute (a str stays a str, a list a list); URLs as they are."""
+    if isinstance(urls, str):
+        return urls if "://" in urls else os.path.abspath(urls)
+    return [u if "://" in u else os.path.abspath(u) for u in urls]
+
+
 def _dataset(source: Any, sample_type: type | None, split: str | None, options: dict[str, Any]) -> Dataset[Any]:
     """The atdata dataset ``read_atdata`` reads: a Dataset as is, an index name through ``load_dataset``, or URLs."""
     if isinstance(source, Dataset):
@@ -67,7 +74,11 @@ def _dataset(source: Any, sample_type: type | None, split: str | None, options: 
             got = next(iter(got.values()))
         ds = got
     else:
-        ds = Dataset(source, sample_type=sample_type, **options)
+        urls = [os.fspath(u) for u in source] if isinstance(source, (list, tuple)) else os.fspath(source)
+        ds = Dataset(_absolute(urls), sample_type=sample_type, **options)
+    shards = ds.list_shards()
+    if shards != _absolute(shards):  # Ray workers run in another directory: relative paths would not resolve there
+        ds = Dataset(_absolute(shards), sample_type=ds.sample_type)
     if ds.has_filter or ds.sample_type is not ds.decode_type:
         raise AtdataError(
             f"read_atdata reads the shards of {ds!r} as {getattr(ds.decode_type, '__name__', ds.decode_type)}: its "
