@@ -7,6 +7,7 @@ from typing import Any, Generic, TypeVar
 
 import numpy as np
 
+from . import _shm
 from ._ndarray import parse_array_header
 from .errors import DecodeError
 from .schema import DictSample, PackableSample
@@ -23,7 +24,7 @@ def stack_column(values: Sequence[Any]) -> Any:
     first = values[0]
     if any(v.shape != first.shape or v.dtype != first.dtype for v in values):
         return list(values)
-    out = np.empty((len(values), *first.shape), dtype=first.dtype)
+    out = _shm.empty((len(values), *first.shape), first.dtype)  # shared memory in a Loader's worker (see _shm)
     for i, v in enumerate(values):
         out[i] = v
     return out
@@ -61,8 +62,9 @@ def stack_encoded(values: Sequence[Any]) -> Any:
         joined = bytearray().join([memoryview(v)[off:] for v in values])
         return np.frombuffer(joined, dtype=dtype).reshape((rows, *shape))
     # Large rows: copy each into one numpy allocation (huge pages where the kernel allows: far fewer page faults
-    # than a torch or shared-memory allocation of the same size; measured in benchmarks/bench_loader.py).
-    out = np.empty((rows, *shape), dtype)
+    # than a torch or shared-memory allocation of the same size; measured in benchmarks/bench_loader.py). In a
+    # Loader's worker, in shared memory: the batch is then sent as a handle, not copied again (see _shm).
+    out = _shm.empty((rows, *shape), dtype)
     flat = out.reshape(rows, -1).view(np.uint8)
     for i, v in enumerate(values):
         flat[i] = np.frombuffer(v, dtype=np.uint8, offset=off)
