@@ -40,6 +40,7 @@ import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -314,10 +315,7 @@ def main(argv: list[str] | None = None) -> int:
             for workers in args.workers:
                 for order in args.orders:
                     shuffle = order == "shuffled"
-                    makers = {
-                        s: (lambda s=s: LOADERS[s](shape, where[s], workers, shuffle))  # type: ignore[misc]
-                        for s in args.systems
-                    }
+                    makers = {s: partial(LOADERS[s], shape, where[s], workers, shuffle) for s in args.systems}
                     best = dict.fromkeys(args.systems, float("inf"))
                     ttfb = dict.fromkeys(args.systems, float("inf"))
                     counts: dict[str, int] = {}
