@@ -55,6 +55,11 @@ class ShardIndexes:
         self.indexes: dict[str, ShardIndex] = {}
         self.sidecars: dict[str, ShardIndex | None] = {}
         self.unchecked: set[str] = set()
+        # Local sidecars believed on their O(1) checks, for a pass's order; their tar headers are checked when a pass
+        # opens the shard (check_opened) or a caller needs the index itself (shard_index): so the first batch waits
+        # for one shard's check, not for every shard's (see shard_index's ``defer``).
+        self.deferred: dict[str, ShardIndex] = {}
+        self.stale_deferred: dict[int, ShardIndex] = {}  # id -> a deferred index whose headers did not match
 
     def buffer_or_none(self, shard: str) -> Buffer | None:
         """The whole shard in memory, when the source can give it (``None``: read the stream instead)."""
@@ -175,8 +180,11 @@ class ShardIndexes:
         )
         return False
 
-    def shard_index(self, shard: str, buf: Buffer | None = None) -> ShardIndex:
+    def shard_index(self, shard: str, buf: Buffer | None = None, *, defer: bool = False) -> ShardIndex:
         """The index of one shard: from its sidecar when present and current, else built by one scan (cached).
+
+        With ``defer`` (a pass's order: ``Dataset.shard_indexes``), a local sidecar that passes the O(1) checks is
+        used at once and its headers are checked when a pass opens the shard (:meth:`check_opened`).
 
         A sidecar is checked against the shard once per process before it is trusted: its size, that the tar
         ends right after its last sample, and every header it points at (one vectorized pass). A stale one is
@@ -185,8 +193,16 @@ class ShardIndexes:
         """
         cached = self.indexes.get(shard)
         if cached is not None:
+            if not defer and self.deferred.get(shard) is cached:
+                self._check_deferred(shard, self.buffer(shard), cached)
+                return self.indexes[shard] if shard in self.indexes else self.shard_index(shard)
             return cached
         remote = getattr(self.source, "remote", False)
+        if defer and buf is None and not remote and isinstance(self.source, LocalSource):
+            idx = self.sidecar(shard)  # O(1) checks, on the few blocks they read
+            if idx is not None and idx.count and idx.payload_offsets is not None:
+                self.indexes[shard] = self.deferred[shard] = idx
+                return idx
         if buf is None and not remote:
             buf = self.buffer(shard)  # once: for the sidecar's check, its headers' check and a scan
         idx = self.sidecar(shard, buf)
@@ -204,3 +220,34 @@ class ShardIndexes:
         self.indexes[shard] = idx
         self.unchecked.discard(shard)
         return idx
+
+    def check_opened(self, shard: str, got: Buffer | Filling, idx: ShardIndex) -> None:
+        """A pass opened ``shard`` (its bytes ``got``) with the order laid out from ``idx``: check a deferred sidecar's
+        headers now. A stale one is forgotten (the next pass, or any caller of :meth:`shard_index`, scans the shard)
+        and the pass stops with a stale-sidecar :class:`ShardFormatError`, as for a remote shard."""
+        if id(idx) in self.stale_deferred and self.stale_deferred[id(idx)] is idx:
+            why = "its tar headers do not match the sidecar (found when the shard was first read)"
+        elif self.deferred.get(shard) is idx:
+            why = self._check_deferred(shard, got, idx)
+        else:
+            return
+        if why is None:
+            return
+        if shard not in self.indexes:
+            # The scan a non-deferred read would have made: a damaged shard raises its own error (naming where).
+            self.indexes[shard] = scan(self.buffer(shard), shard)
+        raise stale_error(
+            shard, f"{why}; the pass stops here, as its order was laid out from the sidecar; the next one scans"
+        )
+
+    def _check_deferred(self, shard: str, got: Buffer | Filling, idx: ShardIndex) -> str | None:
+        """Check a deferred sidecar's headers against the shard's bytes: ``None`` when they match, else why not (the
+        index is then forgotten)."""
+        del self.deferred[shard]
+        buf = got.view if isinstance(got, Filling) else got
+        if not isinstance(buf, (bytes, memoryview)) or self.current(idx, buf, shard, headers=True):
+            return None
+        self.stale_deferred[id(idx)] = idx
+        self.indexes.pop(shard, None)
+        self.sidecars[shard] = None
+        return "its tar headers do not match the sidecar"
