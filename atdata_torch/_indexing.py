@@ -225,6 +225,7 @@ class ShardIndexes:
         """A pass opened ``shard`` (its bytes ``got``) with the order laid out from ``idx``: check a deferred sidecar's
         headers now. A stale one is forgotten (the next pass, or any caller of :meth:`shard_index`, scans the shard)
         and the pass stops with a stale-sidecar :class:`ShardFormatError`, as for a remote shard."""
+        why: str | None
         if id(idx) in self.stale_deferred and self.stale_deferred[id(idx)] is idx:
             why = "its tar headers do not match the sidecar (found when the shard was first read)"
         elif self.deferred.get(shard) is idx:
