@@ -198,11 +198,9 @@ class ShardIndexes:
                 return self.indexes[shard] if shard in self.indexes else self.shard_index(shard)
             return cached
         remote = getattr(self.source, "remote", False)
-        if defer and buf is None and not remote and isinstance(self.source, LocalSource):
-            idx = self.sidecar(shard)  # O(1) checks, on the few blocks they read
-            if idx is not None and idx.count and idx.payload_offsets is not None:
-                self.indexes[shard] = self.deferred[shard] = idx
-                return idx
+        deferred = self._deferred_index(shard) if defer and buf is None and not remote else None
+        if deferred is not None:
+            return deferred
         if buf is None and not remote:
             buf = self.buffer(shard)  # once: for the sidecar's check, its headers' check and a scan
         idx = self.sidecar(shard, buf)
@@ -219,6 +217,17 @@ class ShardIndexes:
             idx = scan(buf, shard)
         self.indexes[shard] = idx
         self.unchecked.discard(shard)
+        return idx
+
+    def _deferred_index(self, shard: str) -> ShardIndex | None:
+        """A local shard's sidecar index on its O(1) checks (the few blocks they read), its headers left for the pass
+        that opens the shard (:meth:`check_opened`); ``None`` when there is no usable one."""
+        if not isinstance(self.source, LocalSource):
+            return None
+        idx = self.sidecar(shard)
+        if idx is None or not idx.count or idx.payload_offsets is None:
+            return None
+        self.indexes[shard] = self.deferred[shard] = idx
         return idx
 
     def check_opened(self, shard: str, got: Buffer | Filling, idx: ShardIndex) -> None:
