@@ -230,22 +230,28 @@ class ShardIndexes:
         self.indexes[shard] = self.deferred[shard] = idx
         return idx
 
-    def check_opened(self, shard: str, got: Buffer | Filling, idx: ShardIndex) -> None:
+    def check_opened(self, shard: str, got: Buffer | Filling, idx: ShardIndex) -> ShardIndex | None:
         """A pass opened ``shard`` (its bytes ``got``) with the order laid out from ``idx``: check a deferred sidecar's
-        headers now. A stale one is forgotten (the next pass, or any caller of :meth:`shard_index`, scans the shard)
-        and the pass stops with a stale-sidecar :class:`ShardFormatError`, as for a remote shard."""
+        headers now. A stale one is forgotten and the shard scanned (a damaged shard raises the scan's error, naming
+        where); when the scan finds as many samples and the pass read the shard whole (no bytes routed to batch
+        rows), the pass goes on with the scanned index (returned), as it would have had the headers been checked
+        before the order was laid out; else it stops with a stale-sidecar :class:`ShardFormatError`, as for a remote
+        shard, and the next pass uses the scan. ``None``: nothing to change."""
         why: str | None
         if id(idx) in self.stale_deferred and self.stale_deferred[id(idx)] is idx:
             why = "its tar headers do not match the sidecar (found when the shard was first read)"
         elif self.deferred.get(shard) is idx:
             why = self._check_deferred(shard, got, idx)
         else:
-            return
+            return None
         if why is None:
-            return
+            return None
         if shard not in self.indexes:
             # The scan a non-deferred read would have made: a damaged shard raises its own error (naming where).
             self.indexes[shard] = scan(self.buffer(shard), shard)
+        fresh = self.indexes[shard]
+        if fresh.count == idx.count and not isinstance(got, Filling):
+            return fresh
         raise stale_error(
             shard, f"{why}; the pass stops here, as its order was laid out from the sidecar; the next one scans"
         )
