@@ -7,6 +7,7 @@ from typing import Any, Generic, TypeVar
 
 import numpy as np
 
+from . import _shm
 from ._ndarray import parse_array_header
 from .errors import DecodeError
 from .schema import DictSample, PackableSample
@@ -23,7 +24,7 @@ def stack_column(values: Sequence[Any]) -> Any:
     first = values[0]
     if any(v.shape != first.shape or v.dtype != first.dtype for v in values):
         return list(values)
-    out = np.empty((len(values), *first.shape), dtype=first.dtype)
+    out = _shm.empty((len(values), *first.shape), first.dtype)  # shared memory in a Loader's worker (see _shm)
     for i, v in enumerate(values):
         out[i] = v
     return out
@@ -61,8 +62,10 @@ def stack_encoded(values: Sequence[Any]) -> Any:
         joined = bytearray().join([memoryview(v)[off:] for v in values])
         return np.frombuffer(joined, dtype=dtype).reshape((rows, *shape))
     # Large rows: copy each into one numpy allocation (huge pages where the kernel allows: far fewer page faults
-    # than a torch or shared-memory allocation of the same size; measured in benchmarks/bench_loader.py).
-    out = np.empty((rows, *shape), dtype)
+    # than a torch or shared-memory allocation of the same size; measured in benchmarks/bench_loader.py), reused
+    # from batch to batch (see batch_array). In a Loader's worker, in shared memory: the batch is then sent as a
+    # handle, not copied again (see _shm).
+    out = batch_array((rows, *shape), dtype)
     flat = out.reshape(rows, -1).view(np.uint8)
     for i, v in enumerate(values):
         flat[i] = np.frombuffer(v, dtype=np.uint8, offset=off)
@@ -70,6 +73,35 @@ def stack_encoded(values: Sequence[Any]) -> Any:
 
 
 _ROW_COPY_BYTES = 16 * 1024
+_POOLED_BYTES = 4 << 20  # batch arrays this large are reused (see batch_array)
+_POOLED_BATCHES = 4  # idle batch arrays kept for reuse (the loop holds one or two; a prefetch queue a few)
+
+
+def batch_array(shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+    """An uninitialised batch array: in a Loader's worker, in shared memory (see ``atdata_torch._shm``); else, from
+    :data:`_POOLED_BYTES` up, a pooled buffer reused once nothing refers to the batch that last had it (the tensor
+    of a batch keeps its array alive), so that a pass does not fault in and zero fresh pages for every batch.
+
+    A fresh array per batch made large-tensor passes unstable: each 4 MiB-per-sample batch faulted in, zeroed and (on
+    a busy machine) compacted memory for huge pages anew; in this process (0 workers, 48 x 4 MiB shuffled in batches
+    of 16) a pass took 38 ms of CPU and 1,632 page faults with fresh arrays, 30 ms and 0 faults with reused ones.
+    Spare arrays idle for 10 s are let go.
+    """
+    if _shm.active():
+        return _shm.empty(shape, dtype)
+    dt = np.dtype(dtype)
+    nbytes = int(np.prod(shape, dtype=np.int64)) * dt.itemsize
+    if nbytes < _POOLED_BYTES or dt.hasobject:
+        return np.empty(shape, dt)
+    from .sources._buffers import _buffer_pool
+
+    pool = _buffer_pool(_POOLED_BATCHES, "batch")
+    pool.release(idle=10.0)
+    buf = pool.get(nbytes)
+    # Through a memoryview, which keeps the handed-out buffer alive for as long as any view of the batch is: numpy
+    # would point a view of a view at the pool's own array, and the pool would hand the memory out again.
+    out: np.ndarray = np.frombuffer(memoryview(buf), dt).reshape(shape)  # type: ignore[arg-type]
+    return out
 
 
 class SampleBatch(Generic[T]):

@@ -55,6 +55,11 @@ class ShardIndexes:
         self.indexes: dict[str, ShardIndex] = {}
         self.sidecars: dict[str, ShardIndex | None] = {}
         self.unchecked: set[str] = set()
+        # Local sidecars believed on their O(1) checks, for a pass's order; their tar headers are checked when a pass
+        # opens the shard (check_opened) or a caller needs the index itself (shard_index): so the first batch waits
+        # for one shard's check, not for every shard's (see shard_index's ``defer``).
+        self.deferred: dict[str, ShardIndex] = {}
+        self.stale_deferred: dict[int, ShardIndex] = {}  # id -> a deferred index whose headers did not match
 
     def buffer_or_none(self, shard: str) -> Buffer | None:
         """The whole shard in memory, when the source can give it (``None``: read the stream instead)."""
@@ -175,8 +180,11 @@ class ShardIndexes:
         )
         return False
 
-    def shard_index(self, shard: str, buf: Buffer | None = None) -> ShardIndex:
+    def shard_index(self, shard: str, buf: Buffer | None = None, *, defer: bool = False) -> ShardIndex:
         """The index of one shard: from its sidecar when present and current, else built by one scan (cached).
+
+        With ``defer`` (a pass's order: ``Dataset.shard_indexes``), a local sidecar that passes the O(1) checks is
+        used at once and its headers are checked when a pass opens the shard (:meth:`check_opened`).
 
         A sidecar is checked against the shard once per process before it is trusted: its size, that the tar
         ends right after its last sample, and every header it points at (one vectorized pass). A stale one is
@@ -185,8 +193,14 @@ class ShardIndexes:
         """
         cached = self.indexes.get(shard)
         if cached is not None:
+            if not defer and self.deferred.get(shard) is cached:
+                self._check_deferred(shard, self.buffer(shard), cached)
+                return self.indexes[shard] if shard in self.indexes else self.shard_index(shard)
             return cached
         remote = getattr(self.source, "remote", False)
+        deferred = self._deferred_index(shard) if defer and buf is None and not remote else None
+        if deferred is not None:
+            return deferred
         if buf is None and not remote:
             buf = self.buffer(shard)  # once: for the sidecar's check, its headers' check and a scan
         idx = self.sidecar(shard, buf)
@@ -204,3 +218,52 @@ class ShardIndexes:
         self.indexes[shard] = idx
         self.unchecked.discard(shard)
         return idx
+
+    def _deferred_index(self, shard: str) -> ShardIndex | None:
+        """A local shard's sidecar index on its O(1) checks (the few blocks they read), its headers left for the pass
+        that opens the shard (:meth:`check_opened`); ``None`` when there is no usable one."""
+        if not isinstance(self.source, LocalSource):
+            return None
+        idx = self.sidecar(shard)
+        if idx is None or not idx.count or idx.payload_offsets is None:
+            return None
+        self.indexes[shard] = self.deferred[shard] = idx
+        return idx
+
+    def check_opened(self, shard: str, got: Buffer | Filling, idx: ShardIndex) -> ShardIndex | None:
+        """A pass opened ``shard`` (its bytes ``got``) with the order laid out from ``idx``: check a deferred sidecar's
+        headers now. A stale one is forgotten and the shard scanned (a damaged shard raises the scan's error, naming
+        where); when the scan finds as many samples and the pass read the shard whole (no bytes routed to batch
+        rows), the pass goes on with the scanned index (returned), as it would have had the headers been checked
+        before the order was laid out; else it stops with a stale-sidecar :class:`ShardFormatError`, as for a remote
+        shard, and the next pass uses the scan. ``None``: nothing to change."""
+        why: str | None
+        if id(idx) in self.stale_deferred and self.stale_deferred[id(idx)] is idx:
+            why = "its tar headers do not match the sidecar (found when the shard was first read)"
+        elif self.deferred.get(shard) is idx:
+            why = self._check_deferred(shard, got, idx)
+        else:
+            return None
+        if why is None:
+            return None
+        if shard not in self.indexes:
+            # The scan a non-deferred read would have made: a damaged shard raises its own error (naming where).
+            self.indexes[shard] = scan(self.buffer(shard), shard)
+        fresh = self.indexes[shard]
+        if fresh.count == idx.count and not isinstance(got, Filling):
+            return fresh
+        raise stale_error(
+            shard, f"{why}; the pass stops here, as its order was laid out from the sidecar; the next one scans"
+        )
+
+    def _check_deferred(self, shard: str, got: Buffer | Filling, idx: ShardIndex) -> str | None:
+        """Check a deferred sidecar's headers against the shard's bytes: ``None`` when they match, else why not (the
+        index is then forgotten)."""
+        del self.deferred[shard]
+        buf = got.view if isinstance(got, Filling) else got
+        if not isinstance(buf, (bytes, memoryview)) or self.current(idx, buf, shard, headers=True):
+            return None
+        self.stale_deferred[id(idx)] = idx
+        self.indexes.pop(shard, None)
+        self.sidecars[shard] = None
+        return "its tar headers do not match the sidecar"

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset
 
+from . import _shm
 from ._batch import SampleBatch
 from ._decode import Decoder, lost, sample_rng, sample_seed
 from ._decode import decode_record as decode_record  # re-exported: dataset and cli import it from here
@@ -171,6 +172,9 @@ class Pipeline(IterableDataset[T], Generic[T]):
         # Set by a multi-worker Loader: workers then leave warnings and the epoch summary to the main process, which
         # gets each batch's skips with the batch (see loader._SendCheck) and reports them where users see them.
         self.forward_reports = False
+        # Set by a Loader with workers whose batches become tensors (the default collate): each worker then builds
+        # its batch arrays in shared memory, so that sending a batch moves a handle, not the bytes (see _shm).
+        self.shared_batches: _shm.SharedBatches | None = None
         self._outbox: list[tuple[str | None, str, int]] = []
         # This reader's counts for Loader.stats() (see take_work), kept per process: a worker starts from zero.
         self._work_pid = 0
@@ -317,6 +321,8 @@ class Pipeline(IterableDataset[T], Generic[T]):
         report = SkipReport()
         self.last_report = report
         batched = self.batch_size is not None
+        info = torch.utils.data.get_worker_info()
+        _shm.enable(self.shared_batches if batched and info is not None else None, info.id if info is not None else 0)
         fast = batched and self._fast_batches_possible()
         clock = time.perf_counter
         with self.reader.begin(epoch, start, topo, report, place=fast) as epass:

@@ -40,6 +40,7 @@ from typing import Any, NamedTuple
 import msgpack
 import numpy as np
 
+from . import _shm
 from ._msgpack import SKIM_THRESHOLD, _skip, bin_span, map_header, pack_map_header, skim_map
 from ._ndarray import parse_array_header
 from ._reader import Record
@@ -151,6 +152,9 @@ class Placement:
         layout = self.layout
         assert layout is not None
         rows = self._rows[j]
+        if _shm.active():  # a Loader's worker: a fresh shared array per batch, sent as a handle (see _shm)
+            arr = _shm.empty((rows, *layout.shape), layout.dtype)
+            return arr, arr.reshape(rows, -1).view(np.uint8)
         buf = _buffer_pool(self._keep, "placed").get(rows * layout.nbytes)
         arr = np.frombuffer(memoryview(buf), layout.dtype).reshape((rows, *layout.shape))  # type: ignore[arg-type]
         return arr, arr.reshape(rows, -1).view(np.uint8)

@@ -20,7 +20,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from . import _shm
 from ._batch import SampleBatch
+from ._shm import to_shared_tensor
 from .errors import SchemaError
 
 __all__ = ["TensorBatch", "collate", "to_tensor"]
@@ -45,6 +47,10 @@ def to_tensor(arr: np.ndarray[Any, Any], field: str | None = None) -> torch.Tens
         )
     if not dt.isnative:
         arr = arr.astype(dt.newbyteorder("="))
+    elif arr.base is not None:
+        shared = to_shared_tensor(arr)  # a worker's batch array in shared memory: its storage, sent as a handle
+        if shared is not None:
+            return shared
     if not arr.flags.writeable:
         arr = arr.copy()
     if any(s < 0 for s in arr.strides):
@@ -124,12 +130,19 @@ class TensorBatch:
     def __getstate__(self) -> tuple[Any, ...]:
         # Small CPU tensors travel inline as numpy (cheaper than a shared-memory segment each); large or shared
         # ones go through torch's reducers (shared memory, no copy).
+        # In a Loader's worker, a tensor in one of its pooled shared segments also sends the segment's busy byte,
+        # which the main process clears once it lets go of the tensor (see atdata_torch._shm).
         fields = {k: _inline(v) for k, v in self._fields.items()}
-        return (fields, self._size, self.keys, self.sample_type)
+        if not _shm.active():
+            return (fields, self._size, self.keys, self.sample_type)
+        slots = {k: w for k, v in fields.items() if isinstance(v, torch.Tensor) and (w := _shm.slot_of(v)) is not None}
+        return (fields, self._size, self.keys, self.sample_type, slots)
 
     def __setstate__(self, state: tuple[Any, ...]) -> None:
-        fields, self._size, self.keys, self.sample_type = state
+        fields, self._size, self.keys, self.sample_type = state[:4]
         self._fields = {k: torch.from_numpy(v.array) if isinstance(v, _Inline) else v for k, v in fields.items()}
+        for k, where in (state[4] if len(state) > 4 else {}).items():
+            _shm.release(self._fields[k], where)
 
     def __repr__(self) -> str:
         parts = []

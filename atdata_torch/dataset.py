@@ -181,7 +181,13 @@ class Dataset(IterableDataset[T], DatasetCompat[T], Generic[T]):
         """The index of every shard this dataset reads (restricted to its sample ranges, see
         :meth:`select_range`)."""
         self.warm_sidecars()
-        return [self._ranged(s, self.shard_index(s)) for s in self.list_shards()]
+        # (deferred: a local sidecar's headers are checked when a pass opens its shard, see check_opened)
+        return [self._ranged(s, self._shared.shard_index(s, defer=s not in self._ranges)) for s in self.list_shards()]
+
+    def check_opened(self, shard: str, got: Buffer | Filling, idx: ShardIndex) -> ShardIndex | None:
+        """A pass opened ``shard`` with its order laid out from ``idx``: check a deferred sidecar (see
+        ``ShardIndexes.check_opened``; the index the pass goes on with, when it changed)."""
+        return self._shared.check_opened(shard, got, idx)
 
     def _ranged(self, shard: str, idx: ShardIndex) -> ShardIndex:
         r = self._ranges.get(shard)

@@ -25,6 +25,7 @@ import torch.utils.data
 from torchdata.stateful_dataloader import StatefulDataLoader
 
 from ._pipeline import SKIPS_ONLY, Pipeline, SkipReport
+from ._shm import SharedBatches
 from ._stats import DEFAULT_PROFILE_EVERY, LoaderStats, Work, _Timer
 from .collate import collate
 from .errors import AtdataError, LoaderStateError, SkippedSamplesWarning
@@ -161,6 +162,8 @@ class Loader(StatefulDataLoader):  # type: ignore[misc]
             )
         self.pipeline = pipeline
         pipeline.forward_reports = num_workers > 0
+        # Workers build their batch arrays in shared memory, reused once this process lets go of them (see _shm).
+        pipeline.shared_batches = SharedBatches() if num_workers > 0 and fn is collate else None
         self.last_report = SkipReport()
         self._next_epoch = pipeline.epoch
         self._pending: tuple[int, int] | None = None

@@ -263,3 +263,21 @@ def test_stack_encoded_of_empty_arrays_numpy_cannot_describe() -> None:
     assert stack_encoded([empty]).shape == (1, 0, 2**30, 2**30)
     with pytest.raises(atd.DecodeError, match="larger than any array"):
         stack_encoded([empty] * 4)
+
+
+def test_large_batch_arrays_are_reused_only_once_the_last_batch_is_gone() -> None:
+    # Batches of 4 MiB or more come from a pool (no fresh pages to fault in and zero per batch); a batch that is
+    # still referred to (its tensor, a view) keeps its memory.
+    rows = [atd.array_to_bytes(np.full((512, 512), i, np.float32)) for i in range(4)]  # 1 MiB each
+    first = stack_encoded(rows)
+    ptr = first.ctypes.data
+    held = torch.from_numpy(first[1:])
+    del first
+    second = stack_encoded(rows[::-1])
+    assert second.ctypes.data != ptr  # the first batch's memory is still held (by a tensor of a view)
+    assert float(held[0, 0, 0]) == 1.0 and float(second[0, 0, 0]) == 3.0
+    del held
+    third = stack_encoded(rows)
+    assert third.ctypes.data == ptr  # now reused
+    assert [float(third[i, 7, 7]) for i in range(4)] == [0.0, 1.0, 2.0, 3.0]
+    assert third.flags.writeable and third.flags.c_contiguous

@@ -687,4 +687,48 @@ def test_len_checks_local_sidecars_without_reading_whole_shards(
     fresh = atd.Dataset[DsRec](shards)
     assert len(fresh) == N and reads == []
     assert _labels(fresh.ordered()) == list(range(N))
-    assert sorted(reads) == sorted(shards)  # a pass checks every payload header once: one whole read each
+    # A pass checks every payload header once, on the bytes it reads the shard into: no whole read of its own.
+    assert reads == []
+
+
+def test_the_first_batch_waits_for_one_shard_header_check(
+    ds: atd.Dataset[DsRec], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A pass's order needs every shard's count (from the sidecars, O(1) checks each); the headers of a shard are
+    # checked when the pass opens it, so the first batch waits for the first shard's check only.
+    import atdata_torch._indexing as indexing
+
+    checked: list[int] = []
+    real = indexing.verify_headers
+    monkeypatch.setattr(indexing, "verify_headers", lambda buf, *a: checked.append(len(buf)) or real(buf, *a))
+    it = iter(atd.Dataset[DsRec](ds.list_shards()).loader(batch_size=2, shuffle=False))
+    next(it)
+    assert len(checked) == 1
+    assert len(list(it)) == N // 2 - 1 and len(checked) == 3  # each shard checked once, as the pass reached it
+
+
+@pytest.mark.parametrize("placed", [False, True])
+def test_a_sidecar_whose_headers_are_stale_is_found_when_its_shard_is_opened(
+    ds: atd.Dataset[DsRec], caplog: pytest.LogCaptureFixture, placed: bool
+) -> None:
+    # Sizes that lie for a middle sample pass the O(1) checks (size, end marker, last header); the header check
+    # when the pass opens the shard finds them and scans the shard: the same count, and the pass read the shard
+    # whole, so it goes on with the scan. Had its bytes gone to batch rows by the sidecar's offsets (a placed pass,
+    # arrays of 64 KiB and up), the pass stops with an error naming the shard, and the next one uses the scan.
+    shards = ds.list_shards()
+    if placed:
+        big = [DsRec(x=np.full(20000, i, np.float32), label=i, name=f"n{i}") for i in range(N)]
+        shards = atd.write_samples(big, str(Path(shards[0]).parent / "big.tar"), maxcount=4, progress=False)
+        shards = shards.list_shards()
+    side = json.loads(Path(shards[1] + ".idx.json").read_bytes())
+    side["payload_sizes"][1] += 1
+    Path(shards[1] + ".idx.json").write_text(json.dumps(side))
+    fresh = atd.Dataset[DsRec](shards)
+    assert len(fresh) == N
+    if placed:
+        with pytest.raises(atd.ShardFormatError, match="does not match its shard") as info:
+            _labels(fresh.ordered(batch_size=2))
+        assert info.value.shard == shards[1]
+    assert _labels(fresh.ordered(batch_size=2)) == list(range(N))
+    assert _labels(atd.Dataset[DsRec](shards).shuffled(batch_size=3, on_error="skip")) != []  # skip: checked first
+    assert "is stale" in caplog.text

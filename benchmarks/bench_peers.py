@@ -1,0 +1,386 @@
+"""atdata_torch against its peers, in one run: throughput, time to first batch, bytes on disk and peak memory.
+
+Every system reads the same samples (bench_read's shapes: small ``f32[16] + int + str``, image ``u8 224x224x3 +
+int``, large ``f32 1024x1024``) from its own native format, written once into a cache directory (``--dir``; reused
+by later runs of the same scale), into batches of 64 held as torch tensors:
+
+- ours:       ``atd.Dataset[T](url).loader(batch_size=64, shuffle=..., num_workers=k)`` over the atdata tar shards
+- webdataset: 1.0 ``WebLoader(WebDataset(url).map(msgpack decode + original atdata array decode).batched(64))``
+  over the same shards (shuffled: ``shardshuffle`` and a 1,000-sample ``shuffle`` buffer)
+- mosaicml:   streaming 0.13 ``StreamingDataset(local=MDS dir, shuffle=..., batch_size=64)`` in a ``DataLoader``
+- litdata:    0.2.76 ``StreamingDataset(optimized chunks, shuffle=...)`` in its ``StreamingDataLoader``
+- hf:         datasets 5.0 ``load_from_disk`` (Arrow) ``.with_format("numpy")`` in a ``DataLoader`` (map-style,
+  ``shuffle=...``; batches are fetched with ``__getitems__``)
+
+Passes are interleaved (system after system, ``--repeat`` rounds; the best pass of each is kept; each pass makes a
+fresh loader, so worker start-up is counted as in training). Then, per cell: time to first batch (construction to
+first batch, best of ``--repeat``), bytes on disk per sample, and the peak RSS (``VmHWM``, main process plus its
+workers) of a fresh subprocess reading one epoch. Ratios are ours / peer throughput (> 1: we are faster); for time
+to first batch, peer / ours (> 1: we are faster).
+
+    uv run --group bench python benchmarks/bench_peers.py                     # full size (bench_read's counts)
+    uv run --group bench python benchmarks/bench_peers.py --scale 0.05 --repeat 1 --shapes small --workers 0
+
+Remote columns (HTTP and S3 against MosaicML and LitData streaming from the same server) are not here yet: see
+``bench_remote.py`` for ours against webdataset.
+
+Not part of the test run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Iterable, Iterator
+from functools import partial
+from typing import Any
+
+import numpy as np
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from bench_loader import TensorDecode, array_fields, child_pids, proc_status, scaled
+from bench_read import SHAPES, Shape
+
+import atdata_torch as atd
+
+BATCH = 64
+SYSTEMS = ("ours", "webdataset", "mosaicml", "litdata", "hf")
+warnings.filterwarnings("ignore")
+
+
+# ---------------------------------------------------------------------------------------------------- data
+def fields_of(shape: Shape) -> list[tuple[str, str]]:
+    """``(field, kind)`` of the shape's sample type."""
+    return [(f.name, f.kind) for f in shape.cls.__atdata_fields__]
+
+
+def as_dict(sample: Any, shape: Shape) -> dict[str, Any]:
+    return {name: getattr(sample, name) for name, _ in fields_of(shape)}
+
+
+def samples_of(shape: Shape) -> Iterator[Any]:
+    rng = np.random.default_rng(0)
+    return (shape.make(rng, i) for i in range(shape.count))
+
+
+def write_ours(shape: Shape, out: str) -> str:
+    ds = atd.write_samples(samples_of(shape), os.path.join(out, "s.tar"), maxcount=shape.maxcount, progress=False)
+    n = len(ds.list_shards())
+    return os.path.join(out, f"s-{{000000..{n - 1:06d}}}.tar")
+
+
+def _mds_columns(shape: Shape) -> dict[str, str]:
+    first = as_dict(next(samples_of(shape)), shape)
+    cols = {}
+    for name, kind in fields_of(shape):
+        if kind == "ndarray":
+            v = first[name]
+            cols[name] = f"ndarray:{v.dtype.name}:{','.join(map(str, v.shape))}"
+        else:
+            cols[name] = kind
+    return cols
+
+
+def write_mds(shape: Shape, out: str) -> str:
+    from streaming import MDSWriter
+
+    with MDSWriter(out=out, columns=_mds_columns(shape), size_limit=1 << 26) as w:
+        for s in samples_of(shape):
+            w.write(as_dict(s, shape))
+    return out
+
+
+def write_litdata(shape: Shape, out: str) -> str:
+    from litdata.streaming.writer import BinaryWriter
+
+    w = BinaryWriter(out, chunk_bytes="64MB")
+    for i, s in enumerate(samples_of(shape)):
+        w[i] = as_dict(s, shape)
+    w.done()
+    w.merge()
+    return out
+
+
+def write_hf(shape: Shape, out: str) -> str:
+    import datasets
+
+    datasets.disable_progress_bars()
+    feats: dict[str, Any] = {}
+    first = as_dict(next(samples_of(shape)), shape)
+    for name, kind in fields_of(shape):
+        if kind == "ndarray":
+            v = first[name]
+            feats[name] = (
+                datasets.Sequence(datasets.Value(v.dtype.name), length=v.shape[0])
+                if v.ndim == 1
+                else getattr(datasets, f"Array{v.ndim}D")(shape=v.shape, dtype=v.dtype.name)
+            )
+        else:
+            feats[name] = datasets.Value({"int": "int64", "str": "string"}[kind])
+
+    def gen() -> Iterator[dict[str, Any]]:
+        for s in samples_of(shape):
+            yield as_dict(s, shape)
+
+    ds = datasets.Dataset.from_generator(gen, features=datasets.Features(feats), cache_dir=out + ".cache")
+    ds.save_to_disk(out)
+    shutil.rmtree(out + ".cache", ignore_errors=True)
+    return out
+
+
+WRITERS: dict[str, Callable[[Shape, str], str]] = {
+    "ours": write_ours,
+    "mosaicml": write_mds,
+    "litdata": write_litdata,
+    "hf": write_hf,
+}
+
+
+def prepare(shape: Shape, root: str) -> dict[str, str]:
+    """Each system's data for the shape, written once under ``root`` (reused when already there)."""
+    where: dict[str, str] = {}
+    for system, write in WRITERS.items():
+        out = os.path.join(root, f"{shape.name}-{shape.count}", system)
+        done = out + ".done"
+        if not os.path.exists(done):
+            shutil.rmtree(out, ignore_errors=True)
+            os.makedirs(out, exist_ok=True)
+            t0 = time.perf_counter()
+            loc = write(shape, out)
+            with open(done, "w") as f:
+                f.write(loc)
+            print(f"  wrote {system:<10} {shape.name} in {time.perf_counter() - t0:.1f}s", flush=True)
+        with open(done) as f:
+            where[system] = f.read()
+    where["webdataset"] = where["ours"]  # the same tar shards
+    return where
+
+
+def disk_bytes(system: str, where: str) -> int:
+    if system in ("ours", "webdataset"):
+        d = os.path.dirname(where)
+        return sum(os.path.getsize(os.path.join(d, f)) for f in os.listdir(d) if f.endswith(".tar"))
+    total = 0
+    for dirpath, _, files in os.walk(where):
+        total += sum(os.path.getsize(os.path.join(dirpath, f)) for f in files)
+    return total
+
+
+# ---------------------------------------------------------------------------------------------------- loaders
+def make_ours(shape: Shape, where: str, workers: int, shuffle: bool) -> Iterable[Any]:
+    return atd.Dataset[shape.cls](where).loader(batch_size=BATCH, shuffle=shuffle, seed=0, num_workers=workers)
+
+
+def make_wds(shape: Shape, where: str, workers: int, shuffle: bool) -> Iterable[Any]:
+    import webdataset as wds
+
+    pipe = wds.WebDataset(where, shardshuffle=100 if shuffle else False, empty_check=False)
+    if shuffle:
+        pipe = pipe.shuffle(1000)
+    pipe = pipe.map(TensorDecode(array_fields(shape))).batched(BATCH)
+    return wds.WebLoader(pipe, batch_size=None, num_workers=workers)
+
+
+def make_mosaic(shape: Shape, where: str, workers: int, shuffle: bool) -> Iterable[Any]:
+    from streaming import StreamingDataset
+    from streaming.base.util import clean_stale_shared_memory
+
+    clean_stale_shared_memory()
+    ds = StreamingDataset(local=where, shuffle=shuffle, batch_size=BATCH, shuffle_seed=0)
+    return torch.utils.data.DataLoader(ds, batch_size=BATCH, num_workers=workers)
+
+
+def make_litdata(shape: Shape, where: str, workers: int, shuffle: bool) -> Iterable[Any]:
+    import litdata
+
+    ds = litdata.StreamingDataset(where, shuffle=shuffle, seed=0)
+    return litdata.StreamingDataLoader(ds, batch_size=BATCH, num_workers=workers)
+
+
+def make_hf(shape: Shape, where: str, workers: int, shuffle: bool) -> Iterable[Any]:
+    import datasets
+
+    ds = datasets.load_from_disk(where).with_format("numpy")
+    return torch.utils.data.DataLoader(ds, batch_size=BATCH, shuffle=shuffle, num_workers=workers)
+
+
+LOADERS: dict[str, Callable[[Shape, str, int, bool], Iterable[Any]]] = {
+    "ours": make_ours,
+    "webdataset": make_wds,
+    "mosaicml": make_mosaic,
+    "litdata": make_litdata,
+    "hf": make_hf,
+}
+
+
+def batch_len(b: Any) -> int:
+    if isinstance(b, dict):
+        v = next(iter(b.values()))
+        return int(v.shape[0]) if isinstance(v, torch.Tensor | np.ndarray) else len(v)
+    return len(b)
+
+
+def check(b: Any, shape: Shape) -> None:
+    for name in array_fields(shape):
+        v = b[name]
+        assert isinstance(v, torch.Tensor) and v.shape[0] == batch_len(b), (name, type(v))
+
+
+def one_pass(make: Callable[[], Iterable[Any]], shape: Shape) -> tuple[float, int]:
+    loader = make()
+    gc.collect()
+    t0 = time.perf_counter()
+    n = 0
+    for b in loader:
+        if n == 0:
+            check(b, shape)
+        n += batch_len(b)
+    dt = time.perf_counter() - t0
+    del loader
+    return dt, n
+
+
+def first_batch(make: Callable[[], Iterable[Any]]) -> float:
+    gc.collect()
+    t0 = time.perf_counter()
+    it = iter(make())
+    next(it)
+    dt = time.perf_counter() - t0
+    del it
+    return dt
+
+
+# ---------------------------------------------------------------------------------------------------- RSS
+def rss_child(system: str, shape_name: str, scale: float, where: str, workers: int) -> None:
+    shape = scaled(SHAPES[shape_name], scale)
+    peak_children = 0
+    n = 0
+    for b in LOADERS[system](shape, where, workers, False):
+        n += batch_len(b)
+        kids = sum(proc_status(p).get("VmRSS", 0) for p in child_pids())
+        peak_children = max(peak_children, kids)
+    print(json.dumps({"hwm_kb": proc_status().get("VmHWM", 0), "workers_kb": peak_children, "n": n}))
+
+
+def measure_rss(system: str, shape: Shape, scale: float, where: str, workers: int) -> dict[str, Any]:
+    cmd = [sys.executable, __file__, "--rss-child", system, shape.name, str(scale), where, str(workers)]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+    lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
+    if out.returncode or not lines:
+        return {"error": (out.stderr or out.stdout).strip().splitlines()[-1:]}
+    return json.loads(lines[-1])  # type: ignore[no-any-return]
+
+
+# ---------------------------------------------------------------------------------------------------- main
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--shapes", nargs="*", default=list(SHAPES), choices=list(SHAPES))
+    p.add_argument("--systems", nargs="*", default=list(SYSTEMS), choices=list(SYSTEMS))
+    p.add_argument("--workers", nargs="*", type=int, default=[0, 2], help="num_workers values")
+    p.add_argument("--orders", nargs="*", default=["ordered", "shuffled"], choices=["ordered", "shuffled"])
+    p.add_argument("--repeat", type=int, default=3, help="interleaved timed passes per cell (best is kept)")
+    p.add_argument("--scale", type=float, default=1.0, help="multiply sample counts (shard counts stay the same)")
+    p.add_argument("--dir", default=None, help="cache dir for every system's data (default: a temp dir, removed)")
+    p.add_argument("--no-rss", action="store_true", help="skip the peak-memory subprocesses")
+    p.add_argument("--threads", type=int, default=1, help="torch threads in the main process")
+    p.add_argument("--json", default=None, help="also write the results here")
+    p.add_argument("--rss-child", nargs=5, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    if args.rss_child:
+        system, shape_name, scale, where, workers = args.rss_child
+        rss_child(system, shape_name, float(scale), where, int(workers))
+        return 0
+    root = args.dir or tempfile.mkdtemp(prefix="bench_peers-")
+    results: dict[str, Any] = {"throughput": [], "ttfb": [], "disk": [], "rss": []}
+    try:
+        for name in args.shapes:
+            shape = scaled(SHAPES[name], args.scale)
+            print(f"== {name}: {shape.count} samples", flush=True)
+            where = prepare(shape, root)
+            for system in args.systems:
+                results["disk"].append(
+                    {"shape": name, "system": system, "per_sample": disk_bytes(system, where[system]) / shape.count}
+                )
+            for workers in args.workers:
+                for order in args.orders:
+                    shuffle = order == "shuffled"
+                    makers = {s: partial(LOADERS[s], shape, where[s], workers, shuffle) for s in args.systems}
+                    best = dict.fromkeys(args.systems, float("inf"))
+                    ttfb = dict.fromkeys(args.systems, float("inf"))
+                    counts: dict[str, int] = {}
+                    for s in args.systems:  # a warm-up pass each (page cache, imports)
+                        one_pass(makers[s], shape)
+                    for _ in range(max(args.repeat, 1)):
+                        for s in args.systems:  # interleaved: system after system, round after round
+                            dt, n = one_pass(makers[s], shape)
+                            best[s], counts[s] = min(best[s], dt), n
+                            ttfb[s] = min(ttfb[s], first_batch(makers[s]))
+                    row = {"shape": name, "workers": workers, "order": order}
+                    results["throughput"].append({**row, **{s: counts[s] / best[s] for s in args.systems}})
+                    results["ttfb"].append({**row, **{s: ttfb[s] for s in args.systems}})
+                    print("  ", _row(results["throughput"][-1], args.systems), flush=True)
+            if not args.no_rss:
+                for workers in args.workers:
+                    for s in args.systems:
+                        got = measure_rss(s, shape, args.scale, where[s], workers)
+                        results["rss"].append({"shape": name, "workers": workers, "system": s, **got})
+    finally:
+        if args.dir is None:
+            shutil.rmtree(root, ignore_errors=True)
+    report(results, args.systems)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=1)
+    return 0
+
+
+def _row(r: dict[str, Any], systems: list[str]) -> str:
+    return f"{r['shape']:<6} w={r['workers']} {r['order']:<8} " + " ".join(
+        f"{s}={r[s]:,.0f}/s" for s in systems if s in r
+    )
+
+
+def report(results: dict[str, Any], systems: list[str]) -> None:
+    peers = [s for s in systems if s != "ours"]
+    print("\nThroughput, ours / peer (> 1: ours faster); ours in samples/s")
+    print("| shape | workers | order | " + " | ".join(peers) + " | ours, samples/s |")
+    print("|---|---|---|" + "---|" * len(peers) + "---|")
+    for r in results["throughput"]:
+        ours = r.get("ours")
+        cells = [f"{ours / r[s]:.2f}x" if ours else f"{r[s]:,.0f}/s" for s in peers]
+        print(f"| {r['shape']} | {r['workers']} | {r['order']} | " + " | ".join(cells) + f" | {ours or 0:,.0f} |")
+    print("\nTime to first batch, ms (peer / ours in brackets: > 1: ours faster)")
+    print("| shape | workers | order | " + " | ".join(systems) + " |")
+    print("|---|---|---|" + "---|" * len(systems))
+    for r in results["ttfb"]:
+        ours = r.get("ours")
+        cells = [f"{r[s] * 1e3:.1f}" + (f" ({r[s] / ours:.2f}x)" if ours and s != "ours" else "") for s in systems]
+        print(f"| {r['shape']} | {r['workers']} | {r['order']} | " + " | ".join(cells) + " |")
+    print("\nBytes on disk per sample")
+    for r in results["disk"]:
+        print(f"  {r['shape']:<6} {r['system']:<10} {r['per_sample']:,.0f} B")
+    if results["rss"]:
+        print("\nPeak RSS of one epoch (fresh subprocess, ordered): main VmHWM + workers' peak RSS, MB")
+        for r in results["rss"]:
+            if "error" in r:
+                print(f"  {r['shape']:<6} w={r['workers']} {r['system']:<10} error: {r['error']}")
+            else:
+                print(
+                    f"  {r['shape']:<6} w={r['workers']} {r['system']:<10} {r['hwm_kb'] / 1024:,.0f} + "
+                    f"{r['workers_kb'] / 1024:,.0f}"
+                )
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
