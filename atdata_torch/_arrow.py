@@ -334,3 +334,21 @@ def concat_tables(tables: list[Any]) -> pa.Table:
         schema = pa.schema([_field(pa, n, a) for n, a in zip(names, arrays, strict=True)])
         fixed.append(pa.Table.from_arrays(arrays, schema=schema))
     return pa.concat_tables(fixed)
+
+
+def dataset_to_arrow(ds: Any, limit: int | None, batch_size: int) -> Any:
+    """``Dataset.to_arrow``: the first ``limit`` samples (or all) in order, as one ``pyarrow.Table``."""
+    pyarrow()  # fail early, naming the extra
+    if limit is not None and limit < 0:
+        raise ValueError(f"to_arrow(limit={limit}): limit must be >= 0 or None")
+    tables: list[Any] = []
+    rows = 0
+    if limit != 0:
+        pipe = ds.ordered(batch_size=batch_size, rank=0, world_size=1, last_batch="exact")
+        for batch in pipe:
+            tables.append(batch_to_arrow(batch))
+            rows += len(batch)
+            if limit is not None and rows >= limit:
+                break
+    table = concat_tables(tables)
+    return table.slice(0, limit) if limit is not None else table

@@ -136,6 +136,31 @@ class DatasetCompat(Generic[T]):
     _content_metadata: Any = None
     _source_options: dict[str, Any] | None = None
 
+    def summary(self: Any) -> dict[str, Any]:
+        """A summary: sample type and fields, shards, samples and bytes (when known without reading data).
+
+        ``describe()`` gives the original atdata's form (field names and types, the shard list, url, metadata).
+        """
+        from .schema import schema_id
+
+        st = self.sample_type
+        fields: list[dict[str, Any]] | None = None
+        if isinstance(st, type) and issubclass(st, PackableSample):
+            fields = [f.describe() for f in st.__atdata_fields__]
+        shards = self.list_shards()
+        sidecars = [self._sidecar(s) for s in shards]
+        known = all(s is not None for s in sidecars)
+        return {
+            "sample_type": getattr(st, "__name__", str(st)),
+            "schema_id": schema_id(st) if isinstance(st, type) else None,
+            "fields": fields,
+            "shards": len(shards),
+            "samples": sum(s.count for s in sidecars if s is not None) if known else None,
+            "bytes": sum(s.size for s in sidecars if s is not None) if known else None,
+            "stages": [kind for kind, _ in self._stages],
+            "source": repr(self.source),
+        }
+
     def _compat_init(self, source: Any, metadata_url: str | None, url: str | None, options: dict[str, Any]) -> Any:
         """Record ``url`` / ``metadata_url``; returns the source spec to resolve (``url=`` is the original's
         older name of ``source``)."""

@@ -418,3 +418,24 @@ class MapDataset(TorchDataset[T], Generic[T]):
 
     def __repr__(self) -> str:
         return f"MapDataset({self.dataset!r}, {len(self)} samples)"
+
+
+def get_by_key(ds: Any, key: str) -> Any:
+    """``Dataset.get``: the sample with this key, found through the shard indexes."""
+    from ._pipeline import decode_record
+    from ._reader import read_record
+    from .errors import SampleKeyError
+
+    for shard, idx in zip(ds.list_shards(), ds.shard_indexes(), strict=True):
+        if key in idx.keys:
+            i = idx.keys.index(key)
+            rec = read_record(ds._buffer(shard), shard, idx.offsets[i], idx.lengths[i])
+            sample = decode_record(rec, ds._decode_type)
+            for kind, fn in ds._stages:
+                if kind == "filter":
+                    if not fn(sample):
+                        raise SampleKeyError(key)
+                else:
+                    sample = fn(sample)
+            return sample
+    raise SampleKeyError(key)

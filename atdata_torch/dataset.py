@@ -31,14 +31,14 @@ from ._dataset_compat import DatasetCompat
 from ._epoch import OrdersEpochs  # issue 18
 from ._indexing import ShardIndexes
 from ._order import DEFAULT_BLOCK_SIZE, DEFAULT_WINDOW, buffer_window, fresh_seed
-from ._pipeline import Pipeline, decode_record
+from ._pipeline import Pipeline
 from ._random_access import MapDataset, getitem
-from ._reader import Buffer, read_record
+from ._reader import Buffer
 from ._sidecar import ShardIndex, scan
-from .errors import AtdataError, MixtureError, SampleKeyError, ShardFormatError
+from .errors import AtdataError, MixtureError, ShardFormatError
 from .lens import Lens, registry
 from .options import LastBatch, OnError, OrderKeywords, ReadOptions, ShuffleKeywords
-from .schema import DictSample, PackableSample, schema_id
+from .schema import DictSample, PackableSample
 from .sources import DataSource, resolve_source
 from .sources._base import Filling
 
@@ -458,19 +458,9 @@ class Dataset(IterableDataset[T], DatasetCompat[T], Generic[T]):
 
     def get(self, key: str) -> T:
         """The sample with this key (from the shard indexes); raises :class:`SampleKeyError` (a ``KeyError``)."""
-        for shard, idx in zip(self.list_shards(), self.shard_indexes(), strict=True):
-            if key in idx.keys:
-                i = idx.keys.index(key)
-                rec = read_record(self._buffer(shard), shard, idx.offsets[i], idx.lengths[i])
-                sample = decode_record(rec, self._decode_type)
-                for kind, fn in self._stages:
-                    if kind == "filter":
-                        if not fn(sample):
-                            raise SampleKeyError(key)
-                    else:
-                        sample = fn(sample)
-                return sample  # type: ignore[no-any-return]
-        raise SampleKeyError(key)
+        from ._random_access import get_by_key
+
+        return get_by_key(self, key)  # type: ignore[no-any-return]
 
     # ------------------------------------------------------------------------------------------------ arrow (issue 18)
     def to_arrow(self, limit: int | None = None, *, batch_size: int = 1024) -> Any:
@@ -479,45 +469,9 @@ class Dataset(IterableDataset[T], DatasetCompat[T], Generic[T]):
         NDArray fields become fixed-shape tensor columns (ragged ones ``struct<data, shape>``), other fields plain
         columns; see ``atdata_torch._arrow``. ``SampleBatch.to_arrow()`` converts one batch.
         """
-        from ._arrow import batch_to_arrow, concat_tables, pyarrow
+        from ._arrow import dataset_to_arrow
 
-        pyarrow()  # fail early, naming the extra
-        if limit is not None and limit < 0:
-            raise ValueError(f"to_arrow(limit={limit}): limit must be >= 0 or None")
-        tables: list[Any] = []
-        rows = 0
-        if limit != 0:
-            pipe = self.ordered(batch_size=batch_size, rank=0, world_size=1, last_batch="exact")
-            for batch in pipe:
-                tables.append(batch_to_arrow(batch))
-                rows += len(batch)
-                if limit is not None and rows >= limit:
-                    break
-        table = concat_tables(tables)
-        return table.slice(0, limit) if limit is not None else table
-
-    def summary(self) -> dict[str, Any]:
-        """A summary: sample type and fields, shards, samples and bytes (when known without reading data).
-
-        ``describe()`` gives the original atdata's form (field names and types, the shard list, url, metadata).
-        """
-        st = self.sample_type
-        fields: list[dict[str, Any]] | None = None
-        if isinstance(st, type) and issubclass(st, PackableSample):
-            fields = [f.describe() for f in st.__atdata_fields__]
-        shards = self.list_shards()
-        sidecars = [self._sidecar(s) for s in shards]
-        known = all(s is not None for s in sidecars)
-        return {
-            "sample_type": getattr(st, "__name__", str(st)),
-            "schema_id": schema_id(st) if isinstance(st, type) else None,
-            "fields": fields,
-            "shards": len(shards),
-            "samples": sum(s.count for s in sidecars if s is not None) if known else None,
-            "bytes": sum(s.size for s in sidecars if s is not None) if known else None,
-            "stages": [kind for kind, _ in self._stages],
-            "source": repr(self.source),
-        }
+        return dataset_to_arrow(self, limit, batch_size)
 
     # ------------------------------------------------------------------------------------------------ manifests (c17m)
     @property

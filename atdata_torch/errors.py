@@ -1,9 +1,7 @@
 """The atdata_torch error tree.
 
-Every exception the library raises on purpose derives from :class:`AtdataError` and, where one fits, from the
-builtin that callers already catch (``TypeError``, ``ValueError``, ``OSError``, ...), so existing ``except``
-clauses keep working. Messages follow one shape: what was expected, what was found, where (shard, key, offset,
-field), and how to fix it.
+Every exception raised on purpose derives from :class:`AtdataError` and, where one fits, from the builtin callers
+already catch (``TypeError``, ``ValueError``, ``OSError``, ...). Messages: expected, found, where, and the fix.
 
 Example:
     >>> import atdata_torch as atd
@@ -361,7 +359,6 @@ class MixtureError(AtdataError, ValueError):
     sample type or other map/filter stages), a source without samples, or no rule that ends the epoch."""
 
 
-# ---- end issue 18: weighted mixtures ----
 class PublishError(AtdataError):
     """A record could not be published to, or resolved from, the AT Protocol network."""
 
@@ -414,8 +411,6 @@ class ManifestNotFoundError(AtdataError, FileNotFoundError):
 
 
 # --- issue 17, c17w: the original atdata's Dataset surface (process_shards, select, write_samples) -------------------
-
-
 class EmptyDatasetError(AtdataError, ValueError):
     """There were no samples where some were needed (``write_samples([])``); also a ``ValueError``, as the
     original atdata raised."""
@@ -433,16 +428,8 @@ class PartialFailureError(AtdataError):
     failed, the first five with their errors, and where to look. Retry the failed ones with
     ``ds.process_shards(fn, shards=e.failed_shards)``.
 
-    Args:
-        succeeded_shards: The shards ``fn`` returned for, in order.
-        failed_shards: The shards that raised, in order.
-        errors: ``{shard: the exception}`` for each failed shard.
-        results: ``{shard: fn's result}`` for each succeeded shard.
-
-    Example:
-        >>> e = PartialFailureError(["a.tar"], ["b.tar"], {"b.tar": OSError("gone")}, {"a.tar": 3})
-        >>> str(e).splitlines()[:2], e.results
-        (['1/2 shards failed during processing', '  b.tar: gone'], {'a.tar': 3})
+    Args: ``succeeded_shards`` and ``failed_shards`` in order, ``errors`` ``{shard: exception}`` for the failed,
+    ``results`` ``{shard: fn's result}`` for the succeeded.
     """
 
     def __init__(
@@ -466,6 +453,8 @@ class PartialFailureError(AtdataError):
 
     def __reduce__(self) -> tuple[object, ...]:
         return (type(self), (self.succeeded_shards, self.failed_shards, self.errors, self.results))
+
+
 # ---------------------------------------------------------------------------------------------------- random access
 __all__ += ["RandomAccessError"]
 
@@ -473,8 +462,9 @@ __all__ += ["RandomAccessError"]
 class RandomAccessError(AtdataError, TypeError):
     """A dataset cannot be indexed by position (``ds[i]``): a ``filter()`` stage makes its length unknown, or its
     remote shards have no index sidecars; the message names the fix."""
-# ---------------------------------------------------------------------------------------------------------------
-# The original atdata's AppView errors (issue 17, "errors"; the AT Protocol search service).
+
+
+# ------------------------------------------------ the original atdata's AppView errors (the AT Protocol search service)
 
 
 class AppViewError(PublishError):
@@ -482,12 +472,8 @@ class AppViewError(PublishError):
 
 
 class AppViewUnavailableError(AppViewError):
-    """An AppView is configured but unreachable or failed: ``AppViewUnavailableError(url, reason)``.
-
-    Example:
-        >>> str(AppViewUnavailableError("https://u:pw@av.example", "HTTP 503"))
-        'AppView at https://***@av.example is unavailable: HTTP 503. Retry later, or resolve without the AppView.'
-    """
+    """An AppView is configured but unreachable or failed: ``AppViewUnavailableError(url, reason)``. The url is
+    redacted (``https://***@av.example``)."""
 
     def __init__(self, url: str, reason: str) -> None:
         self.url = _redact(url)
@@ -501,12 +487,7 @@ class AppViewUnavailableError(AppViewError):
 
 
 class AppViewRequiredError(AppViewError):
-    """An operation needs an AppView and none is configured: ``AppViewRequiredError(operation)``.
-
-    Example:
-        >>> AppViewRequiredError("search_datasets").operation
-        'search_datasets'
-    """
+    """An operation needs an AppView and none is configured: ``AppViewRequiredError(operation)``."""
 
     def __init__(self, operation: str) -> None:
         self.operation = operation
