@@ -311,3 +311,17 @@ def original_atdata() -> object:
         return OriginalAtdata(ensure_env())
     except OriginalUnavailable as exc:
         require_service("original atdata", str(exc))
+
+
+# ------------------------------------------------------------------------------------------------
+# the process-wide default index (get_default_index / set_default_index) never outlives the test that set it
+
+
+@pytest.fixture(autouse=True)
+def _reset_default_index() -> Iterator[None]:
+    yield
+    import sys
+
+    mod = sys.modules.get("atdata_torch.index._default")
+    if mod is not None:
+        mod._default_index = None  # type: ignore[attr-defined]
