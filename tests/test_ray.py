@@ -178,7 +178,8 @@ def test_iter_torch_batches_with_a_str_column(ray_cluster: None, shards: atd.Dat
 
 
 def _flaky_rows(marker: str, always: bool) -> Any:
-    rows = [{"n": i, "fail": marker if i == 13 else "", "always": always} for i in range(24)]
+    """24 rows in 2 blocks (one write task each); row 18 fails after its task has staged its first shard of 4."""
+    rows = [{"n": i, "fail": marker if i == 18 else "", "always": always} for i in range(24)]
     return ray.data.from_items(rows, override_num_blocks=2)
 
 

@@ -2,6 +2,8 @@
 
 - :mod:`atdata_torch.integrations.lightning`: :class:`AtdataDataModule`, a ``LightningDataModule``
   (``pip install 'atdata-torch[lightning]'``).
+- :mod:`atdata_torch.integrations.ray`: ``read_atdata`` / ``write_atdata`` for Ray Data, and ``TorchCollate``
+  (``pip install 'atdata-torch[ray]'``).
 
 Importing this package imports no framework.
 
