@@ -314,14 +314,14 @@ def original_atdata() -> object:
 
 
 # ------------------------------------------------------------------------------------------------
-# the process-wide default index (get_default_index / set_default_index) never outlives the test that set it
+# the process-wide default index (get_default_index / set_default_index) never outlives the test that set it: the
+# README's index example (run by test_examples) sets one, and load_dataset("name") without index= reads it
 
 
 @pytest.fixture(autouse=True)
 def _reset_default_index() -> Iterator[None]:
-    yield
-    import sys
+    from atdata_torch.index import _default
 
-    mod = sys.modules.get("atdata_torch.index._default")
-    if mod is not None:
-        mod._default_index = None  # type: ignore[attr-defined]
+    saved = _default._default_index
+    yield
+    _default._default_index = saved

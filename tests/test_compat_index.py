@@ -50,15 +50,6 @@ def _rows(n: int) -> list[IdxRow]:
     return [IdxRow(np.arange(3.0) + i, f"r{i}") for i in range(n)]
 
 
-@pytest.fixture
-def default_index_reset() -> Iterator[None]:
-    from atdata_torch.index import _default
-
-    saved = _default._default_index
-    yield
-    _default._default_index = saved
-
-
 # ------------------------------------------------------------------------------------------------------ Index()
 def test_index_accepts_the_originals_sqlite_spelling(tmp_path: Path) -> None:
     for i, make in enumerate(
@@ -187,7 +178,7 @@ def test_write_samples_through_another_store(tmp_path: Path) -> None:
 
 
 # ------------------------------------------------------------------------------------------------------ default
-def test_default_index_is_what_load_dataset_reads(tmp_path: Path, default_index_reset: None) -> None:
+def test_default_index_is_what_load_dataset_reads(tmp_path: Path) -> None:  # conftest resets the default
     index = Index(path=tmp_path / "default.db")
     index.write_samples(_rows(2), name="dflt", progress=False)
     set_default_index(index)
@@ -260,3 +251,16 @@ def test_index_write_samples_with_manifest_true_writes_queryable_manifests(tmp_p
         ds = atd.load_dataset("@local/withman", index=index, split="train")
     assert all(Path(u[: -len(".tar")] + ".manifest.json").exists() for u in entry.data_urls)
     assert len(ds.query(where=lambda df: df["label"] >= "r0")) == 5
+
+
+def test_a_failed_index_write_with_manifest_true_leaves_no_manifest(tmp_path: Path) -> None:
+    def rows() -> Iterator[IdxRow]:
+        yield from _rows(3)
+        raise RuntimeError("source broke")
+
+    with (
+        Index(path=tmp_path / "i.db", data_dir=tmp_path / "data") as index,
+        pytest.raises(RuntimeError, match="source broke"),
+    ):
+        index.write_samples(rows(), name="broken", maxcount=2, progress=False, manifest=True)
+    assert not list((tmp_path / "data").rglob("*.manifest.*")) and not list((tmp_path / "data").rglob("*.tar"))

@@ -45,7 +45,7 @@ from ._locations import abs_url as _abs_url
 from ._locations import check_name, default_data_dir, default_index_location, parse_dataset_ref
 from ._locations import split_groups as _split_groups
 from ._records import IndexEntry, IndexNotFoundError, IndexStore, Label
-from ._write import remove_shards, sha256_of, write_splits
+from ._write import manifest_shard_writer, remove_shards, sha256_of, write_splits
 from .sqlite import SqliteStore
 
 __all__ = ["Index"]
@@ -200,16 +200,12 @@ class Index(Catalog):
                 maxcount=maxcount,
                 maxsize=maxsize,
                 progress=progress,
+                open_sink=manifest_shard_writer if _original.get("manifest") else None,
             )
             if n_samples == 0 or sample_type is None:
                 raise ValueError(f"write_samples({name!r}) got no samples; nothing was written")
             if schema_ref is None:
                 schema_ref = self._ensure_schema(sample_type, tracker.hints)
-            if _original.get("manifest"):  # the original's manifest=True: manifests beside the written shards
-                from ..dataset import Dataset
-                from ..manifest import build_manifests
-
-                build_manifests(Dataset[sample_type](urls))  # type: ignore[valid-type]
             meta = self._metadata(metadata, description, tags, license)
             meta["checksums"] = {u: sha256_of(u) for u in urls}
             meta["size"] = {"samples": n_samples, "shards": len(urls), "bytes": sum(os.path.getsize(u) for u in urls)}

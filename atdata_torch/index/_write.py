@@ -68,10 +68,20 @@ def shard_writer(pattern: str, maxcount: int | None, maxsize: int | None) -> Sha
     return ShardWriter(pattern, maxcount=maxcount, maxsize=maxsize)
 
 
+def manifest_shard_writer(pattern: str, maxcount: int | None, maxsize: int | None) -> ShardSink:
+    """The sink for the original's ``manifest=True``: a ``ShardWriter`` that also writes each shard's manifest."""
+    from .. import ShardWriter
+
+    return ShardWriter(pattern, maxcount=maxcount, maxsize=maxsize, manifest=True)
+
+
 def remove_shards(shards: Iterable[str]) -> None:
-    """Delete shards and their sidecars (what a failed ``write_samples`` leaves behind); missing files are fine."""
+    """Delete shards, their sidecars and manifests (what a failed ``write_samples`` leaves behind); missing files
+    are fine."""
+    from ..manifest import manifest_paths
+
     for shard in shards:
-        for path in (shard, shard + SIDECAR_SUFFIX):
+        for path in (shard, shard + SIDECAR_SUFFIX, *manifest_paths(shard)):
             with contextlib.suppress(OSError):
                 os.unlink(path)
 
