@@ -4,6 +4,7 @@ the ``Lex*`` record types. The PDS tests run against the real local PDS (``atpro
 from __future__ import annotations
 
 import json
+import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -197,3 +198,26 @@ def test_promote_to_atmosphere_uploads_local_shards(
     assert rec["storage"]["$type"] == f"{LEXICON_NAMESPACE}.storageBlobs"  # not the local paths (the original's)
     assert (rec["description"], rec["tags"]) == ("three digits", ["promoted"])
     assert [s.label for s in atd.load_dataset(uri, split="train").ordered()] == [0, 1, 2]
+
+
+@pytest.mark.integration
+def test_publish_with_urls_and_with_blobs(
+    alice: Atmosphere, atproto_net: Net, tmp_path: Path, http_root: Path, http_server: Any
+) -> None:
+    ds = atd.write_samples(_samples(4), http_root / "train.tar", maxcount=2, progress=False)
+    schema_uri = str(SchemaPublisher(alice).publish(CompatDigit, version="1.0.0"))
+    urls = [http_server.url(os.path.basename(s)) for s in ds.list_shards()]
+    publisher = DatasetPublisher(alice)
+    by_url = publisher.publish_with_urls(urls, schema_uri, name="by-url", description="served", tags=["u"])
+    by_blob = publisher.publish_with_blobs([Path(s).read_bytes() for s in ds.list_shards()], schema_uri, name="blobs")
+    with pytest.raises(PublishError, match="drop rkey"):
+        publisher.publish_with_s3("bucket", ["k.tar"], schema_uri, name="s3", rkey="abc")
+
+    anon = Atmosphere.anonymous(pds=atproto_net["pdsUrl"], plc=atproto_net["plcUrl"])
+    loader = DatasetLoader(anon)
+    assert loader.get_storage_type(by_url) == "http" and loader.get_urls(by_url) == urls
+    assert loader.get(by_url)["description"] == "served" and loader.get(by_url)["tags"] == ["u"]
+    assert loader.get_storage_type(by_blob) == "blobs" and len(loader.get_blobs(by_blob)) == 2
+    for uri in (by_url, by_blob):
+        assert [s.label for s in loader.to_dataset(uri, CompatDigit).ordered()] == [0, 1, 2, 3]
+    anon.close()

@@ -99,6 +99,10 @@ class DatasetPublisher:
     def __init__(self, client: Atmosphere) -> None:
         self.client = client
 
+    def _publish(self, shards: Any, schema_uri: Any, **kw: Any) -> AtUri:
+        """The one route of every ``publish*``: publish the entry, return its at-uri."""
+        return AtUri.parse(self.client.publish_dataset(shards, schema_uri=str(schema_uri), **kw))
+
     def publish(
         self,
         dataset: Any,
@@ -122,17 +126,14 @@ class DatasetPublisher:
             PublishError: no ``schema_uri`` while ``auto_publish_schema`` is false, or ``rkey``; see
                 :meth:`Atmosphere.publish_dataset` for the rest.
         """
-        _no_rkey(rkey, "DatasetPublisher.publish")
+        _no_rkey(rkey, "DatasetPublisher.publish")  # before the schema is published
         if schema_uri is None:
             if not auto_publish_schema:
                 raise PublishError(
                     f"DatasetPublisher.publish({name!r}): schema_uri is required when auto_publish_schema=False"
                 )
             schema_uri = self.client.publish_schema(dataset.sample_type, version=schema_version)
-        uri = self.client.publish_dataset(
-            dataset, name=name, schema_uri=str(schema_uri), description=description, tags=tags, license=license
-        )
-        return AtUri.parse(uri)
+        return self._publish(dataset, schema_uri, name=name, description=description, tags=tags, license=license)
 
     def publish_with_urls(
         self,
@@ -149,16 +150,8 @@ class DatasetPublisher:
     ) -> AtUri:
         """Publish shards by URL (``https://`` as ``storageHttp``, ``s3://`` as ``storageS3``; local paths as blobs)."""
         _no_rkey(rkey, "DatasetPublisher.publish_with_urls")
-        uri = self.client.publish_dataset(
-            [str(u) for u in urls],
-            name=name,
-            schema_uri=str(schema_uri),
-            description=description,
-            tags=tags,
-            license=license,
-            metadata=metadata,
-        )
-        return AtUri.parse(uri)
+        meta = {"description": description, "tags": tags, "license": license, "metadata": metadata}
+        return self._publish([str(u) for u in urls], schema_uri, name=name, **meta)
 
     def publish_with_s3(
         self,
@@ -178,19 +171,17 @@ class DatasetPublisher:
     ) -> AtUri:
         """Publish ``s3://bucket/key`` shards as ``storageS3`` (with the endpoint and region to read them from)."""
         _no_rkey(rkey, "DatasetPublisher.publish_with_s3")
-        uri = self.client.publish_dataset(
-            [f"s3://{bucket}/{k}" for k in keys],
+        meta = {"description": description, "tags": tags, "license": license, "metadata": metadata}
+        shards = [f"s3://{bucket}/{k}" for k in keys]
+        return self._publish(
+            shards,
+            schema_uri,
             name=name,
             storage="s3",
-            schema_uri=str(schema_uri),
             endpoint=endpoint,
             region=region,
-            description=description,
-            tags=tags,
-            license=license,
-            metadata=metadata,
+            **meta,
         )
-        return AtUri.parse(uri)
 
     def publish_with_blobs(
         self,
@@ -220,17 +211,8 @@ class DatasetPublisher:
                 with open(path, "wb") as f:
                     f.write(data)
                 paths.append(path)
-            uri = self.client.publish_dataset(
-                paths,
-                name=name,
-                storage="blobs",
-                schema_uri=str(schema_uri),
-                description=description,
-                tags=tags,
-                license=license,
-                metadata=metadata,
-            )
-        return AtUri.parse(uri)
+            meta = {"description": description, "tags": tags, "license": license, "metadata": metadata}
+            return self._publish(paths, schema_uri, name=name, storage="blobs", **meta)
 
 
 class LensPublisher:
