@@ -119,6 +119,8 @@ class EpochReader:
         self, plan: ReadPlan, options: ReadOptions, note: Note, placed_record: Callable[..., tuple[Record, bool]]
     ) -> None:
         self.plan = plan
+        # issue 18: a plan that lays out its own epochs (a mixture), checked once (a Protocol isinstance costs ~10 us)
+        self.mixture: OrdersEpochs | None = plan if isinstance(plan, OrdersEpochs) else None
         self.options = options
         self.note = note
         self.placed_record = placed_record
@@ -147,8 +149,8 @@ class EpochReader:
 
     def total(self) -> int:
         """The samples of an epoch (under ``on_error="skip"/"warn"``: the intact ones)."""
-        if isinstance(self.plan, OrdersEpochs):  # issue 18: a mixture's epoch is its schedule's length
-            return self.plan.epoch_length([ix.count for ix in self.indexes()])
+        if self.mixture is not None:  # issue 18: a mixture's epoch is its schedule's length
+            return self.mixture.epoch_length([ix.count for ix in self.indexes()])
         if self.options.on_error == "raise":
             return self.plan.sample_count()
         return sum(ix.count for ix in self.indexes())
@@ -176,8 +178,8 @@ class EpochReader:
             return cached[1], cached[2]
         o = self.options
         counts = [ix.count for ix in (indexes if indexes is not None else self.indexes())]
-        if isinstance(self.plan, OrdersEpochs):  # issue 18: a mixture lays out its own epochs
-            shards, idx = self.plan.epoch_sequence(counts, epoch, o)
+        if self.mixture is not None:  # issue 18: a mixture lays out its own epochs
+            shards, idx = self.mixture.epoch_sequence(counts, epoch, o)
             self._order_cache = (epoch, shards, idx)
             return shards, idx
         chunks = list(
@@ -241,7 +243,7 @@ class EpochReader:
         source = self.plan.source
         shards = self.plan.list_shards()
         prefetch = source.prefetch if isinstance(source, Prefetching) else None
-        own_order = isinstance(self.plan, OrdersEpochs)  # issue 18: a mixture does not read in list order
+        own_order = self.mixture is not None  # issue 18: a mixture does not read in list order
         if prefetch is not None and not self.options.shuffle and start == 0 and not own_order:
             # An ordered pass from the start reads the shards in list order: their downloads can start while the
             # indexes are read (the exact plan follows below).
@@ -307,14 +309,13 @@ class EpochPass:
         # Positions only grow within a shard (in order, no wrap-around padding): the download segments before the
         # record being read can go back to the pool (see Filling.drop_before).
         self._forward = not o.shuffle and last_batch != "pad"
-        mixed = isinstance(reader.plan, OrdersEpochs)  # issue 18: a mixture may read a shard's samples again
-        self._forward = self._forward and not mixed
+        self._forward = self._forward and reader.mixture is None  # issue 18: a mixture may read a shard again
         self._pad = last_batch == "pad"
         # Few shards stay mapped: a mapped shard's pages count in RSS (ordered reads need one at a time, shuffled
         # reads one per block of the window).
         self._max_views = o.window + 2 if o.shuffle else 2
-        if isinstance(reader.plan, OrdersEpochs):  # issue 18: each source of a mixture reads its own shards
-            self._max_views = reader.plan.open_shards(o)
+        if reader.mixture is not None:  # issue 18: each source of a mixture reads its own shards
+            self._max_views = reader.mixture.open_shards(o)
         self._raise = o.on_error == "raise"
 
     def __enter__(self) -> EpochPass:

@@ -30,7 +30,7 @@ from . import _shm
 from ._batch import SampleBatch
 from ._decode import Decoder, lost, sample_rng, sample_seed
 from ._decode import decode_record as decode_record  # re-exported: dataset and cli import it from here
-from ._epoch import EpochReader, OrdersEpochs
+from ._epoch import EpochReader
 from ._placement import Placement
 from ._placement import placed_record as _placed_record
 from ._reader import Record
@@ -286,8 +286,8 @@ class Pipeline(IterableDataset[T], Generic[T]):
             "block_size": self.block_size,
             "window": self.window,
         }
-        if isinstance(ds, OrdersEpochs):  # issue 18: a mixture's weights and stop rule shape its order too
-            desc["mixture"] = ds.order_settings()
+        if self.reader.mixture is not None:  # issue 18: a mixture's weights and stop rule shape its order too
+            desc["mixture"] = self.reader.mixture.order_settings()
         return hashlib.sha256(json.dumps(desc, sort_keys=True).encode()).hexdigest()[:16]
 
     # ------------------------------------------------------------------------------------------------ sizes
@@ -367,11 +367,11 @@ class Pipeline(IterableDataset[T], Generic[T]):
         """The batch of the records read at ``positions`` (``None`` when none was kept), columnar when ``fast``
         (default: when the sample type allows it); with the pass's ``placement``, batch ``j``'s placed rows (see
         :meth:`EpochPass.read <atdata_torch._epoch.EpochPass.read>` for ``slots``)."""
-        ds = self.dataset
-        if not isinstance(ds, OrdersEpochs):
+        ds = self.reader.mixture
+        if ds is None:
             return self._decode_batch(recs, report, positions, epoch, fast, placement, j, slots)
         # issue 18: a mixture labels each row with its source (a filter or a skip may drop rows: "lossy")
-        lossy = self.on_error != "raise" or ds.has_filter
+        lossy = self.on_error != "raise" or self.dataset.has_filter
         recs, labels = ds.label_rows(recs, self.reader.epoch_order(epoch)[0][positions], lossy)
         batch = self._decode_batch(recs, report, positions, epoch, fast, placement, j, slots)
         if batch is not None and labels is not None:
