@@ -14,7 +14,6 @@ Example:
 
 from __future__ import annotations
 
-import bisect
 import dataclasses
 import itertools
 import logging
@@ -28,8 +27,6 @@ import msgpack
 
 from . import _tabular
 from ._batch import SampleBatch
-from ._decode import decode_record
-from ._reader import read_record
 from .errors import DecodeError, PartialFailureError, SampleIndexError, SchemaError, ShardNotFoundError, SourceError
 from .schema import DictSample, PackableSample
 
@@ -401,26 +398,13 @@ def _select_scan(ds: Any, wanted: list[int]) -> dict[int, Any]:
 
 
 def _select_indexed(ds: Any, wanted: list[int]) -> dict[int, Any]:
-    by_shard: dict[int, list[int]] = {}
-    idxs = ds.shard_indexes()
-    starts = list(itertools.accumulate((ix.count for ix in idxs), initial=0))
-    for pos in sorted(set(wanted)):
-        if pos < 0 or pos >= starts[-1]:
-            continue
-        k = bisect.bisect_right(starts, pos) - 1
-        by_shard.setdefault(k, []).append(pos)
-    found: dict[int, Any] = {}
-    for k, positions in by_shard.items():
-        shard, idx = ds.list_shards()[k], idxs[k]
-        buf = ds._buffer(shard)
-        for pos in positions:
-            local = pos - starts[k]
-            rec = read_record(buf, shard, idx.offsets[local], idx.lengths[local])
-            sample = decode_record(rec, ds.decode_type)
-            for _kind, fn in ds._stages:  # no filter here: map and lens stages only
-                sample = fn(sample)
-            found[pos] = sample
-    return found
+    """The samples at ``wanted`` through random access (one read per sample, nearby ones coalesced); positions
+    outside ``0 .. len - 1`` are left out (negative ones count as missing, as in the original)."""
+    from ._random_access import random_access
+
+    ra = random_access(ds)
+    valid = sorted({pos for pos in wanted if 0 <= pos < len(ra)})
+    return dict(zip(valid, ra.get_many(valid), strict=True)) if valid else {}
 
 
 def _one_shard(ds: Any, shard: str, known: list[str]) -> Any:
