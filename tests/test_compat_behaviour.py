@@ -164,7 +164,6 @@ def test_packable_protocol() -> None:
     assert DataSource is atdata.DataSource
 
 
-@pytest.mark.skipif(not hasattr(atdata.PackableSample, "as_wds"), reason="as_wds is another part of issue 17")
 def test_our_samples_are_packable() -> None:
     assert isinstance(BhvRec(n=1, x=np.zeros(1)), atdata.Packable)
     assert isinstance(atdata.DictSample(a=1), atdata.Packable)
