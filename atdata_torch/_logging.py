@@ -34,7 +34,7 @@ import time
 from collections.abc import Iterator
 from typing import Any, Protocol, runtime_checkable
 
-from .errors import RedactingFilter, redact_text
+from ._redaction import RedactingFilter, redact_text
 
 __all__ = ["LoggerProtocol", "configure_logging", "get_logger", "log_operation"]
 

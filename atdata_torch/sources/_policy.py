@@ -14,7 +14,8 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from ..errors import SourceError, redact_text
+from .._redaction import redact_text
+from ..errors import SourceError
 
 __all__ = ["Pace", "TransientError", "request_deadline", "with_retries"]
 

@@ -33,8 +33,8 @@ from typing import IO, Any, TypeVar
 
 from filelock import FileLock, Timeout
 
+from .._redaction import redact  # keys are URLs: no credentials in messages
 from ..errors import ChecksumError
-from ..errors import _redact as redact  # keys are URLs: no credentials in messages
 
 __all__ = ["ShardCache"]
 

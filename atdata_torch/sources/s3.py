@@ -13,7 +13,8 @@ import time
 from collections.abc import Mapping
 from typing import IO, Any
 
-from ..errors import MissingDependencyError, ShardNotFoundError, SourceError, _redact
+from .._redaction import redact as _redact
+from ..errors import MissingDependencyError, ShardNotFoundError, SourceError
 from ._base import as_shard_list
 from ._policy import Pace, TransientError, request_deadline
 from ._remote import RemoteSource

@@ -6,8 +6,8 @@ import os
 from collections.abc import Iterable
 from typing import IO
 
+from .._redaction import redact
 from ..errors import ShardNotFoundError, SourceError
-from ..errors import _redact as redact
 from ._base import ShardSource, as_shard_list
 
 __all__ = ["URLSource", "redact"]
