@@ -147,6 +147,21 @@ def test_ranges_within_a_shard_equal_whole_shard_reads(ray_cluster: None, tmp_pa
         np.testing.assert_array_equal(a["r"], b["r"])
 
 
+def test_a_selected_range_reads_only_its_samples(
+    ray_cluster: None, shards: atd.Dataset[Item], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # samples [5, 21) of shards of 8: the end of shard 0, all of shard 1, the start of shard 2 (what a
+    # "train[:10%]"-style split selects), from relative paths (Ray workers run in another directory)
+    monkeypatch.chdir(tmp_path)
+    part = atd.Dataset[Item]("in/train-{000000..000003}.tar").select_range(5, 21)
+    want = [s.n for s in part]
+    assert want == list(range(5, 21))
+    for blocks in (1, 6):  # whole (selected) shards, and ranges within them
+        rds = read_atdata(part, override_num_blocks=blocks)
+        assert rds.count() == 16
+        assert sorted(r["n"] for r in rds.take_all()) == want
+
+
 def test_plan_parts_covers_every_sample_once() -> None:
     parts = plan_parts([("a", 10, 100), ("b", 0, 0), ("c", 3, 30)], 6)
     # 6 tasks for 13 samples: shard a gets round(6 * 10 / 13) = 5 ranges, shard c one; the empty shard none.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import itertools
 from collections.abc import Iterator
@@ -165,6 +166,7 @@ class AtdataDatasource(Datasource):
         self._ds = ds
         self._rows_per_block = rows_per_block
         self._counts: list[tuple[str, int, int]] | None = None
+        self._bases: dict[str, int] = {}  # where a shard's selected range starts (select_range)
 
     def shard_counts(self) -> list[tuple[str, int, int]]:
         """Each shard's ``(name, samples, payload bytes)``, from its index sidecar (O(1) checks against a local
@@ -179,6 +181,10 @@ class AtdataDatasource(Datasource):
                 idx = indexes.sidecar(shard)
                 if idx is None:
                     idx = ds.shard_index(shard)
+                r = ds._ranges.get(shard)  # a select_range()d dataset (a "train[:10%]" split) reads part of a shard
+                if r is not None:
+                    idx = idx.slice(*r)
+                    self._bases[shard] = max(0, r[0])
                 sizes = idx.payload_sizes if idx.payload_sizes is not None else idx.lengths
                 out.append((shard, idx.count, int(sum(sizes))))
             self._counts = out
@@ -196,7 +202,9 @@ class AtdataDatasource(Datasource):
         source = self._ds.source
         decode_type = self._ds.decode_type
         tasks = []
-        for part in plan_parts(self.shard_counts(), parallelism):
+        for planned in plan_parts(self.shard_counts(), parallelism):
+            base = self._bases.get(planned.name, 0)
+            part = dataclasses.replace(planned, lo=planned.lo + base, hi=planned.hi + base)
             meta = BlockMetadata(
                 num_rows=part.hi - part.lo, size_bytes=part.nbytes, input_files=(part.name,), exec_stats=None
             )

@@ -78,7 +78,9 @@ def _dataset(source: Any, sample_type: type | None, split: str | None, options: 
         ds = Dataset(_absolute(urls), sample_type=sample_type, **options)
     shards = ds.list_shards()
     if shards != _absolute(shards):  # Ray workers run in another directory: relative paths would not resolve there
+        ranges = {_absolute(k): v for k, v in ds._ranges.items()}
         ds = Dataset(_absolute(shards), sample_type=ds.sample_type)
+        ds._ranges = ranges  # (keep a select_range()d dataset's ranges)
     if ds.has_filter or ds.sample_type is not ds.decode_type:
         raise AtdataError(
             f"read_atdata reads the shards of {ds!r} as {getattr(ds.decode_type, '__name__', ds.decode_type)}: its "
