@@ -29,6 +29,7 @@ from ..dataset import Dataset
 from ..errors import AuthError
 from ..lens import Lens
 from ..load import DatasetDict
+from ._appview import AppViewMixin
 from ._auth import password_login, resume_session
 from ._datasets import get_dataset, label, list_datasets, list_labels, parse_name, publish_dataset
 from ._identity import Identity, _atproto
@@ -43,7 +44,7 @@ from ._xrpc import MAX_RECORD_BYTES, PAGE, XrpcAttr, XrpcRepo
 __all__ = ["MAX_RECORD_BYTES", "PAGE", "Atmosphere", "parse_name"]
 
 
-class Atmosphere:
+class Atmosphere(AppViewMixin):
     """A connection to the AT Protocol network: a logged-in account (writes) or anonymous (reads).
 
     Build it with :meth:`login`, :meth:`from_session` or :meth:`anonymous`.
@@ -57,6 +58,7 @@ class Atmosphere:
         session_file: Where refreshed tokens are saved (``None``: not saved).
         max_blob_bytes: The PDS's blob size limit when known (checked before anything is uploaded).
         timeout: Seconds per request.
+        appview: An AppView URL or ``did:web`` DID: queries, search and publishing go through it (``_appview``).
     """
 
     def __init__(
@@ -70,10 +72,12 @@ class Atmosphere:
         session_file: str | os.PathLike[str] | None = None,
         max_blob_bytes: int | None = None,
         timeout: float = 30.0,
+        appview: str | None = None,
     ) -> None:
         self.xrpc = XrpcRepo(
             identity, client, did=did, handle=handle, pds=pds, max_blob_bytes=max_blob_bytes, timeout=timeout
         )
+        self.configure_appview(appview)
         self.session_file = Path(session_file).expanduser() if session_file is not None else None
         if client is not None and self.session_file is not None:
             client.on_session_change(lambda _event, _session: self._persist())
@@ -99,6 +103,7 @@ class Atmosphere:
         session_file: str | os.PathLike[str] | None = None,
         max_blob_bytes: int | None = None,
         timeout: float = 30.0,
+        appview: str | None = None,
     ) -> Atmosphere:
         """Log in with a handle (or DID) and a password (an app password is best).
 
@@ -115,6 +120,7 @@ class Atmosphere:
             session_file: Where to save it (default: :func:`default_session_path`).
             max_blob_bytes: The PDS's blob limit, when known.
             timeout: Seconds per request.
+            appview: An AppView URL or ``did:web`` DID (the original's ``appview=``; see ``AppViewMixin``).
 
         Raises:
             AuthError: wrong handle or password, or nothing to log in with.
@@ -127,7 +133,9 @@ class Atmosphere:
             if handle is None and password is None:
                 path = session_file or default_session_path()
                 if Path(path).expanduser().exists():
-                    return cls.from_session(path, plc=plc, pds=pds, max_blob_bytes=max_blob_bytes, timeout=timeout)
+                    return cls.from_session(
+                        path, plc=plc, pds=pds, max_blob_bytes=max_blob_bytes, timeout=timeout, appview=appview
+                    )
             raise AuthError(
                 "Atmosphere.login needs a handle and a password (or ATDATA_HANDLE / ATDATA_PASSWORD, or a saved "
                 "session from `atdata-torch login`)"
@@ -142,6 +150,7 @@ class Atmosphere:
             session_file=(session_file or default_session_path()) if save_session or session_file else None,
             max_blob_bytes=max_blob_bytes,
             timeout=timeout,
+            appview=appview,
         )
         atmo._persist()
         return atmo
@@ -155,6 +164,7 @@ class Atmosphere:
         pds: str | None = None,
         max_blob_bytes: int | None = None,
         timeout: float = 30.0,
+        appview: str | None = None,
     ) -> Atmosphere:
         """Resume a saved session (tokens are refreshed when the access token has expired, and saved again).
 
@@ -176,6 +186,7 @@ class Atmosphere:
             session_file=p,
             max_blob_bytes=max_blob_bytes,
             timeout=timeout,
+            appview=appview,
         )
         try:
             resume_session(client, data, p)
@@ -185,7 +196,9 @@ class Atmosphere:
         return atmo
 
     @classmethod
-    def anonymous(cls, *, pds: str | None = None, plc: str | None = None, timeout: float = 30.0) -> Atmosphere:
+    def anonymous(
+        cls, *, pds: str | None = None, plc: str | None = None, timeout: float = 30.0, appview: str | None = None
+    ) -> Atmosphere:
         """Read-only access: resolve, list, search and load anyone's records; no login.
 
         Args:
@@ -194,7 +207,7 @@ class Atmosphere:
             timeout: Seconds per request.
         """
         _atproto()
-        return cls(Identity(plc=plc, pds=pds, timeout=timeout), None, timeout=timeout)
+        return cls(Identity(plc=plc, pds=pds, timeout=timeout), None, timeout=timeout, appview=appview)
 
     def _persist(self) -> None:
         client = self.xrpc.client

@@ -92,6 +92,8 @@ class XrpcRepo:
         self.max_blob_bytes = max_blob_bytes
         self.timeout = timeout
         self._readers: dict[str, Any] = {}
+        #: Set by ``Atmosphere(appview=...)``: publishes a record through the AppView (``None``: not routed).
+        self.route: Callable[[str, dict[str, Any]], str | None] | None = None
 
     def close(self) -> None:
         """Close the HTTP connections (the readers', the account's and the identity resolver's)."""
@@ -214,6 +216,9 @@ class XrpcRepo:
         """
         client, did = self.check_own(repo)
         _check_body(collection, record)
+        routed = self.route(collection, record) if self.route is not None else None
+        if routed is not None:
+            return routed
         out = self.call(
             f"writing a {collection} record",
             lambda: client.com.atproto.repo.create_record({"repo": did, "collection": collection, "record": record}),
