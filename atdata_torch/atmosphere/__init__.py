@@ -15,7 +15,9 @@ Example (needs a PDS; the tests run one on loopback)::
 
 from __future__ import annotations
 
+from ._appview import PUBLISH_PROCEDURES
 from ._blobs import BlobSource
+from ._blobstore import PDSBlobStore, ShardUploadResult
 from ._client import Atmosphere, parse_name
 from ._compat import DatasetPublisher, LabelPublisher, LensPublisher, SchemaPublisher
 from ._compat_lex import (
@@ -47,6 +49,7 @@ from ._lexicon import (
     Shard,
 )
 from ._session import default_session_path
+from ._verification import LexCodeHash, LexLensVerification, VerificationLoader, VerificationPublisher
 from ._xrpc import XrpcRepo
 
 #: The original's name for :class:`Atmosphere`.
@@ -83,6 +86,14 @@ __all__ = [
     "SchemaRecord",
     "Shard",
     "XrpcRepo",
+    # c17a
+    "LexCodeHash",
+    "LexLensVerification",
+    "PDSBlobStore",
+    "PUBLISH_PROCEDURES",
+    "ShardUploadResult",
+    "VerificationLoader",
+    "VerificationPublisher",
     "default_session_path",
     "parse_name",
 ]

@@ -89,7 +89,9 @@ class AppViewMixin:
             self._appview_url = appview.rstrip("/")
             self._appview_did = url_to_did_web(self._appview_url)
         else:
-            raise ConfigError(f"appview={appview!r}: expected an https:// URL or a did:web: DID (did:web:datasets.atdata.blue)")
+            raise ConfigError(
+                f"appview={appview!r}: expected an https:// URL or a did:web: DID (did:web:datasets.atdata.blue)"
+            )
         self.xrpc.route = self._route
 
     @property
@@ -119,7 +121,7 @@ class AppViewMixin:
         if not handle or not password:
             raise AuthError("Atmosphere.from_env needs the environment variables ATDATA_HANDLE and ATDATA_PASSWORD")
         pds = os.environ.get("ATDATA_PDS_URL", base_url)
-        login: Any = getattr(cls, "login")
+        login: Any = cls.login  # type: ignore[attr-defined]
         out: A = login(handle, password, pds=pds, appview=os.environ.get("ATDATA_APPVIEW"))
         return out
 
@@ -130,7 +132,9 @@ class AppViewMixin:
         try:
             resp = send(httpx)
         except httpx.HTTPError as exc:
-            raise AppViewUnavailableError(url, f"{nsid}: {type(exc).__name__}: {exc}; {_FIX.format(nsid=nsid)}") from None
+            raise AppViewUnavailableError(
+                url, f"{nsid}: {type(exc).__name__}: {exc}; {_FIX.format(nsid=nsid)}"
+            ) from None
         if resp.status_code >= 400:
             try:
                 body = resp.json()
@@ -239,7 +243,9 @@ class AppViewMixin:
             AppViewUnavailableError: the AppView failed.
         """
         if len(uris) > 25:
-            raise ConfigError(f"get_entries takes at most 25 URIs per call (the method's limit), got {len(uris)}; split the list")
+            raise ConfigError(
+                f"get_entries takes at most 25 URIs per call (the method's limit), got {len(uris)}; split the list"
+            )
         return list(self.xrpc_query(f"{NS}.getEntries", params={"uris": uris}).get("entries", []))
 
     def get_entry_stats(self, uri: str, period: str = "week") -> dict[str, Any]:

@@ -17,6 +17,7 @@ Example (needs a PDS; the tests run one on loopback)::
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,10 +25,11 @@ from ..dataset import Dataset
 from ..errors import PublishError
 from ..sources.blob import BlobSource
 from ._client import Atmosphere
-from ._lex_entry import blob_url
+from ._lex_base import COLLECTIONS, NO_CHECKSUM, now_iso
+from ._lex_entry import blob_url, entry_record
 from ._storage import _is_local, _local_path, _upload, shard_name
 
-__all__ = ["PDSBlobStore", "ShardUploadResult", "parse_blob_url"]
+__all__ = ["PDSBlobStore", "ShardUploadResult", "blob_entry_record", "parse_blob_url"]
 
 _MIME = "application/x-tar"
 
@@ -60,7 +62,7 @@ def parse_blob_url(url: str) -> tuple[str, str]:
     """``(did, cid)`` of ``at://{did}/blob/{cid}``.
 
     Raises:
-        PublishError: (also a ``ValueError``-free AtdataError) the URL is not of that form.
+        PublishError: the URL is not of that form.
 
     Example:
         >>> parse_blob_url("at://did:plc:abc/blob/bafkreia")
@@ -150,3 +152,53 @@ class PDSBlobStore:
         pds = self.client.xrpc.pds_of(dids.pop()) if len(dids) == 1 else None
         sums = getattr(urls, "checksums", None) or None
         return BlobSource(refs, pds_endpoint=pds, checksums=sums)
+
+
+def _checksum(c: Any) -> dict[str, str]:
+    if isinstance(c, str):
+        return {"algorithm": "sha256", "digest": c}
+    if isinstance(c, Mapping):
+        return {"algorithm": str(c["algorithm"]), "digest": str(c["digest"])}
+    return {"algorithm": str(c.algorithm), "digest": str(c.digest)}
+
+
+def blob_entry_record(
+    blob_refs: list[dict[str, Any]],
+    schema_uri: str,
+    *,
+    name: str,
+    checksums: list[Any] | None = None,
+    metadata_schema_ref: str | None = None,
+    content_metadata: Mapping[str, Any] | None = None,
+    **meta: Any,
+) -> dict[str, Any]:
+    """A ``storageBlobs`` entry record over uploaded blob refs (see ``DatasetPublisher.publish_with_blob_refs``).
+
+    Raises:
+        PublishError: ``checksums`` and ``blob_refs`` differ in length, or a ref is not a blob.
+    """
+    if isinstance(blob_refs, ShardUploadResult):  # the URLs themselves: use the refs and sums they carry
+        if checksums is None:
+            checksums = [blob_refs.checksums.get(u) or "" for u in blob_refs]
+        blob_refs = blob_refs.blob_refs
+    if checksums and len(checksums) != len(blob_refs):
+        raise PublishError(
+            f"publish_with_blob_refs: {len(checksums)} checksums for {len(blob_refs)} blob refs; pass one per ref"
+        )
+    blobs = []
+    for i, ref in enumerate(blob_refs):
+        if not (isinstance(ref, Mapping) and isinstance(ref.get("ref"), Mapping) and "$link" in ref["ref"]):
+            raise PublishError(
+                f"publish_with_blob_refs: blob_refs[{i}] is not a blob ref ({{'$type': 'blob', 'ref': {{'$link': "
+                f"cid}}, 'mimeType', 'size'}}, as Atmosphere.upload_blob returns); got {ref!r:.80}"
+            )
+        c = _checksum(checksums[i]) if checksums and checksums[i] else dict(NO_CHECKSUM)
+        blobs.append({"blob": dict(ref), "checksum": c})
+    storage = {"$type": f"{COLLECTIONS['entry'].rsplit('.', 1)[0]}.storageBlobs", "blobs": blobs}
+    rec = entry_record(name=name, schema_uri=schema_uri, storage=storage, **meta)
+    if metadata_schema_ref:
+        rec["metadataSchemaRef"] = metadata_schema_ref
+    if content_metadata:
+        rec["contentMetadata"] = dict(content_metadata)
+    rec["createdAt"] = rec.get("createdAt") or now_iso()
+    return rec

@@ -21,6 +21,7 @@ import tempfile
 from typing import Any
 
 from ..errors import PublishError
+from ._blobstore import blob_entry_record
 from ._client import Atmosphere
 from ._lex_base import COLLECTIONS, AtUri
 from ._lex_lens import CodeRef, lens_record
@@ -181,6 +182,48 @@ class DatasetPublisher:
             endpoint=endpoint,
             region=region,
             **meta,
+        )
+
+    def publish_with_blob_refs(
+        self,
+        blob_refs: list[dict[str, Any]],
+        schema_uri: str,
+        *,
+        name: str,
+        description: str | None = None,
+        tags: list[str] | None = None,
+        license: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        metadata_schema_ref: str | None = None,
+        content_metadata: dict[str, Any] | None = None,
+        checksums: list[Any] | None = None,
+        rkey: str | None = None,
+    ) -> AtUri:
+        """Publish an entry over blobs already uploaded (``PDSBlobStore.write_shards(ds).blob_refs``).
+
+        ``checksums``: one per ref (``{"algorithm", "digest"}`` dicts or objects, or sha256 hex strings); without
+        them the sha256 sums a ``ShardUploadResult`` carries are used, else the original's placeholder.
+
+        Raises:
+            PublishError: a length mismatch, ``rkey``, or the PDS refused the record.
+        """
+        _no_rkey(rkey, "DatasetPublisher.publish_with_blob_refs")
+        return AtUri.parse(
+            self.client.create_record(
+                COLLECTIONS["entry"],
+                blob_entry_record(
+                    blob_refs,
+                    schema_uri,
+                    name=name,
+                    description=description,
+                    tags=tags,
+                    license=license,
+                    metadata=metadata,
+                    metadata_schema_ref=metadata_schema_ref,
+                    content_metadata=content_metadata,
+                    checksums=checksums,
+                ),
+            )
         )
 
     def publish_with_blobs(

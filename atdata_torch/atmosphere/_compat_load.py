@@ -151,6 +151,20 @@ class DatasetLoader(_Loader):
         meta = self.get(uri).get("metadata")
         return dict(meta) if isinstance(meta, dict) else None
 
+    def get_metadata_typed(self, uri: str | AtUri) -> dict[str, Any] | None:
+        """As :meth:`get_metadata` (deviation: a plain dict, not the original's ``DatasetMetadata``)."""
+        return self.get_metadata(uri)
+
+    def get_content_metadata(self, uri: str | AtUri) -> dict[str, Any] | None:
+        """The entry's ``contentMetadata``, if any."""
+        meta = self.get(uri).get("contentMetadata")
+        return dict(meta) if isinstance(meta, dict) else None
+
+    def get_metadata_schema_ref(self, uri: str | AtUri) -> str | None:
+        """The entry's ``metadataSchemaRef`` (an at-uri), if any."""
+        ref = self.get(uri).get("metadataSchemaRef")
+        return str(ref) if ref is not None else None
+
     def to_dataset(self, uri: str | AtUri, sample_type: type) -> Any:
         """A ``Dataset[sample_type]`` over every shard of the entry (blob checksums verified on download)."""
         rec = self._parsed(uri)
