@@ -105,6 +105,16 @@ if _TYPE_CHECKING:
     from .sources.url import URLSource
     from .writer import ShardWriter, build_index, write_samples
 
+if _TYPE_CHECKING:  # search (c17s)
+    from .search import (
+        AppViewSearchBackend,
+        LocalSearchBackend,
+        SearchAggregator,
+        SearchBackend,
+        SearchResult,
+        SearchResults,
+    )
+
 if _TYPE_CHECKING:  # manifests and queries (c17m)
     from .manifest import (
         ManifestBuilder,
@@ -202,6 +212,17 @@ _LAZY.update(
         "log_operation": ("._logging", "log_operation"),
     }
 )
+# --- issue 17 (c17s): search, the original's remaining top-level names
+_LAZY.update(
+    {
+        "SearchResult": (".search", "SearchResult"),
+        "SearchResults": (".search", "SearchResults"),
+        "SearchBackend": (".search", "SearchBackend"),
+        "AppViewSearchBackend": (".search", "AppViewSearchBackend"),
+        "LocalSearchBackend": (".search", "LocalSearchBackend"),
+        "SearchAggregator": (".search", "SearchAggregator"),
+    }
+)
 # Submodules reachable as attributes before their first import (``atd.nodes`` imports torchdata.nodes).
 _LAZY_MODULES = ("nodes", "atmosphere")
 # Submodules that share their name with a function of the API: ``atd.collate`` and ``atd.lens`` are the functions.
@@ -225,6 +246,7 @@ __all__ = [
     "AbstractDataStore",
     "AppViewError",
     "AppViewRequiredError",
+    "AppViewSearchBackend",
     "AppViewUnavailableError",
     "AtdataError",
     "AuthError",
@@ -255,6 +277,7 @@ __all__ = [
     "LoaderStateError",
     "LoaderStats",
     "LocalDiskStore",
+    "LocalSearchBackend",
     "LocalSource",
     "ManifestBuilder",
     "ManifestField",
@@ -281,6 +304,10 @@ __all__ = [
     "SampleKeyError",
     "SampleLocation",
     "SchemaError",
+    "SearchAggregator",
+    "SearchBackend",
+    "SearchResult",
+    "SearchResults",
     "ShardCache",
     "ShardError",
     "ShardFormatError",

@@ -215,7 +215,32 @@ class LensPutterError(AtdataError, NotImplementedError):
 
 
 class SchemaError(AtdataError, TypeError):
-    """A sample type or a value does not fit the schema (bad annotation, object array, wrong dtype)."""
+    """A sample type or a value does not fit the schema (bad annotation, object array, wrong dtype).
+
+    Takes our ``SchemaError(message, shard=..., key=..., field=...)`` or the original's
+    ``SchemaError(sample_type_name, expected_fields, actual_fields)`` (a field mismatch; the message lists the
+    missing and unexpected fields).
+    """
+
+    def __init__(
+        self, message: str, expected_fields: list[str] | None = None, actual_fields: list[str] | None = None, **kw: Any
+    ) -> None:
+        self.sample_type_name: str = message
+        self.expected_fields: list[str] = list(expected_fields or [])
+        self.actual_fields: list[str] = list(actual_fields or [])
+        if expected_fields is not None or actual_fields is not None:
+            message = _schema_message(message, self.expected_fields, self.actual_fields)
+        super().__init__(message, **kw)
+
+
+def _schema_message(name: str, expected: list[str], actual: list[str]) -> str:
+    """The original atdata's field-mismatch text, with the fix."""
+    missing, extra = sorted(set(expected) - set(actual)), sorted(set(actual) - set(expected))
+    lines = [f"Schema mismatch for {name}"]
+    lines += [f"  Missing fields: {', '.join(missing)}"] if missing else []
+    lines += [f"  Unexpected fields: {', '.join(extra)}"] if extra else []
+    lines += ["", f"Expected: {', '.join(sorted(expected))}", f"Got:      {', '.join(sorted(actual))}"]
+    return "\n".join([*lines, "Fix: read with a sample type whose fields match the data, or rewrite the data."])
 
 
 class SourceError(ShardError, OSError):

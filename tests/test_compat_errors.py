@@ -143,3 +143,23 @@ def test_an_unknown_shard_of_a_concat_source_is_a_key_error() -> None:
     with pytest.raises(KeyError) as info:
         both.open_shard("c.tar")
     assert isinstance(info.value, atdata.ShardNotFoundError) and "none of the concatenated" in str(info.value)
+
+
+# --- issue 17 (c17s): the original's SchemaError(name, expected_fields, actual_fields)
+def test_schema_error_takes_the_originals_field_mismatch_form() -> None:
+    err = atdata.SchemaError("ImageSample", ["image", "label"], ["image", "caption"])
+    assert err.sample_type_name == "ImageSample"
+    assert err.expected_fields == ["image", "label"] and err.actual_fields == ["image", "caption"]
+    text = str(err)
+    assert text.startswith("Schema mismatch for ImageSample")
+    assert "Missing fields: label" in text and "Unexpected fields: caption" in text
+    assert "Expected: image, label" in text and "Got:      caption, image" in text
+    assert isinstance(err, TypeError) and isinstance(err, atdata.AtdataError)
+
+
+def test_schema_error_keeps_our_message_form() -> None:
+    err = atdata.SchemaError("field 'x' is an object array", field="x", shard="a.tar")
+    assert err.expected_fields == [] and err.actual_fields == []
+    assert str(err) == "field 'x' is an object array [shard=a.tar field=x]"
+    with pytest.raises(atdata.SchemaError, match="Schema mismatch for T"):
+        raise atdata.SchemaError("T", ["a"], None)
