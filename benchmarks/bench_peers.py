@@ -21,8 +21,18 @@ to first batch, peer / ours (> 1: we are faster).
     uv run --group bench python benchmarks/bench_peers.py                     # full size (bench_read's counts)
     uv run --group bench python benchmarks/bench_peers.py --scale 0.05 --repeat 1 --shapes small --workers 0
 
-Remote columns (HTTP and S3 against MosaicML and LitData streaming from the same server) are not here yet: see
-``bench_remote.py`` for ours against webdataset.
+Remote columns (``--remote http s3``; ``--no-local`` skips the local table): ours, webdataset, MosaicML (MDS,
+``remote=`` + a ``local`` cache dir) and LitData (optimized chunks, ``s3://`` ``input_dir`` + ``cache_dir``) stream
+the same samples from one loopback server in a process of its own: bench_remote.py's HTTP server serving every
+system's files, or one moto S3 server (fake credentials) holding every system's files in one bucket. Same passes as
+locally (interleaved, best of ``--repeat``, time to first batch, peak RSS). Caches cleared before every pass:
+MosaicML's ``local`` dir and LitData's ``cache_dir`` are fresh empty dirs for every loader; ours and webdataset keep
+none. webdataset reads http:// through its default ``pipe:curl`` and S3 through ``pipe:aws s3 cp``. n/a cells:
+MosaicML over HTTP (streaming 0.13 has no http(s) downloader: s3, gs, oci, azure, dbfs, hf, sftp, alipan only) and
+LitData over HTTP (0.2.76 streams from s3/gs/azure/hf/r2 only). LitData over moto needs ``allow_http`` set on its
+obstore client (no LitData option for it); the benchmark sets it.
+
+    uv run --group bench python benchmarks/bench_peers.py --remote http s3 --no-local --scale 0.02 --repeat 1
 
 Not part of the test run.
 """
