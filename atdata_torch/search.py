@@ -21,6 +21,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+from .atmosphere import DESCRIBE_SERVICE, SEARCH_DATASETS, dataset_search_params
 from .errors import ConfigError
 
 __all__ = [
@@ -35,8 +36,6 @@ __all__ = [
 log = logging.getLogger("atdata_torch")
 
 #: The app view endpoint the original queries (``science.alt.dataset.searchDatasets``).
-_SEARCH_NSID = "science.alt.dataset.searchDatasets"
-_DESCRIBE_NSID = "science.alt.dataset.describeService"
 
 
 @dataclass
@@ -150,11 +149,10 @@ class AppViewSearchBackend:
             AppViewRequiredError: The client has no app view configured.
             AppViewUnavailableError: The app view cannot be reached.
         """
-        params: dict[str, Any] = {"limit": min(_check_limit(limit), 100)}
-        for key, value in (("q", text), ("tags", tags), ("schemaRef", schema_ref), ("repo", repo), ("cursor", cursor)):
-            if value is not None:
-                params[key] = value
-        result = self._atmo.xrpc_query(_SEARCH_NSID, params=params)
+        params = dataset_search_params(
+            text, tags=tags, schema_ref=schema_ref, repo=repo, limit=_check_limit(limit), cursor=cursor
+        )
+        result = self._atmo.xrpc_query(SEARCH_DATASETS, params=params)
         items = [
             SearchResult(
                 uri=str(e.get("uri", "")),
@@ -172,7 +170,7 @@ class AppViewSearchBackend:
     def health_check(self) -> bool:
         """``True`` when the app view answers ``describeService``."""
         try:
-            self._atmo.xrpc_query(_DESCRIBE_NSID)
+            self._atmo.xrpc_query(DESCRIBE_SERVICE)
         except Exception as exc:  # any failure means "not healthy", as in the original
             log.info("atdata_torch: app view health check failed: %s", exc)
             return False

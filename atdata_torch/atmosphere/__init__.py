@@ -15,7 +15,7 @@ Example (needs a PDS; the tests run one on loopback)::
 
 from __future__ import annotations
 
-from ._appview import PUBLISH_PROCEDURES
+from ._appview import DESCRIBE_SERVICE, PUBLISH_PROCEDURES, SEARCH_DATASETS, dataset_search_params
 from ._blobs import BlobSource
 from ._blobstore import PDSBlobStore, ShardUploadResult
 from ._client import Atmosphere, parse_name
@@ -90,7 +90,10 @@ __all__ = [
     "LexCodeHash",
     "LexLensVerification",
     "PDSBlobStore",
+    "DESCRIBE_SERVICE",
     "PUBLISH_PROCEDURES",
+    "SEARCH_DATASETS",
+    "dataset_search_params",
     "ShardUploadResult",
     "VerificationLoader",
     "VerificationPublisher",

@@ -27,7 +27,15 @@ from ._lex_base import NS
 if TYPE_CHECKING:
     from ._xrpc import XrpcRepo
 
-__all__ = ["PUBLISH_PROCEDURES", "AppViewMixin", "did_web_to_url", "url_to_did_web"]
+__all__ = [
+    "DESCRIBE_SERVICE",
+    "PUBLISH_PROCEDURES",
+    "SEARCH_DATASETS",
+    "AppViewMixin",
+    "dataset_search_params",
+    "did_web_to_url",
+    "url_to_did_web",
+]
 
 A = TypeVar("A", bound="AppViewMixin")
 
@@ -64,6 +72,32 @@ def _httpx() -> Any:
     import httpx
 
     return httpx
+
+
+SEARCH_DATASETS = f"{NS}.searchDatasets"
+DESCRIBE_SERVICE = f"{NS}.describeService"
+
+
+def dataset_search_params(
+    q: str | None,
+    *,
+    tags: list[str] | None = None,
+    schema_ref: str | None = None,
+    repo: str | None = None,
+    limit: int = 25,
+    cursor: str | None = None,
+) -> dict[str, Any]:
+    """The query parameters of ``science.alt.dataset.searchDatasets`` (``limit`` capped at the AppView's 100).
+
+    Example:
+        >>> dataset_search_params("mnist", tags=["vision"], limit=500)
+        {'limit': 100, 'q': 'mnist', 'tags': ['vision']}
+    """
+    params: dict[str, Any] = {"limit": min(limit, 100)}
+    for key, value in (("q", q), ("tags", tags), ("schemaRef", schema_ref), ("repo", repo), ("cursor", cursor)):
+        if value is not None:
+            params[key] = value
+    return params
 
 
 class AppViewMixin:
@@ -210,11 +244,8 @@ class AppViewMixin:
         Raises:
             AppViewRequiredError: no AppView is configured.
         """
-        params: dict[str, Any] = {"q": q, "limit": min(limit, 100)}
-        for key, value in (("tags", tags), ("schemaRef", schema_ref), ("repo", repo)):
-            if value is not None:
-                params[key] = value
-        return list(self.xrpc_query(f"{NS}.searchDatasets", params=params).get("entries", []))
+        params = dataset_search_params(q, tags=tags, schema_ref=schema_ref, repo=repo, limit=limit)
+        return list(self.xrpc_query(SEARCH_DATASETS, params=params).get("entries", []))
 
     def search_lenses(
         self, *, source_schema: str | None = None, target_schema: str | None = None, limit: int = 25
@@ -232,7 +263,7 @@ class AppViewMixin:
 
     def describe_service(self) -> dict[str, Any]:
         """The AppView's description (``did``, ``availableCollections``, ``recordCount``, ``analytics``)."""
-        return self.xrpc_query(f"{NS}.describeService")
+        return self.xrpc_query(DESCRIBE_SERVICE)
 
     def get_entries(self, uris: list[str]) -> list[dict[str, Any]]:
         """Up to 25 dataset entries in one call (``science.alt.dataset.getEntries``).
