@@ -13,7 +13,7 @@ from typing import Any
 
 from ._reader import Buffer
 from ._sidecar import ShardIndex, scan, stale_error
-from ._tarheader import BLOCK, verify_headers
+from ._tarheader import BLOCK
 from .errors import AtdataError, ShardFormatError
 from .sources import DataSource, LocalSource
 from .sources._base import Filling
@@ -158,16 +158,9 @@ class ShardIndexes:
         """Whether a sidecar describes ``buf`` (O(1); with ``headers``, also every payload's tar header, in one
         vectorized pass); logs a warning when it does not."""
         why = idx.stale(buf)
-        offsets, sizes = idx.payload_offsets, idx.payload_sizes
-        if (
-            why is None
-            and headers
-            and offsets is not None
-            and sizes is not None
-            and isinstance(buf, (bytes, memoryview))
-        ):
+        if why is None and headers and idx.payload_offsets is not None and isinstance(buf, (bytes, memoryview)):
             try:
-                verify_headers(buf, [o - BLOCK for o in offsets], sizes, shard)
+                idx.verify(buf, shard)
             except ShardFormatError as exc:
                 why = exc.message
         if why is None:

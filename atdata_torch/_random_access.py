@@ -43,7 +43,7 @@ import numpy as np
 from torch.utils.data import Dataset as TorchDataset
 
 from ._decode import _SAMPLE_CONTEXT, decode_record
-from ._reader import Record, read_record
+from ._reader import Record, read_indexed, read_record
 from .errors import RandomAccessError, SampleIndexError, ShardFormatError
 from .sources import LocalSource
 from .sources._capabilities import Buffered, RangeReading
@@ -286,8 +286,8 @@ class RandomAccess:
         s = bisect.bisect_right(self.starts, pos) - 1
         ix = self.indexes[s]
         k = pos - self.starts[s]
-        off, length = ix.offsets[k], ix.lengths[k]
-        data = self.fetcher.read(self.shards[s], off, off + length)
+        off, end = _span(ix, k)
+        data = self.fetcher.read(self.shards[s], off, end)
         return self._sample(self._record(data, off, s, k), pos)
 
     def get_many(self, key: Any) -> list[Any]:
@@ -309,7 +309,7 @@ class RandomAccess:
                 gap, span = (REMOTE_GAP, REMOTE_SPAN) if remote else (LOCAL_GAP, LOCAL_SPAN)
             ix = self.indexes[s]
             k = p - self.starts[s]
-            off, end = ix.offsets[k], ix.offsets[k] + ix.lengths[k]
+            off, end = _span(ix, k)
             last = runs[-1] if runs else None
             if last is not None and last[0] == s and off - last[2] <= gap and end - last[1] <= span:
                 last[3].append((k, p))
@@ -321,14 +321,16 @@ class RandomAccess:
         for (s, lo, _, members), data in zip(runs, datas, strict=True):
             ix = self.indexes[s]
             for k, p in members:
-                off = ix.offsets[k]
-                piece = data[off - lo : off - lo + ix.lengths[k]]
+                off, end = _span(ix, k)
+                piece = data[off - lo : end - lo]
                 samples.append(self._sample(self._record(piece, off, s, k), p))
         return [samples[j] for j in inverse.tolist()]
 
     def _record(self, data: memoryview, off: int, s: int, k: int) -> Record:
         ix = self.indexes[s]
         shard, length = self.shards[s], ix.lengths[k]
+        if ix.packed:
+            return read_indexed(_OffsetView(data, off), shard, ix, k)
         if len(data) < length:
             raise ShardFormatError(
                 f"sample {ix.keys[k]!r} lies in bytes [{off}, {off + length}) by the shard's index, but the shard "
@@ -423,13 +425,13 @@ class MapDataset(TorchDataset[T], Generic[T]):
 def get_by_key(ds: Any, key: str) -> Any:
     """``Dataset.get``: the sample with this key, found through the shard indexes."""
     from ._pipeline import decode_record
-    from ._reader import read_record
+    from ._reader import read_indexed
     from .errors import SampleKeyError
 
     for shard, idx in zip(ds.list_shards(), ds.shard_indexes(), strict=True):
         if key in idx.keys:
             i = idx.keys.index(key)
-            rec = read_record(ds._buffer(shard), shard, idx.offsets[i], idx.lengths[i])
+            rec = read_indexed(ds._buffer(shard), shard, idx, i)
             sample = decode_record(rec, ds._decode_type)
             for kind, fn in ds._stages:
                 if kind == "filter":
@@ -439,3 +441,11 @@ def get_by_key(ds: Any, key: str) -> Any:
                     sample = fn(sample)
             return sample
     raise SampleKeyError(key)
+
+
+def _span(ix: Any, k: int) -> tuple[int, int]:
+    """The bytes to read for sample ``k`` of a shard: its record, or its pair in a packed shard."""
+    if ix.packed:
+        return cast(tuple[int, int], ix.pair_span(k))
+    off = ix.offsets[k]
+    return off, off + ix.lengths[k]

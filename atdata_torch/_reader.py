@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from typing import IO, NamedTuple
+from typing import IO, Any, NamedTuple
 
+from ._packed import PACKED_EXT, PAYLOAD_EXT, read_pair, split
 from ._tar import iter_members, read_member_stream
 from ._tarheader import Sliceable
 from .errors import ShardFormatError
@@ -25,6 +26,7 @@ class Record(NamedTuple):
     length: int
     members: dict[str, Buffer]
     data_offset: int = 0  # where the last member's data starts (the payload, for one-member samples)
+    packed: bool = False  # a sample of a packed member (``<key>.msgpacks``): offset and length are the member's
 
 
 def split_name(name: str) -> tuple[str, str] | None:
@@ -63,7 +65,12 @@ def _group(members: Iterator[tuple[str, int, int, Buffer]], shard: str) -> Itera
             k, ext = parts
             if k != key:
                 if key is not None:
-                    yield Record(shard, key, offset, end - offset, group, data_at)
+                    if PACKED_EXT in group:
+                        done = (key, offset, end - offset, group, data_at)
+                        key, offset, group = k, header_offset, {}  # not yielded again if it raises
+                        yield from _unpack(shard, *done)
+                    else:
+                        yield Record(shard, key, offset, end - offset, group, data_at)
                 key, offset, group = k, header_offset, {}
             elif ext in group:
                 raise ShardFormatError(
@@ -79,10 +86,30 @@ def _group(members: Iterator[tuple[str, int, int, Buffer]], shard: str) -> Itera
     except ShardFormatError:
         # The samples before the damage are intact: hand over the pending one before the error.
         if key is not None and group:
-            yield Record(shard, key, offset, end - offset, group, data_at)
+            yield from _unpack(shard, key, offset, end - offset, group, data_at)
         raise
     if key is not None:
-        yield Record(shard, key, offset, end - offset, group, data_at)
+        yield from _unpack(shard, key, offset, end - offset, group, data_at)
+
+
+def _unpack(shard: str, key: str, offset: int, length: int, group: dict[str, Buffer], data_at: int) -> Iterator[Record]:
+    """The record of one group of members, or, for a packed member, one record per sample it holds (see
+    ``atdata_torch._packed``): each with the member's offset and length, its payload as the ``msgpack`` member."""
+    data = group.get(PACKED_EXT)
+    if data is None:
+        yield Record(shard, key, offset, length, group, data_at)
+        return
+    if len(group) != 1:
+        others = ", ".join(sorted("." + e for e in group if e != PACKED_EXT))[:200]
+        raise ShardFormatError(
+            f"sample {key[:200]!r} has a packed .{PACKED_EXT} member and other members ({others}): a packed member "
+            "holds whole samples and stands alone; re-write the shard with atd.write_samples(..., pack=N)",
+            shard=shard,
+            key=key[:200],
+            offset=offset,
+        )
+    for k, at, payload in split(memoryview(data), shard, key, data_at):
+        yield Record(shard, k, offset, length, {PAYLOAD_EXT: payload}, at, True)
 
 
 def iter_records(buf: Sliceable, shard: str, start: int = 0, end: int | None = None) -> Iterator[Record]:
@@ -100,12 +127,14 @@ def iter_records(buf: Sliceable, shard: str, start: int = 0, end: int | None = N
     )
 
 
-def read_record(buf: Sliceable, shard: str, offset: int, length: int) -> Record:
+def read_record(buf: Sliceable, shard: str, offset: int, length: int, key: str | None = None) -> Record:
     """Read the one record stored in ``[offset, offset + length)`` (a range taken from a shard index).
 
-    The headers in that range are parsed and checked; see :func:`indexed_record` for the header-free path.
+    The headers in that range are parsed and checked. A packed member holds many records: ``key`` picks one.
     """
     recs = list(iter_records(buf, shard, offset, offset + length))
+    if key is not None and len(recs) > 1 and recs[0].packed:
+        recs = [r for r in recs if r.key == key]
     if len(recs) != 1:
         raise ShardFormatError(
             f"the shard index points at {len(recs)} samples in bytes [{offset}, {offset + length}) instead of 1: "
@@ -124,6 +153,25 @@ def read_record(buf: Sliceable, shard: str, offset: int, length: int) -> Record:
             offset=offset,
         )
     return rec
+
+
+def read_indexed(buf: Sliceable, shard: str, ix: Any, i: int) -> Record:
+    """Sample ``i`` of a shard by its index ``ix`` (a ``ShardIndex``): the bytes of its packed pair (checked to be
+    its key's) in a packed shard, else its record's range (headers checked, see :func:`read_record`)."""
+    if not ix.packed:
+        return read_record(buf, shard, ix.offsets[i], ix.lengths[i])
+    lo, hi = ix.pair_span(i)
+    if hi > len(buf):
+        raise ShardFormatError(
+            f"sample {ix.keys[i][:200]!r} lies in bytes [{lo}, {hi}) by the shard's index, but the shard has "
+            f"{len(buf)} bytes: the shard is truncated or its index sidecar is stale; rebuild the sidecar with "
+            "atd.build_index() (or restore the shard)",
+            shard=shard,
+            key=ix.keys[i][:200],
+            offset=lo,
+        )
+    payload = read_pair(memoryview(buf[lo:hi]), shard, ix.keys[i], lo)  # type: ignore[arg-type]
+    return Record(shard, ix.keys[i], ix.offsets[i], ix.lengths[i], {PAYLOAD_EXT: payload}, hi - len(payload), True)
 
 
 def iter_records_stream(fileobj: IO[bytes], shard: str) -> Iterator[Record]:

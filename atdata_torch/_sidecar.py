@@ -16,14 +16,25 @@ from typing import Annotated, Any
 import msgspec
 import numpy as np
 
+from . import _packed
 from ._reader import Buffer, iter_records, split_name
 from ._tar import iter_members
-from ._tarheader import BLOCK, MAX_OFFSET, ZERO_BLOCK, Sliceable, _check_checksum, _first_nonzero, _name_of
+from ._tarheader import (
+    BLOCK,
+    MAX_OFFSET,
+    ZERO_BLOCK,
+    Sliceable,
+    _check_checksum,
+    _first_nonzero,
+    _name_of,
+    verify_headers,
+)
 from .errors import ShardFormatError
 
 SIDECAR_SUFFIX = ".idx.json"
 FORMAT = "atdata-torch-shard-index"
 VERSION = 1
+PACKED_VERSION = 2  # a packed shard's sidecar (its per-sample lists in compact form): version-1 readers refuse it
 _Offset = Annotated[int, msgspec.Meta(ge=0, le=MAX_OFFSET)]
 _Wait = Callable[[int], object]  # a segmented download's wait(end): blocks until bytes [0, end) are in
 
@@ -43,6 +54,9 @@ class ShardIndex:
         payload_ext: When every sample is one member with this extension (``"msgpack"`` for atdata shards),
             the extension; ``payload_offsets`` / ``payload_sizes`` then locate each member's data, so that
             readers need not parse tar headers per sample.
+        packed: The shard is in the compact layout (``write_samples(..., pack=N)``, see ``atdata_torch._packed``):
+            a sample's ``offsets`` / ``lengths`` are those of the packed member holding it, and its payload
+            (``payload_ext`` ``"msgpack"``) lies inside that member.
     """
 
     count: int
@@ -56,6 +70,7 @@ class ShardIndex:
     payload_offsets: list[int] | None = None
     payload_sizes: list[int] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    packed: bool = False
 
     def slice(self, lo: int, hi: int) -> ShardIndex:
         """The index of samples ``[lo, hi)`` of this shard (same shard size and digest)."""
@@ -73,12 +88,38 @@ class ShardIndex:
             payload_offsets=self.payload_offsets[lo:hi] if self.payload_offsets is not None else None,
             payload_sizes=self.payload_sizes[lo:hi] if self.payload_sizes is not None else None,
             extra=self.extra,
+            packed=self.packed,
         )
 
+    def pair_span(self, i: int) -> tuple[int, int]:
+        """The bytes of sample ``i``'s ``[key, payload]`` pair in a packed shard (its payload and the header before)."""
+        assert self.payload_offsets is not None and self.payload_sizes is not None
+        key, p, size = self.keys[i], self.payload_offsets[i], self.payload_sizes[i]
+        return p - _packed.header_length(len(key.encode("utf-8")), size), p + size
+
     def to_json(self) -> bytes:
-        """Serialize (compact JSON)."""
+        """Serialize (compact JSON; a packed shard's per-sample lists in compact form, as sidecar version 2)."""
         d = {"format": FORMAT, "version": VERSION, **asdict(self)}
+        del d["packed"]
+        if self.packed:
+            d.update(version=PACKED_VERSION, packed=self._compact())
+            for name in ("keys", "offsets", "lengths", "payload_offsets", "payload_sizes"):
+                del d[name]
         return json.dumps(d, separators=(",", ":")).encode()
+
+    def _compact(self) -> dict[str, Any]:
+        """The per-sample lists of a packed index, stored compactly: member offsets and sample counts, the keys as a
+        range when they are the writer's default ones, the payload sizes; payload offsets and member lengths are
+        left out when they follow from those (our writer's layout), else stored."""
+        starts, counts = _packed.members(self.offsets)
+        rng = _packed.key_range(self.keys)
+        doc: dict[str, Any] = {"members": starts, "counts": counts, "sizes": self.payload_sizes}
+        doc["keys"] = {"start": rng[0], "width": rng[1]} if rng is not None else self.keys
+        if self.count:
+            _, lens, poffs = _packed.derive(starts, counts, self.keys, self.payload_sizes or [])
+            if lens.tolist() != self.lengths or poffs.tolist() != self.payload_offsets:
+                doc.update(lengths=self.lengths, payload_offsets=self.payload_offsets)
+        return doc
 
     @classmethod
     def from_json(cls, data: bytes, shard: str) -> ShardIndex:
@@ -93,21 +134,24 @@ class ShardIndex:
             raise _invalid(shard, str(exc)) from None
         if doc.format != FORMAT:
             raise _invalid(shard, f"its format is {doc.format[:60]!r}, expected {FORMAT!r}")
-        if doc.version > VERSION:
+        if doc.version > PACKED_VERSION or (doc.version > VERSION) != (doc.packed is not None):
             raise _invalid(shard, f"its version {doc.version} is newer than this atdata_torch understands")
-        idx = cls(
-            count=doc.count,
-            keys=doc.keys,
-            offsets=doc.offsets,
-            lengths=doc.lengths,
-            size=doc.size,
-            sha256=doc.sha256,
-            schema_id=doc.schema_id,
-            payload_ext=doc.payload_ext,
-            payload_offsets=doc.payload_offsets if doc.payload_ext is not None else None,
-            payload_sizes=doc.payload_sizes if doc.payload_ext is not None else None,
-            extra=doc.extra,
-        )
+        if doc.packed is not None:
+            idx = _expand(doc, shard)
+        else:
+            idx = cls(
+                count=doc.count,
+                keys=doc.keys,
+                offsets=doc.offsets,
+                lengths=doc.lengths,
+                size=doc.size,
+                sha256=doc.sha256,
+                schema_id=doc.schema_id,
+                payload_ext=doc.payload_ext,
+                payload_offsets=doc.payload_offsets if doc.payload_ext is not None else None,
+                payload_sizes=doc.payload_sizes if doc.payload_ext is not None else None,
+                extra=doc.extra,
+            )
         problem = idx.problem()
         if problem is not None:
             raise _invalid(shard, problem)
@@ -146,6 +190,8 @@ class ShardIndex:
             return f"it has count {n} but its payload lists have other lengths"
         if has_payload and not self.payload_ext:
             return "its payload_ext is empty"
+        if self.packed and self.payload_ext != _packed.PAYLOAD_EXT:
+            return f"it is packed, but its payloads are not .{_packed.PAYLOAD_EXT} ones"
         return None
 
     def _layout_problem(self) -> str | None:
@@ -155,14 +201,20 @@ class ShardIndex:
         ends = offs + lens
         if ((offs | lens) % BLOCK).any() or (lens < BLOCK).any():
             return "its offsets and lengths are not whole 512-byte tar blocks"
-        if (offs[1:] < ends[:-1]).any():
+        if self.packed:
+            poffs = np.asarray(self.payload_offsets, dtype=np.int64)
+            psizes = np.asarray(self.payload_sizes, dtype=np.int64)
+            why = _packed.layout_problem(offs, lens, poffs, psizes)
+            if why is not None:
+                return why
+        elif (offs[1:] < ends[:-1]).any():
             return "its samples are not in increasing order without overlap"
         if int(ends[-1]) + BLOCK > self.size:
             return (
                 f"its last sample ends at byte {int(ends[-1])}, past the end-of-archive marker of a "
                 f"{self.size}-byte shard"
             )
-        if self.payload_ext is not None:
+        if self.payload_ext is not None and not self.packed:
             poffs = np.asarray(self.payload_offsets, dtype=np.int64)
             psizes = np.asarray(self.payload_sizes, dtype=np.int64)
             if (poffs % BLOCK).any() or (poffs < offs + BLOCK).any() or (poffs + psizes > ends).any():
@@ -248,13 +300,28 @@ class ShardIndex:
                 return f"there are no valid tar headers where its last sample lies (byte {at})"
             assert self.payload_offsets is not None
             p = self.payload_offsets[-1]
-            name = next((m.name for m in members if m.data_offset == p), "")
+            name = next((m.name for m in members if m.data_offset <= p < m.data_offset + max(m.size, 1)), "")
+            if not self.packed:
+                name = next((m.name for m in members if m.data_offset == p), "")
         elif hdr[156:157] in (b"0", b"\0"):
             name = _name_of(hdr)
+        ext = _packed.PACKED_EXT if self.packed else payload_ext
         parts = split_name(name) if name is not None else None
-        if name is not None and (parts is None or parts[1] != payload_ext):
-            return f"its payloads are .{payload_ext[:20]} members, the shard's last one is not"
+        if name is not None and (parts is None or parts[1] != ext):
+            return f"its payloads are .{ext[:20]} members, the shard's last one is not"
         return None
+
+    def verify(self, buf: bytes | memoryview, shard: str) -> None:
+        """Check every header this index points at against the shard's bytes (one vectorized pass): each payload's
+        tar header, or, for a packed shard, each member's tar header and the msgpack header before each payload.
+
+        Raises:
+            ShardFormatError: naming the first one that does not match.
+        """
+        if self.packed:
+            _packed.verify(buf, self, shard)
+        elif self.payload_offsets is not None and self.payload_sizes is not None:
+            verify_headers(buf, [o - BLOCK for o in self.payload_offsets], self.payload_sizes, shard)
 
     def _lead_stale(self, buf: Sliceable, wait: _Wait | None) -> str | None:
         """Whether sample members come before the first sample (see :meth:`stale`)."""
@@ -283,10 +350,10 @@ class _SidecarDoc(msgspec.Struct):
 
     format: str
     count: _Offset
-    keys: list[str]
-    offsets: list[_Offset]
-    lengths: list[_Offset]
     size: _Offset
+    keys: list[str] = msgspec.field(default_factory=list)
+    offsets: list[_Offset] = msgspec.field(default_factory=list)
+    lengths: list[_Offset] = msgspec.field(default_factory=list)
     version: Annotated[int, msgspec.Meta(ge=0, le=1 << 30)] = 0
     sha256: str = ""
     schema_id: str | None = None
@@ -294,6 +361,54 @@ class _SidecarDoc(msgspec.Struct):
     payload_offsets: list[_Offset] | None = None
     payload_sizes: list[_Offset] | None = None
     extra: dict[str, Any] = msgspec.field(default_factory=dict)
+    packed: _PackedDoc | None = None
+
+
+class _KeyRange(msgspec.Struct):
+    """Keys ``f"{start + i:0{width}d}"`` (the writer's default keys)."""
+
+    start: _Offset
+    width: Annotated[int, msgspec.Meta(ge=1, le=64)]
+
+
+class _PackedDoc(msgspec.Struct):
+    """A packed shard's per-sample lists (see :meth:`ShardIndex._compact`)."""
+
+    members: list[_Offset]
+    counts: list[Annotated[int, msgspec.Meta(ge=1, le=MAX_OFFSET)]]
+    sizes: list[_Offset]
+    keys: list[str] | _KeyRange
+    lengths: list[_Offset] | None = None
+    payload_offsets: list[_Offset] | None = None
+
+
+def _expand(doc: _SidecarDoc, shard: str) -> ShardIndex:
+    """The index a packed sidecar describes (validated by the caller)."""
+    p = doc.packed
+    assert p is not None
+    n = doc.count
+    if len(p.members) != len(p.counts) or sum(p.counts) != n or len(p.sizes) != n:
+        raise _invalid(shard, f"its packed members, counts and sizes do not add up to its {n} samples")
+    keys = p.keys if isinstance(p.keys, list) else _packed.range_keys(p.keys.start, p.keys.width, n)
+    if len(keys) != n or (p.lengths is not None and len(p.lengths) != n):
+        raise _invalid(shard, f"its packed lists do not have one entry per sample ({n})")
+    if p.payload_offsets is not None and len(p.payload_offsets) != n:
+        raise _invalid(shard, f"its packed payload offsets do not have one entry per sample ({n})")
+    offs, lens, poffs = _packed.derive(p.members, p.counts, keys, p.sizes)
+    return ShardIndex(
+        count=n,
+        keys=keys,
+        offsets=offs.tolist(),
+        lengths=p.lengths if p.lengths is not None else lens.tolist(),
+        size=doc.size,
+        sha256=doc.sha256,
+        schema_id=doc.schema_id,
+        payload_ext=doc.payload_ext,
+        payload_offsets=p.payload_offsets if p.payload_offsets is not None else poffs.tolist(),
+        payload_sizes=p.sizes,
+        extra=doc.extra,
+        packed=True,
+    )
 
 
 def _invalid(shard: str, why: str) -> ShardFormatError:
@@ -333,6 +448,7 @@ def scan(
     psizes: list[int] = []
     exts: set[str] = set()
     single = True
+    packed = False
     records = iter_records(buf, shard)
     while True:
         try:
@@ -345,6 +461,7 @@ def scan(
             salvage.append(exc)
             break
         keys.append(rec.key)
+        packed = packed or rec.packed
         offsets.append(rec.offset)
         lengths.append(rec.length)
         if single:
@@ -357,6 +474,12 @@ def scan(
                 psizes.append(len(data))
                 single = len(exts) == 1
     uniform = single and len(exts) == 1
+    if packed and not uniform:
+        raise ShardFormatError(
+            f"the shard holds packed .{_packed.PACKED_EXT} members beside samples of other members: a shard is "
+            "packed whole or not at all; re-write it with atd.write_samples(..., pack=N)",
+            shard=shard,
+        )
     return ShardIndex(
         count=len(keys),
         keys=keys,
@@ -368,4 +491,5 @@ def scan(
         payload_ext=exts.pop() if uniform else None,
         payload_offsets=poffs if uniform else None,
         payload_sizes=psizes if uniform else None,
+        packed=packed,
     )

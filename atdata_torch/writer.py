@@ -19,6 +19,7 @@ from typing import IO, Any, TypeVar
 from tqdm.auto import tqdm
 
 from ._msgpack import pack_mapping, pack_sample
+from ._packed import PACKED_EXT, pair
 from ._shards import shard_name
 from ._sidecar import SIDECAR_SUFFIX, ShardIndex
 from ._tarheader import BLOCK, RECORD
@@ -41,6 +42,11 @@ def _payload(sample: Any) -> tuple[bytes, str | None]:
     raise SchemaError(
         f"cannot write a {type(sample).__name__}: samples must be @packable instances, DictSample or dict"
     )
+
+
+def _pad(size: int) -> int:
+    """``size`` rounded up to whole 512-byte tar blocks."""
+    return size + (-size) % BLOCK
 
 
 def _padded_end(pos: int) -> int:
@@ -114,6 +120,11 @@ class ShardWriter:
         fsync: ``fsync`` each shard before the rename (default ``True``).
         manifest: Also write ``<shard>.manifest.json`` and ``.manifest.parquet`` beside each shard (atomically; needs
             the ``arrow`` extra), for ``Dataset.query()``; see :mod:`atdata_torch.manifest`.
+        pack: The compact layout for small samples: up to this many samples share one tar member
+            (``<first key>.msgpacks``), instead of one ``<key>.msgpack`` member (a 512-byte header and padding) each.
+            Every reader of this library reads it like the default layout (``len()``, ``ds[i]``, shuffling, resume);
+            the original atdata cannot (webdataset sees one opaque ``msgpacks`` field per pack). ``None`` or 1: the
+            default layout.
 
     Example:
         >>> import tempfile, os
@@ -139,8 +150,14 @@ class ShardWriter:
         sidecar: bool = True,
         fsync: bool = True,
         manifest: bool = False,
+        pack: int | None = None,
     ) -> None:
         path = os.fspath(path)
+        if pack is not None and (isinstance(pack, bool) or not isinstance(pack, int) or pack < 1):
+            raise ValueError(f"pack must be an int >= 1 (samples per tar member), got {pack!r}")
+        self._pack = pack if pack is not None and pack > 1 else None
+        self._pend: list[bytes] = []  # the pairs of the packed member being filled
+        self._pend_bytes = self._pend_first = 0
         if manifest:  # fail before writing anything when the arrow extra is missing
             from .manifest._parquet import arrow, pandas
 
@@ -170,6 +187,7 @@ class ShardWriter:
         self._offsets: list[int] = []
         self._lengths: list[int] = []
         self._sizes: list[int] = []
+        self._poffs: list[int] = []
         parent = os.path.dirname(path)
         if parent:
             os.makedirs(parent, exist_ok=True)
@@ -192,7 +210,7 @@ class ShardWriter:
         self._final = name
         self._hash = hashlib.sha256()
         self._pos = 0
-        self._keys, self._offsets, self._lengths, self._sizes = [], [], [], []
+        self._keys, self._offsets, self._lengths, self._sizes, self._poffs = [], [], [], [], []
 
     def _emit(self, data: bytes) -> None:
         assert self._file is not None
@@ -219,8 +237,8 @@ class ShardWriter:
             key = self._key(sample, self.count) if self._key is not None else f"{self.count:08d}"
         if not key or "." in key.rsplit("/", 1)[-1] or key.endswith("/"):
             raise ValueError(f"sample key {key!r} must be non-empty and have no '.' in its last path segment")
-        member = f"{key}.msgpack"
-        size = BLOCK + len(payload) + (-len(payload)) % BLOCK
+        raw, head = pair(key, payload) if self._pack else (payload, 0)
+        size = BLOCK + _pad(self._pend_bytes + len(raw)) if self._pack else BLOCK + _pad(len(payload))
         if self._file is not None and (
             (self.maxcount is not None and len(self._keys) >= self.maxcount)
             or (self.maxsize is not None and self._keys and _padded_end(self._pos + size) > self.maxsize)
@@ -232,15 +250,37 @@ class ShardWriter:
             self._manifest_add(sample, key, len(payload))
         self._keys.append(key)
         self._offsets.append(self._pos)
-        self._lengths.append(size)
         self._sizes.append(len(payload))
-        self._emit(ustar_header(member, len(payload)))
-        self._emit(payload)
-        pad = (-len(payload)) % BLOCK
-        if pad:
-            self._emit(bytes(pad))
+        if self._pack:
+            if not self._pend:
+                self._pend_first = len(self._keys) - 1
+            self._poffs.append(self._pos + BLOCK + self._pend_bytes + head)
+            self._pend.append(raw)
+            self._pend_bytes += len(raw)
+            if len(self._pend) >= self._pack:
+                self._flush()
+        else:
+            self._lengths.append(size)
+            self._poffs.append(self._pos + BLOCK)
+            self._emit(ustar_header(f"{key}.msgpack", len(payload)))
+            self._emit(payload)
+            if size - BLOCK > len(payload):
+                self._emit(bytes(size - BLOCK - len(payload)))
         self.count += 1
         return key
+
+    def _flush(self) -> None:
+        """Write the packed member being filled (see ``pack``)."""
+        if not self._pend:
+            return
+        data = b"".join(self._pend)
+        length = BLOCK + _pad(len(data))
+        self._lengths.extend([length] * (len(self._keys) - self._pend_first))
+        self._emit(ustar_header(f"{self._keys[self._pend_first]}.{PACKED_EXT}", len(data)))
+        self._emit(data)
+        if length - BLOCK > len(data):
+            self._emit(bytes(length - BLOCK - len(data)))
+        self._pend, self._pend_bytes = [], 0
 
     def _manifest_add(self, sample: Any, key: str, size: int) -> None:
         if self._builder is None:
@@ -252,6 +292,7 @@ class ShardWriter:
     def _finish(self) -> None:
         f, tmp = self._file, self._tmp
         assert f is not None and tmp is not None
+        self._flush()
         self._emit(end_of_archive(self._pos))
         f.flush()
         if self._fsync:
@@ -270,8 +311,9 @@ class ShardWriter:
                 sha256=self._hash.hexdigest(),
                 schema_id=self._schema if isinstance(self._schema, str) else None,
                 payload_ext="msgpack",
-                payload_offsets=[o + BLOCK for o in self._offsets],
+                payload_offsets=self._poffs,
                 payload_sizes=self._sizes,
+                packed=self._pack is not None,
             )
             _atomic_write(self._final + SIDECAR_SUFFIX, idx.to_json())
         if self._builder is not None:
@@ -288,6 +330,7 @@ class ShardWriter:
 
     def abort(self) -> None:
         """Drop the shard being written (its temp file is removed); finished shards stay."""
+        self._pend, self._pend_bytes = [], 0
         if self._file is not None:
             self._file.close()
             self._file = None
@@ -324,6 +367,7 @@ def write_samples(
     progress: bool | None = None,
     manifest: bool = False,
     content_metadata: Any = None,
+    pack: int | None = None,
 ) -> Any:
     """Write samples to shard(s) and return a ``Dataset`` over them (typed like the first sample).
 
@@ -341,6 +385,8 @@ def write_samples(
         manifest: Write per-shard manifests for ``Dataset.query()`` (see :class:`ShardWriter`).
         content_metadata: Dataset-level metadata (a ``@packable`` instance, a DictSample or a dict), kept on the
             returned dataset as ``.content_metadata`` (in memory, as the original atdata).
+        pack: The compact layout for small samples: this many samples per tar member (see :class:`ShardWriter`;
+            the original atdata cannot read it).
 
     With only one of ``maxcount`` / ``maxsize``, the other takes the original's default (100000 samples, 3e9
     bytes).
@@ -366,7 +412,9 @@ def write_samples(
     maxcount, maxsize = default_limits(maxcount, maxsize)
     total = len(samples) if hasattr(samples, "__len__") else None  # type: ignore[arg-type]
     first_type: type | None = None
-    with ShardWriter(path, maxcount=maxcount, maxsize=maxsize, key=key, sidecar=sidecar, manifest=manifest) as w:
+    with ShardWriter(
+        path, maxcount=maxcount, maxsize=maxsize, key=key, sidecar=sidecar, manifest=manifest, pack=pack
+    ) as w:
         bar = tqdm(
             samples,
             total=total,

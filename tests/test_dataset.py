@@ -696,11 +696,11 @@ def test_the_first_batch_waits_for_one_shard_header_check(
 ) -> None:
     # A pass's order needs every shard's count (from the sidecars, O(1) checks each); the headers of a shard are
     # checked when the pass opens it, so the first batch waits for the first shard's check only.
-    import atdata_torch._indexing as indexing
+    from atdata_torch._sidecar import ShardIndex
 
     checked: list[int] = []
-    real = indexing.verify_headers
-    monkeypatch.setattr(indexing, "verify_headers", lambda buf, *a: checked.append(len(buf)) or real(buf, *a))
+    real = ShardIndex.verify
+    monkeypatch.setattr(ShardIndex, "verify", lambda self, buf, *a: checked.append(len(buf)) or real(self, buf, *a))
     it = iter(atd.Dataset[DsRec](ds.list_shards()).loader(batch_size=2, shuffle=False))
     next(it)
     assert len(checked) == 1
