@@ -78,8 +78,10 @@ def write_shards(
     start: int = 0,
     width: int = 1024,
     sidecars: bool = True,
+    pack: int | None = None,
 ) -> list[Path]:
-    """Write ``n`` samples as ``directory/<stem>-000000.tar``... (``per_shard`` each) and return the shard paths."""
+    """Write ``n`` samples as ``directory/<stem>-000000.tar``... (``per_shard`` each) and return the shard paths
+    (``pack``: in the compact layout, that many samples per tar member)."""
     directory.mkdir(parents=True, exist_ok=True)
     ds = atd.write_samples(
         records(n, start=start, width=width),
@@ -87,6 +89,7 @@ def write_shards(
         maxcount=per_shard,
         sidecar=sidecars,
         progress=False,
+        pack=pack,
     )
     return [Path(s) for s in ds.list_shards()]
 

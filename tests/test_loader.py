@@ -84,8 +84,9 @@ def _key(label: int) -> str:
 class Datasets:
     """Writes (once per module) datasets with the given shard sample counts."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, pack: int | None = None) -> None:
         self.root = root
+        self.pack = pack  # the compact layout: this many samples per tar member
         self._cache: dict[tuple[int, ...], atd.Dataset[LoaderRec]] = {}
 
     def __call__(self, counts: Sequence[int]) -> atd.Dataset[LoaderRec]:
@@ -98,7 +99,7 @@ class Datasets:
             for i, c in enumerate(counts):
                 recs = [LoaderRec(x=np.full(2, label + j, np.float32), label=label + j) for j in range(c)]
                 path = d / f"part-{i:04d}.tar"
-                atd.write_samples(recs, path, key=lambda s, _i: _key(s.label), progress=False)
+                atd.write_samples(recs, path, key=lambda s, _i: _key(s.label), progress=False, pack=self.pack)
                 paths.append(str(path))
                 label += c
             ds = self._cache[counts] = atd.Dataset[LoaderRec](paths)
@@ -108,6 +109,13 @@ class Datasets:
 @pytest.fixture(scope="module")
 def datasets(tmp_path_factory: pytest.TempPathFactory) -> Datasets:
     return Datasets(tmp_path_factory.mktemp("loader"))
+
+
+@pytest.fixture(scope="module", params=[None, 3], ids=["default-layout", "packed"])
+def layouts(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Datasets:
+    """``datasets`` in the default layout and in the compact one (3 samples per tar member): the tests of ranks,
+    workers and resume take both."""
+    return Datasets(tmp_path_factory.mktemp("layout"), pack=request.param)
 
 
 def _counts(ds: atd.Dataset[Any]) -> list[int]:
@@ -210,9 +218,9 @@ COUNT_CASES = [
 @pytest.mark.parametrize("policy", ["drop", "pad", "exact"])
 @pytest.mark.parametrize(("counts", "world", "workers", "batch"), COUNT_CASES)
 def test_every_rank_yields_the_same_number_of_batches(
-    datasets: Datasets, counts: tuple[int, ...], world: int, workers: int, batch: int, policy: str
+    layouts: Datasets, counts: tuple[int, ...], world: int, workers: int, batch: int, policy: str
 ) -> None:
-    ds = datasets(counts)
+    ds = layouts(counts)
     n = sum(counts)
     loaders = _loaders(ds, world, workers, batch, last_batch=policy)
     per_rank = [_batches(L) for L in loaders]
@@ -258,8 +266,8 @@ def test_default_last_batch_policy(datasets: Datasets, drop_last: bool | None, w
 
 @pytest.mark.parametrize("policy", ["drop", "pad", "exact"])
 @pytest.mark.parametrize("shuffle", [True, False])
-def test_global_stream_is_the_same_for_every_topology(datasets: Datasets, shuffle: bool, policy: str) -> None:
-    ds = datasets((17, 9, 24, 11))
+def test_global_stream_is_the_same_for_every_topology(layouts: Datasets, shuffle: bool, policy: str) -> None:
+    ds = layouts((17, 9, 24, 11))
     ref = reference(ds, shuffle=shuffle, epoch=3)
     expected = expected_stream(ref, policy, 12)
     # (ranks, workers): per-rank batch size 12 // ranks, global batch 12 throughout
@@ -272,8 +280,8 @@ def test_global_stream_is_the_same_for_every_topology(datasets: Datasets, shuffl
 
 
 @pytest.mark.parametrize("policy", ["drop", "pad", "exact"])
-def test_unbatched_pipeline_ranks_and_workers(datasets: Datasets, policy: str) -> None:
-    ds = datasets((7, 13, 5))
+def test_unbatched_pipeline_ranks_and_workers(layouts: Datasets, policy: str) -> None:
+    ds = layouts((7, 13, 5))
     n = 25
     ref = reference(ds, shuffle=True, epoch=0)
     for world, workers in [(1, 2), (3, 2), (4, 0)]:
@@ -292,10 +300,10 @@ def test_unbatched_pipeline_ranks_and_workers(datasets: Datasets, policy: str) -
 
 
 @pytest.mark.parametrize("batch", [None, 3])
-def test_pipeline_resume_under_workers(datasets: Datasets, batch: int | None) -> None:
+def test_pipeline_resume_under_workers(layouts: Datasets, batch: int | None) -> None:
     """``Pipeline.resume(epoch, position)`` (what the loader uses) reaches DataLoader workers; then the next pass
     is the following epoch from its start."""
-    ds = datasets((7, 13, 5))
+    ds = layouts((7, 13, 5))
     world = 2
     g = (batch or 1) * world
     per_rank, following = [], []
@@ -431,7 +439,7 @@ def test_elastic_resume(datasets: Datasets, data: st.DataObject) -> None:
     ],
 )
 def test_elastic_resume_cases(
-    datasets: Datasets,
+    layouts: Datasets,
     counts: tuple[int, ...],
     shuffle: bool,
     policy: str,
@@ -442,7 +450,7 @@ def test_elastic_resume_cases(
     def pick(steps: int) -> int:
         return {"start": 0, "mid": steps // 2, "end": steps}[stop]
 
-    check_elastic(datasets(counts), shuffle, policy, 1, a, b, pick)
+    check_elastic(layouts(counts), shuffle, policy, 1, a, b, pick)
 
 
 def check_elastic(
@@ -544,9 +552,9 @@ def test_resume_with_persistent_workers(datasets: Datasets) -> None:
     assert loader.state_dict()["epoch"] == 2
 
 
-def test_chained_resumes_across_three_topologies(datasets: Datasets) -> None:
+def test_chained_resumes_across_three_topologies(layouts: Datasets) -> None:
     """1 rank x 0 workers -> 2 ranks x 2 workers -> 3 ranks x 1 worker, global batch 6 throughout."""
-    ds = datasets((10, 2, 17, 4, 9))
+    ds = layouts((10, 2, 17, 4, 9))
     ref = reference(ds, shuffle=True, epoch=4)
     first = ds.loader(batch_size=6, num_workers=0, seed=SEED, last_batch="exact")
     first.set_epoch(4)

@@ -8,9 +8,11 @@ import json
 import os
 import pickle
 from collections.abc import Callable
+from typing import Any
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import msgpack
 import numpy as np
 import pytest
 import torch
@@ -24,10 +26,11 @@ from atdata_torch import _random_access
 NAMES = [f"data-{i:06d}.tar" for i in range(4)]
 
 
-@pytest.fixture
-def shards(http_root: Path) -> list[Path]:
-    """4 shards of 5 samples (about 4 KiB each, with sidecars) in the directory ``http_server`` serves."""
-    return write_shards(http_root, n=20, per_shard=5, width=1024)
+@pytest.fixture(params=[None, 2], ids=["default-layout", "packed"])
+def shards(http_root: Path, request: pytest.FixtureRequest) -> list[Path]:
+    """4 shards of 5 samples (about 4 KiB each, with sidecars) in the directory ``http_server`` serves, in the
+    default layout and in the compact one (2 samples per tar member)."""
+    return write_shards(http_root, n=20, per_shard=5, width=1024, pack=request.param)
 
 
 @pytest.fixture
@@ -38,6 +41,16 @@ def local(shards: list[Path]) -> atd.Dataset[Rec]:
 @pytest.fixture
 def remote(http_server: FaultServer, shards: list[Path]) -> atd.Dataset[Rec]:
     return atd.Dataset[Rec]([http_server.url(n) for n in NAMES], timeout=2.0, backoff=0.01, retries=2)
+
+
+def span(idx: Any, k: int) -> tuple[int, int]:
+    """The bytes one read of sample ``k`` takes: its tar member(s), or in a packed shard its ``[key, payload]``
+    pair (the msgpack array, str and bin headers in front of the payload)."""
+    if not idx.packed:
+        return idx.offsets[k], idx.offsets[k] + idx.lengths[k]
+    size = idx.payload_sizes[k]
+    head = len(msgpack.packb([idx.keys[k], bytes(size)], use_bin_type=True)) - size
+    return idx.payload_offsets[k] - head, idx.payload_offsets[k] + size
 
 
 def labels(samples: list[Rec]) -> list[int]:
@@ -116,7 +129,8 @@ def test_one_pread_per_sample_on_a_kept_descriptor(local: atd.Dataset[Rec], monk
     real_open = atd.LocalSource.open_shard
     monkeypatch.setattr(atd.LocalSource, "open_shard", lambda self, s: opened.append(s) or real_open(self, s))
     assert local[2].label == 2
-    assert calls == [(idx.lengths[2], idx.offsets[2])] and opened == []
+    lo, hi = span(idx, 2)
+    assert calls == [(hi - lo, lo)] and opened == []
     calls.clear()
     assert labels(local[0:5]) == [0, 1, 2, 3, 4]  # one shard, adjacent samples: one read
     assert len(calls) == 1
@@ -249,7 +263,7 @@ def test_http_one_ranged_get_per_sample(http_server: FaultServer, remote: atd.Da
     assert all(http_server.gets(n) == 0 for n in NAMES)  # the sidecars are enough
     idx = remote.shard_index(remote.list_shards()[1])
     assert remote[6].label == 6
-    lo, hi = idx.offsets[1], idx.offsets[1] + idx.lengths[1]
+    lo, hi = span(idx, 1)
     assert http_server.ranges(NAMES[1]) == [f"bytes={lo}-{hi - 1}"]
 
 
@@ -257,7 +271,7 @@ def test_http_nearby_ranges_are_coalesced(http_server: FaultServer, remote: atd.
     len(remote)
     idx = remote.shard_index(remote.list_shards()[2])
     assert labels(remote[[14, 10, 12]]) == [14, 10, 12]
-    lo, hi = idx.offsets[0], idx.offsets[4] + idx.lengths[4]
+    lo, hi = span(idx, 0)[0], span(idx, 4)[1]
     assert http_server.ranges(NAMES[2]) == [f"bytes={lo}-{hi - 1}"]  # one GET for three samples of one shard
     assert labels(remote[[0, 5, 11]]) == [0, 5, 11]  # three shards: three GETs (in parallel)
     assert [http_server.gets(n) for n in NAMES] == [1, 1, 2, 0]
