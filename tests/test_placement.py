@@ -33,10 +33,11 @@ def fast(**kw: object) -> dict[str, object]:
     return opts
 
 
-@pytest.fixture
-def big(http_root: Path) -> list[Path]:
-    """3 shards of 20 samples with 256 KiB arrays (5 MiB a shard: several download segments each)."""
-    return write_shards(http_root, "big", n=60, per_shard=20, width=WIDTH)
+@pytest.fixture(params=[None, 4], ids=["default-layout", "packed"])
+def big(http_root: Path, request: pytest.FixtureRequest) -> list[Path]:
+    """3 shards of 20 samples with 256 KiB arrays (5 MiB a shard: several download segments each), in the default
+    layout and in the compact one (4 samples per tar member)."""
+    return write_shards(http_root, "big", n=60, per_shard=20, width=WIDTH, pack=request.param)
 
 
 NAMES = ["big-000000.tar", "big-000001.tar", "big-000002.tar"]
@@ -411,7 +412,10 @@ def _local_pair(paths: list[Path], t: Any, **kw: Any) -> tuple[list[Any], list[A
         ("bool", (70_000,)),
     ],
 )
-def test_local_ordered_reads_place_the_same_batches(tmp_path: Path, dtype: str, shape: tuple[int, ...]) -> None:
+@pytest.mark.parametrize("pack", [None, 5], ids=["default-layout", "packed"])
+def test_local_ordered_reads_place_the_same_batches(
+    tmp_path: Path, dtype: str, shape: tuple[int, ...], pack: int | None
+) -> None:
     @atd.packable
     class Arr:
         a: NDArray
@@ -420,7 +424,7 @@ def test_local_ordered_reads_place_the_same_batches(tmp_path: Path, dtype: str, 
 
     rng = np.random.default_rng(7)
     samples = [Arr(a=(rng.integers(0, 200, shape) % 7).astype(dtype), label=i, tag=f"t{i}") for i in range(45)]
-    ds = atd.write_samples(samples, tmp_path / "arr.tar", maxcount=13, progress=False)  # 13 + 13 + 13 + 6
+    ds = atd.write_samples(samples, tmp_path / "arr.tar", maxcount=13, progress=False, pack=pack)  # 13+13+13+6
     paths = [Path(s) for s in ds.list_shards()]
     placed, plain, routed = _local_pair(paths, Arr, batch_size=7)  # batches across shard ends, a partial last one
     assert _columns(placed) == _columns(plain) and len(placed) == 7 and len(placed[-1]) == 3

@@ -132,8 +132,9 @@ def test_counts_and_sizes_come_from_the_sidecars(ray_cluster: None, shards: atd.
     assert read_atdata(shards, rows_per_block=3).count() == 30
 
 
-def test_ranges_within_a_shard_equal_whole_shard_reads(ray_cluster: None, tmp_path: Path) -> None:
-    one = atd.write_samples(_items(), str(tmp_path / "one.tar"), progress=False)
+@pytest.mark.parametrize("pack", [None, 4], ids=["default-layout", "packed"])
+def test_ranges_within_a_shard_equal_whole_shard_reads(ray_cluster: None, tmp_path: Path, pack: int | None) -> None:
+    one = atd.write_samples(_items(), str(tmp_path / "one.tar"), progress=False, pack=pack)
     whole = read_atdata(one, override_num_blocks=1).take_all()
     split = read_atdata(one, override_num_blocks=4).materialize()
     tasks = AtdataDatasource(one).get_read_tasks(4)

@@ -38,9 +38,10 @@ from atdata_torch.sources.s3 import S3Source
 PATTERN = "train-{000000..000003}.tar"
 
 
-@pytest.fixture
-def shards(tmp_path: Path) -> list[Path]:
-    return write_shards(tmp_path / "local", "train", n=20, per_shard=5)
+@pytest.fixture(params=[None, 2], ids=["default-layout", "packed"])
+def shards(tmp_path: Path, request: pytest.FixtureRequest) -> list[Path]:
+    """4 shards of 5 samples, in the default layout and in the compact one (2 samples per tar member)."""
+    return write_shards(tmp_path / "local", "train", n=20, per_shard=5, pack=request.param)
 
 
 @pytest.fixture
