@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import reprlib
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -67,11 +68,15 @@ _PRIMITIVE_CHECK: dict[str, tuple[type, ...]] = {
 }
 
 
+_REPR = reprlib.Repr()  # (keyword arguments need Python 3.12)
+_REPR.maxlevel, _REPR.maxstring, _REPR.maxother = 3, 40, 40
+
+
 def _preview(value: Any) -> str:
     """A short repr of an untrusted value, without building the repr of a huge one."""
     if isinstance(value, (str, bytes, bytearray, memoryview, list, tuple)):
         head = value[:16]
-        r = repr(bytes(head) if isinstance(head, memoryview) else head)
+        r = _REPR.repr(bytes(head) if isinstance(head, memoryview) else head)  # nesting cut short: no recursion
         return r[:40] + ("..." if len(r) > 40 or len(value) > 16 else "")
     if isinstance(value, dict):
         return f"a map of {len(value)} entries"

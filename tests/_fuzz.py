@@ -273,6 +273,14 @@ class Seed:
     members: list[list[tuple[bytes, bytes]]]  # per sample: (member name, data), for re-wrapping
     pax_style: bool  # members preceded by PAX headers (original atdata / tarfile PAX)
     expected: dict[str, list[Any]]  # "typed" / "dict" -> canonical samples
+    groups: list[int] | None = None  # samples per span (packed members hold several); None: one each
+
+    def samples_of(self, spans: set[int]) -> set[int]:
+        """The sample indices of these spans (themselves, unless the seed is packed)."""
+        if self.groups is None:
+            return spans
+        firsts = [sum(self.groups[:j]) for j in range(len(self.groups))]
+        return {firsts[j] + k for j in spans if 0 <= j < len(self.groups) for k in range(self.groups[j])}
 
 
 def _typed_samples(n: int, rng: random.Random) -> list[FuzzSample]:
@@ -354,6 +362,17 @@ def build_seeds() -> list[Seed]:
         raw.append(("wds5-nosidecar", "wds", *_read_back(p, "wds"), None))
         atd.build_index(p, progress=False)
         raw.append(("wds5", "wds", *_read_back(p, "wds"), None))
+        # The compact layout (write_samples(pack=N)): several samples per .msgpacks member.
+        typed = _typed_samples(7, rng)
+        p = os.path.join(d, "packed7.tar")
+        atd.write_samples(typed, p, pack=3, progress=False)
+        raw.append(("packed7", "typed", *_read_back(p, "typed"), typed))
+        os.unlink(p + ".idx.json")
+        raw.append(("packed7-nosidecar", "typed", *_read_back(p, "typed"), typed))
+        p = os.path.join(d, "packeddict5.tar")
+        more = [atd.DictSample({"x": np.arange(3, dtype=np.uint8) + i, "tag": f"p{i}", "f": 1.5 * i}) for i in range(5)]
+        atd.write_samples(more, p, pack=2, key=lambda _s, i: f"d{i:02d}", progress=False)
+        raw.append(("packeddict5", "dict", *_read_back(p, "dict"), None))
 
         seeds = []
         for name, kind, shard, side, values in raw:
@@ -378,7 +397,10 @@ def build_seeds() -> list[Seed]:
                 got = [canon_sample(s) for s in atd.Dataset[FuzzSample](p)]
                 assert values is not None and got == [canon_sample(s) for s in values], f"seed {name} reads wrong"
                 expected["typed"] = got
-            assert len(expected["dict"]) == len(spans), f"seed {name}: {len(spans)} spans"
+            groups = None
+            if name.startswith("packed"):
+                groups = [len(unpack_pairs(m[0][1])) for m in members]
+            assert len(expected["dict"]) == (sum(groups) if groups else len(spans)), f"seed {name}: {len(spans)} spans"
             seeds.append(
                 Seed(
                     name,
@@ -391,6 +413,7 @@ def build_seeds() -> list[Seed]:
                     members,
                     b"x" in {h.typeflag for h in headers},
                     expected,
+                    groups,
                 )
             )
     return seeds
@@ -1046,12 +1069,15 @@ def make_input(seeds: list[Seed], seed: int, i: int) -> Input:
         desc, shard, touched, _, eoa_data = _mut_header(rng, sd)
     elif family == "pax":
         desc, shard, touched, _, eoa_data = _mut_pax(rng, sd)
+    elif family == "payload" and sd.groups is not None:
+        desc, shard, sidecar, touched = _mut_packed(rng, sd)
     elif family == "payload":
         desc, shard, sidecar, touched = _mut_payload(rng, sd)
     else:
         shard = sd.shard
-        desc, sidecar = _mut_sidecar(rng, sd)
+        desc, sidecar = _mut_packed_sidecar(rng, sd) if sd.groups is not None else _mut_sidecar(rng, sd)
         touched = set()
+    touched = sd.samples_of(touched)
     if family in ("bytes", "header", "pax") and sidecar is not None and rng.random() < 0.3:
         sidecar = None
         desc += " (sidecar dropped)"
@@ -1068,10 +1094,180 @@ def make_input(seeds: list[Seed], seed: int, i: int) -> Input:
         and any(w in desc for w in ("name", "prefix", "path", "GNU L", "hdrcharset"))
     ):
         regroup = 2
+    if (
+        sd.groups is not None
+        and family in ("header", "pax")
+        and any(w in desc for w in ("name", "prefix", "path", "GNU L", "hdrcharset"))
+    ):
+        regroup = max(sd.groups) - 1  # a renamed packed member reads as one sample (a .msgpack one, say)
     vanish = len(touched) if desc.startswith("delete") else 0
     return Input(
-        i, sd.name, family, desc, shard, sidecar, touched, len(sd.spans), sd.expected, reads, vanish, regroup, eoa_data
+        i,
+        sd.name,
+        family,
+        desc,
+        shard,
+        sidecar,
+        touched,
+        len(sd.expected["dict"]),
+        sd.expected,
+        reads,
+        vanish,
+        regroup,
+        eoa_data,
     )
+
+
+# ---------------------------------------------------------------------------------------------------- packed
+def unpack_pairs(data: bytes) -> list[list[Any]]:
+    """The ``[key, payload]`` pairs of a valid packed member."""
+    return list(msgpack.Unpacker(io.BytesIO(data), raw=False))
+
+
+def _packed_sidecar(seed: Seed, shard: bytes) -> bytes | None:
+    """A version-2 sidecar that matches a re-wrapped packed shard (every list explicit), or ``None`` when the shard's
+    packed members are not valid pair streams (then no sidecar can match it)."""
+    if seed.sidecar is None:
+        return None
+    d = json.loads(seed.sidecar)
+    starts, counts, keys, sizes, lengths, poffs = [], [], [], [], [], []
+    pos = 0
+    try:
+        while shard[pos : pos + BLOCK] != bytes(BLOCK):
+            size = int(shard[pos + 124 : pos + 136].split(b"\0")[0].strip() or b"0", 8)
+            data = shard[pos + BLOCK : pos + BLOCK + size]
+            up = msgpack.Unpacker(io.BytesIO(data), raw=False)
+            n = 0
+            for k, v in up:
+                end = up.tell()
+                keys.append(k)
+                sizes.append(len(v))
+                poffs.append(pos + BLOCK + end - len(v))
+                n += 1
+            starts.append(pos)
+            counts.append(n)
+            length = BLOCK + size + (-size % BLOCK)
+            lengths += [length] * n
+            pos += length
+    except Exception:
+        return None
+    d.update(size=len(shard), count=len(keys), sha256=hashlib.sha256(shard).hexdigest())
+    d["packed"] = {
+        "members": starts,
+        "counts": counts,
+        "sizes": sizes,
+        "keys": keys,
+        "lengths": lengths,
+        "payload_offsets": poffs,
+    }
+    return json.dumps(d).encode()
+
+
+def _mut_packed(rng: random.Random, seed: Seed) -> tuple[str, bytes, bytes | None, set[int]]:
+    """One packed member's pair stream mutated, the shard re-wrapped (with a matching sidecar where one can match, or
+    the seed's now stale one, or none)."""
+    members = [list(m) for m in seed.members]
+    j = rng.randrange(len(members))
+    name, data = members[j][0]
+    pairs = unpack_pairs(data)
+    i = rng.randrange(len(pairs))
+    k = rng.choice(["payload", "payload", "payload", "struct", "struct", "struct", "struct"])
+    if k == "payload":
+        desc, v = _payload_bytes(rng, pairs[i][1], seed.kind)
+        pairs[i][1] = v
+        new = b"".join(msgpack.packb(p, use_bin_type=True) for p in pairs)
+    else:
+        how = rng.choice(
+            [
+                "array3", "keyint", "dotkey", "emptykey", "overrun", "truncate", "trailing", "firstkey", "empty",
+                "notbin", "str8key", "dupkey", "nonutf8", "bin32", "notarray",
+            ]
+        )  # fmt: skip
+        raw = [msgpack.packb(p, use_bin_type=True) for p in pairs]
+        desc = f"packed {how} @pair {i}"
+        if how == "array3":
+            raw[i] = msgpack.packb([*pairs[i], 1], use_bin_type=True)
+        elif how == "keyint":
+            raw[i] = msgpack.packb([7, pairs[i][1]], use_bin_type=True)
+        elif how == "dotkey":
+            raw[i] = msgpack.packb([pairs[i][0] + ".x", pairs[i][1]], use_bin_type=True)
+        elif how == "emptykey":
+            raw[i] = msgpack.packb(["", pairs[i][1]], use_bin_type=True)
+        elif how == "overrun":
+            b = bytearray(raw[i])
+            b[-len(pairs[i][1]) - 1] = min(255, b[-len(pairs[i][1]) - 1] + rng.choice([1, 50]))  # bin8 length
+            raw[i] = bytes(b)
+        elif how == "truncate":
+            raw[i] = raw[i][: rng.randrange(len(raw[i]))]
+            raw = raw[: i + 1]
+        elif how == "trailing":
+            raw.append(rng.choice([b"\x00", b"\xc0", b"\x92", b"garbage"]))
+        elif how == "firstkey":
+            raw[0] = msgpack.packb(["zz" + pairs[0][0], pairs[0][1]], use_bin_type=True)
+        elif how == "empty":
+            raw = []
+        elif how == "notbin":
+            raw[i] = msgpack.packb([pairs[i][0], pairs[i][1].decode("latin-1")], use_bin_type=True)
+        elif how == "str8key":  # a valid, non-canonical header: a str8 key (readers accept it)
+            kb = pairs[i][0].encode()
+            raw[i] = b"\x92\xd9" + bytes([len(kb)]) + kb + msgpack.packb(pairs[i][1], use_bin_type=True)
+        elif how == "dupkey":
+            raw[i] = msgpack.packb([pairs[0][0] if i else pairs[-1][0], pairs[i][1]], use_bin_type=True)
+        elif how == "nonutf8":
+            kb = b"\xff\xfe"
+            raw[i] = b"\x92" + bytes([0xA0 | len(kb)]) + kb + msgpack.packb(pairs[i][1], use_bin_type=True)
+        elif how == "bin32":  # valid, non-canonical: a bin32 header
+            v = pairs[i][1]
+            raw[i] = msgpack.packb(pairs[i][0]) + b"\xc6" + struct.pack(">I", len(v)) + v
+            raw[i] = b"\x92" + raw[i]
+        else:
+            raw[i] = msgpack.packb({"k": pairs[i][0]}, use_bin_type=True)
+        new = b"".join(raw)
+    members[j][0] = (name, new)
+    shard, _ = rewrap(seed, members)
+    r = rng.random()
+    side = _packed_sidecar(seed, shard) if r < 0.6 else (seed.sidecar if r < 0.8 else None)
+    return f"payload[{j}] {desc}", shard, side, {j}
+
+
+def _mut_packed_sidecar(rng: random.Random, seed: Seed) -> tuple[str, bytes]:
+    """A packed shard's (version 2) sidecar edited: its packed lists lie, or the generic edits."""
+    assert seed.sidecar is not None
+    d = json.loads(seed.sidecar)
+    p = d["packed"]
+    if rng.random() < 0.3:
+        with contextlib.suppress(KeyError):  # the generic edits of per-sample lists a packed sidecar has not
+            return _mut_sidecar(rng, seed)
+    k = rng.choice(["members", "counts", "sizes", "keys", "width", "explicit", "nopacked", "v1", "type", "count"])
+    if k == "members":
+        i = rng.randrange(len(p["members"]))
+        p["members"][i] += rng.choice([512, -512, 1, 10**9])
+    elif k == "counts":
+        i = rng.randrange(len(p["counts"]))
+        p["counts"][i] += rng.choice([1, -1, 100])
+    elif k == "sizes":
+        i = rng.randrange(len(p["sizes"]))
+        p["sizes"][i] = rng.choice([0, p["sizes"][i] + 1, p["sizes"][i] - 1, 2**40])
+    elif k == "keys":
+        n = d["count"]
+        p["keys"] = rng.choice([[f"{j:08d}" for j in range(n)], ["x"] * n, [f"k{j}" for j in range(n - 1)], 5])
+    elif k == "width":
+        if isinstance(p["keys"], dict):
+            p["keys"][rng.choice(["start", "width"])] = rng.choice([0, 1, 3, 64, 65, -1])
+    elif k == "explicit":
+        n = d["count"]
+        f = rng.choice(["lengths", "payload_offsets"])
+        p[f] = rng.choice([[512] * n, [0] * n, [10**6] * n, [1] * (n + 1)])
+    elif k == "nopacked":
+        del d["packed"]
+    elif k == "v1":
+        d["version"] = 1
+    elif k == "type":
+        f = rng.choice(["members", "counts", "sizes", "keys", "lengths"])
+        p[f] = rng.choice([None, "3", 3.5, {}, -1, [None], [-1], [2**70], {"start": "a"}])
+    else:
+        d["count"] += rng.choice([1, -1])
+    return f"packed sidecar {k}", json.dumps(d).encode()
 
 
 # ---------------------------------------------------------------------------------------------------- oracle

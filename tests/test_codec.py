@@ -1081,3 +1081,14 @@ def test_hostile_msgpack_is_decode_error(payload: bytes) -> None:
         atd.DictSample.from_bytes(payload)
     with pytest.raises(atd.DecodeError):
         _msgpack.skim_map(payload)
+
+
+def test_a_deeply_nested_value_is_previewed_without_recursing() -> None:
+    # A 5000-deep list in a wrong-typed field: the error's preview of it must not hit the recursion limit
+    # (found by the fuzzer on a packed shard, read from a deep call stack).
+    from atdata_torch._codec import _preview
+
+    deep: list[object] = []
+    for _ in range(5000):
+        deep = [deep]
+    assert _preview(deep).startswith("[[[")

@@ -38,6 +38,17 @@ def test_oracle_judges_an_intact_shard_clean() -> None:
         assert {r.outcome for r in _fuzz.run_input(inp, tmp, 0)} == {"clean"}
 
 
+def test_packed_seeds_are_judged_per_sample() -> None:
+    # The compact layout's seeds: several samples per span, each read intact and clean.
+    seeds = [s for s in _fuzz.build_seeds() if s.groups is not None]
+    assert {s.name for s in seeds} == {"packed7", "packed7-nosidecar", "packeddict5"}
+    sd = next(s for s in seeds if s.name == "packed7")
+    assert sd.groups == [3, 3, 1] and sd.samples_of({1}) == {3, 4, 5}
+    inp = _fuzz.Input(0, sd.name, "none", "intact", sd.shard, sd.sidecar, set(), 7, sd.expected, [("skip", "typed")])
+    with tempfile.TemporaryDirectory() as tmp:
+        assert {r.outcome for r in _fuzz.run_input(inp, tmp, 0)} == {"clean"}
+
+
 def test_fuzz_bounded_run_has_no_bad_outcomes() -> None:
     with tempfile.TemporaryDirectory() as out:
         rep = _fuzz.run_fuzz(seed=SEED, inputs=INPUTS, jobs=2, out=out)
