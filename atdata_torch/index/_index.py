@@ -42,8 +42,8 @@ from ._catalog import Catalog, _schema_name_of
 from ._cid import entry_cid
 from ._compat import atmosphere_for, copy_through_store, open_location, store_root, write_through_store
 from ._locations import abs_url as _abs_url
-from ._locations import dataset_urls as _dataset_urls
 from ._locations import check_name, default_data_dir, default_index_location, parse_dataset_ref
+from ._locations import dataset_urls as _dataset_urls
 from ._locations import split_groups as _split_groups
 from ._records import IndexEntry, IndexNotFoundError, IndexStore, Label
 from ._write import manifest_shard_writer, remove_shards, sha256_of, write_splits
