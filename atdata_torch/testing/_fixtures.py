@@ -43,7 +43,8 @@ class _TmpSample:
 @pytest.fixture
 def tmp_dataset(tmp_path: Path) -> Dataset[Any]:
     """A ``Dataset`` of 10 samples ``(name="s<i>", value=i)`` in one shard under ``tmp_path``."""
-    samples = [_TmpSample(name=f"s{i}", value=i) for i in range(10)]
+    make: Any = _TmpSample  # a @packable class: its fields are its constructor's arguments
+    samples = [make(name=f"s{i}", value=i) for i in range(10)]
     return make_dataset(tmp_path, samples, sample_type=_TmpSample)
 
 

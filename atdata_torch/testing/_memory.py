@@ -95,7 +95,8 @@ class MemoryPDS:
             value = self.records[collection][rkey]
         except KeyError:
             raise NotFound(f"Could not locate record: at://{self.did}/{collection}/{rkey}") from None
-        return json.loads(json.dumps(value))
+        copy: dict[str, Any] = json.loads(json.dumps(value))
+        return copy
 
     def delete(self, collection: str, rkey: str) -> None:
         """Delete a record (no error when it does not exist, as on a PDS)."""
@@ -180,7 +181,9 @@ class MemoryClient:
     """The part of a logged-in ``atproto.Client`` that :class:`~atdata_torch.atmosphere.XrpcRepo` calls."""
 
     def __init__(self, pds: MemoryPDS) -> None:
-        sync = SimpleNamespace(list_repos=lambda params: SimpleNamespace(repos=[SimpleNamespace(did=pds.did)], cursor=None))
+        sync = SimpleNamespace(
+            list_repos=lambda params: SimpleNamespace(repos=[SimpleNamespace(did=pds.did)], cursor=None)
+        )
         self.com = SimpleNamespace(atproto=SimpleNamespace(repo=_RepoCalls(pds), sync=sync))
         self.request = SimpleNamespace(close=lambda: None)
 
@@ -228,7 +231,7 @@ def _handler(pds: MemoryPDS) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
-        def do_GET(self) -> None:  # noqa: N802 (the http.server spelling)
+        def do_GET(self) -> None:
             parts = urlsplit(self.path)
             query = {k: v[0] for k, v in parse_qs(parts.query).items()}
             data = pds.blobs.get(query.get("cid", ""))
@@ -255,7 +258,7 @@ def _handler(pds: MemoryPDS) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             self.wfile.write(body)
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (the http.server spelling)
+        def log_message(self, format: str, *args: Any) -> None:
             """Quiet: tests read their own output."""
 
     return Handler

@@ -119,7 +119,7 @@ class MockAtmosphere(Atmosphere):
         """A fixed placeholder session string."""
         return "mock-session-string"
 
-    def create_record(  # type: ignore[override]
+    def create_record(
         self,
         collection: str,
         record: dict[str, Any],
