@@ -7,8 +7,8 @@ words (so warning filters written for the original keep matching) and point at w
 
 Example:
     >>> import atdata_torch as atd
-    >>> atd.main(["version"])
-    atdata-torch 0.1.0
+    >>> atd.main(["version"])  # doctest: +ELLIPSIS
+    atdata-torch ...
     0
 """
 
