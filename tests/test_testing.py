@@ -266,3 +266,43 @@ def test_testing_imports_without_pytest() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"
+
+
+def test_mock_atmosphere_backs_the_blob_store_and_the_atmosphere_index(tmp_path: Path) -> None:
+    from atdata_torch.atmosphere import AtmosphereIndex, PDSBlobStore
+
+    samples = make_samples(Pair, n=4, seed=5)
+    ds = make_dataset(tmp_path, samples, name="train")
+    with MockAtmosphere() as atmo:
+        up = PDSBlobStore(atmo).write_shards(ds)  # the shard file, byte for byte
+        assert [atmo.get_blob(atmo.did, ref["ref"]["$link"]) for ref in up.blob_refs] == [
+            Path(ds.shard_list[0]).read_bytes()
+        ]
+        index = AtmosphereIndex(atmo)
+        entry = index.insert_dataset(ds, name="pairs", schema_ref=index.publish_schema(Pair))
+        assert index.get_dataset(str(entry.uri)).name == "pairs" and [e.name for e in index.list_datasets()] == [
+            "pairs"
+        ]
+        back = atd.Dataset(index.get_dataset(str(entry.uri)).data_urls, sample_type=Pair)
+        assert [s.label for s in back.ordered()] == [s.label for s in samples]
+
+
+def test_an_aggregator_skips_a_mock_without_an_appview(tmp_index: Any) -> None:  # noqa: F811
+    tmp_index.insert_dataset(["/data/mnist.tar"], name="mnist", sample_type=Pair)
+    with MockAtmosphere() as atmo:
+        search = atd.SearchAggregator([atd.AppViewSearchBackend(atmo), atd.LocalSearchBackend(tmp_index)])
+        assert [(r.name, r.source) for r in search.search(text="mni").items] == [("mnist", "local")]
+
+
+def test_an_index_promotes_to_a_mock_atmosphere(tmp_path: Path) -> None:
+    samples = make_samples(Pair, n=3, seed=2)
+    ds = make_dataset(tmp_path, samples)
+    with MockAtmosphere() as atmo:
+        index = mock_index(tmp_path, atmosphere=atmo)
+        try:
+            index.insert_dataset(ds, name="pairs", version="1.0.0")
+            uri = index.promote("pairs")
+        finally:
+            index.close()
+        assert [s.value for s in atmo.load(uri, Pair, split="test").ordered()] == [s.value for s in samples]
+        assert atmo.get_dataset("@test.mock.social/pairs@1.0.0").uri == uri  # the version label came along

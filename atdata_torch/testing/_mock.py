@@ -72,7 +72,7 @@ class MockAtmosphere(Atmosphere):
     """In-memory stand-in for :class:`~atdata_torch.atmosphere.Atmosphere` (the original's ``atdata.testing`` name).
 
     Accepted wherever an ``Atmosphere`` is (``SchemaPublisher(mock)``, ``DatasetLoader(mock).to_dataset(...)``,
-    ``Index(atmosphere=mock)``, ``PDSBlobStore(mock)``); it *is* one, with the original mock's extras
+    ``Index(atmosphere=mock).promote(...)``, ``PDSBlobStore(mock)``); it *is* one, with the original mock's extras
     (:meth:`login` as an instance method, :meth:`reset`, :meth:`get_blob`, ...). Records and blobs are kept in
     memory; blob-stored datasets are read back through a loopback HTTP server (127.0.0.1) started on first use and
     stopped by :meth:`close` (or ``with MockAtmosphere() as atmo:``).
