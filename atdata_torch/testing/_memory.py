@@ -210,8 +210,7 @@ class BlobServer:
     def url(self) -> str:
         """The server's base URL (starts it on first use)."""
         if self._server is None:
-            self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self.pds))
-            self._server.daemon_threads = True
+            self._server = _QuietServer(("127.0.0.1", 0), _handler(self.pds))
             self._thread = threading.Thread(target=self._server.serve_forever, name="mock-pds-blobs", daemon=True)
             self._thread.start()
         host, port = self._server.server_address[:2]
@@ -225,6 +224,18 @@ class BlobServer:
             if self._thread is not None:
                 self._thread.join(timeout=5)
             self._server = self._thread = None
+
+
+class _QuietServer(ThreadingHTTPServer):
+    """A reader that hangs up early (a loader that stopped after one batch) is no error worth a traceback."""
+
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        import sys
+
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
 
 
 def _handler(pds: MemoryPDS) -> type[BaseHTTPRequestHandler]:
