@@ -126,6 +126,10 @@ if _TYPE_CHECKING:  # manifests and queries (c17m)
         query_fields,
     )
 
+if _TYPE_CHECKING:  # the CLI as a function, the deprecated schema_to_type() (c17t)
+    from ._toplevel import main
+    from ._toplevel import schema_to_type as schema_to_type
+
 __version__ = "0.1.0"
 
 # A library logs, the application decides where to: no "No handlers could be found" output by default.
@@ -223,6 +227,15 @@ _LAZY.update(
         "SearchAggregator": (".search", "SearchAggregator"),
     }
 )
+# --- issue 17 (c17t): the CLI as a function (``atd.main(argv) -> int``) and the deprecated schema_to_type()
+_LAZY.update(
+    {
+        "main": ("._toplevel", "main"),
+        "schema_to_type": ("._toplevel", "schema_to_type"),  # deprecated: warns when called; not in __all__
+    }
+)
+# Deprecated names that warn on every access (module __getattr__, never cached, not in dir()), as the original.
+_DEPRECATED = {"AbstractIndex": ("._toplevel", "abstract_index")}
 # Submodules reachable as attributes before their first import (``atd.nodes`` imports torchdata.nodes).
 _LAZY_MODULES = ("nodes", "atmosphere")
 # Submodules that share their name with a function of the API: ``atd.collate`` and ``atd.lens`` are the functions.
@@ -334,6 +347,7 @@ __all__ = [
     "lens_registry",
     "load_dataset",
     "log_operation",
+    "main",
     "mix",
     "packable",
     "promote_to_atmosphere",
@@ -358,6 +372,10 @@ def __getattr__(name: str) -> object:
         value: object = getattr(_importlib.import_module(module, __name__), attr)
     elif name in _LAZY_MODULES:
         value = _importlib.import_module(f"{__name__}.{name}")
+    elif name in _DEPRECATED:  # issue 17 (c17t): warns on each access, so it is not kept in the namespace
+        module, attr = _DEPRECATED[name]
+        factory = getattr(_importlib.import_module(module, __name__), attr)
+        return factory()
     else:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     globals()[name] = value

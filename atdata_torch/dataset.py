@@ -491,7 +491,7 @@ class Dataset(IterableDataset[T], DatasetCompat[T], Generic[T]):
         """
         from .manifest import query_shards
 
-        return query_shards(self.list_shards(), where)
+        return query_shards(self.list_shards(), where, self.source)  # remote manifests through the source
 
     def __repr__(self) -> str:
         st = getattr(self.sample_type, "__name__", str(self.sample_type))

@@ -8,7 +8,7 @@ Example:
 
 from __future__ import annotations
 
-from .index import BasicIndexEntry, Index, LocalDatasetEntry, LocalDiskStore, Repository
+from .index import BasicIndexEntry, Index, LocalDatasetEntry, LocalDiskStore, Repository, S3DataStore
 
 #: The original's Redis key prefixes (``LocalDatasetEntry:{cid}``, ``LocalSchema:{name}@{version}``); our
 #: Redis store uses the same keys.
@@ -23,4 +23,5 @@ __all__ = [
     "LocalDatasetEntry",
     "LocalDiskStore",
     "Repository",
+    "S3DataStore",
 ]

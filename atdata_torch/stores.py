@@ -1,6 +1,4 @@
-"""``atdata_torch.stores``: the original ``atdata.stores`` import path (``LocalDiskStore``).
-
-The original's ``S3DataStore`` is not provided: write shards to S3 with ``ShardWriter("s3://...")``.
+"""``atdata_torch.stores``: the original ``atdata.stores`` import path (``LocalDiskStore``, ``S3DataStore``).
 
 Example:
     >>> from atdata_torch.stores import LocalDiskStore, AbstractDataStore
@@ -10,6 +8,6 @@ Example:
 
 from __future__ import annotations
 
-from .index import AbstractDataStore, LocalDiskStore, ShardWriteResult
+from .index import AbstractDataStore, LocalDiskStore, S3DataStore, ShardWriteResult
 
-__all__ = ["AbstractDataStore", "LocalDiskStore", "ShardWriteResult"]
+__all__ = ["AbstractDataStore", "LocalDiskStore", "S3DataStore", "ShardWriteResult"]

@@ -264,3 +264,48 @@ def test_a_failed_index_write_with_manifest_true_leaves_no_manifest(tmp_path: Pa
     ):
         index.write_samples(rows(), name="broken", maxcount=2, progress=False, manifest=True)
     assert not list((tmp_path / "data").rglob("*.manifest.*")) and not list((tmp_path / "data").rglob("*.tar"))
+
+
+# ------------------------------------------------------------------------------------------------------ c17d: CIDs
+def test_insert_dataset_stores_the_brace_pattern_and_loads_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    atd.write_samples(_rows(8), tmp_path / "dir" / "train.tar", maxcount=2, progress=False)
+    monkeypatch.chdir(tmp_path)
+    pattern = str(tmp_path / "dir" / "train-{000000..000003}.tar")
+    with Index(path=tmp_path / "i.db") as index:
+        rel = index.insert_dataset(atd.Dataset[IdxRow]("dir/train-{000000..000003}.tar"), name="rel")
+        assert rel.data_urls == [pattern]  # one URL, as the original stores ds.url; local paths made absolute
+        assert rel.cid == generate_cid({"schema_ref": rel.schema_ref, "data_urls": [pattern]})
+        listed = index.insert_dataset(atd.Dataset[IdxRow]("dir/*.tar"), name="glob")  # not a brace pattern
+        assert len(listed.data_urls) == 4 and listed.data_urls[0].endswith("train-000000.tar")
+        loaded = atd.load_dataset("@local/rel", index=index, split="train")
+        assert [s.label for s in loaded.ordered()] == [f"r{i}" for i in range(8)]
+
+
+@pytest.mark.integration
+def test_insert_dataset_gives_the_originals_cid(tmp_path: Path, original_atdata: Any) -> None:
+    atd.write_samples(_rows(8), tmp_path / "dir" / "train.tar", maxcount=2, progress=False)
+    pattern = str(tmp_path / "dir" / "train-{000000..000003}.tar")
+    written = atd.write_samples(_rows(4), tmp_path / "w" / "part.tar", maxcount=2, progress=False)
+    with Index(provider="sqlite", path=tmp_path / "ours.db") as index:
+        ours = index.insert_dataset(atd.Dataset[IdxRow](pattern), name="pat")
+        ours_written = index.insert_dataset(written, name="written")
+    script = f"""
+import json, sys, atdata
+from numpy.typing import NDArray
+@atdata.packable
+class IdxRow:
+    x: NDArray
+    label: str
+p = json.load(sys.stdin)
+theirs = atdata.Index(provider="sqlite", path={str(tmp_path / "theirs.db")!r}, atmosphere=None)
+a = theirs.insert_dataset(atdata.Dataset[IdxRow](p["pattern"]), name="pat")
+b = theirs.insert_dataset(atdata.Dataset[IdxRow](p["written"]), name="written")
+ours = atdata.Index(provider="sqlite", path={str(tmp_path / "ours.db")!r}, atmosphere=None)
+e = ours.get_dataset("pat")
+labels = [s.label for s in atdata.Dataset[IdxRow](e.data_urls[0]).ordered()]
+print(json.dumps({{"cid": a.cid, "urls": a.data_urls, "written": b.cid, "labels": labels}}))
+"""
+    got = original_atdata.run(script, {"pattern": pattern, "written": written.url})
+    assert got["urls"] == ours.data_urls == [pattern]
+    assert got["cid"] == ours.cid and got["written"] == ours_written.cid
+    assert got["labels"] == [f"r{i}" for i in range(8)]

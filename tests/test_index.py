@@ -202,7 +202,7 @@ def test_insert_get_list(index: Index, tmp_path: Path) -> None:
     assert entry.cid == entry_cid(entry.schema_ref, entry.data_urls)
     assert entry.cid.startswith("bafyrei")
     assert entry.schema_ref == "atdata://local/schema/Digit@1.0.0"
-    assert entry.data_urls == [str(tmp_path / "src" / f"train-00000{i}.tar") for i in range(2)]
+    assert entry.data_urls == [ds.url] == [str(tmp_path / "src" / "train-00000{0,1}.tar")]  # the original's form
     assert (entry.description, entry.tags, entry.license) == ("hand digits", ["vision"], "MIT")
 
     assert index.get_entry(entry.cid) == entry

@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 import atdata_torch
 
 
@@ -72,3 +74,71 @@ def test_import_is_cheap_and_loads_names_on_first_use() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+# ---- issue 17 (c17t): the top-level main and the deprecated names, as the original atdata has them
+
+# A schema record as the original atdata 0.7 wrote it (index.get_schema of a published class).
+_ORIGINAL_SCHEMA = {
+    "name": "Pt",
+    "version": "1.0.0",
+    "fields": [
+        {"name": "x", "fieldType": {"$type": "local#primitive", "primitive": "float"}, "optional": False},
+        {"name": "label", "fieldType": {"$type": "local#primitive", "primitive": "str"}, "optional": False},
+        {"name": "img", "fieldType": {"$type": "local#ndarray", "dtype": "float32"}, "optional": False},
+        {"name": "n", "fieldType": {"$type": "local#primitive", "primitive": "int"}, "optional": True},
+    ],
+    "description": "Pt(x: float, label: str, img: NDArray, n: int | None = None)",
+}
+
+
+def test_main_runs_the_cli_and_returns_its_exit_code(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    import numpy as np
+
+    from atdata_torch._toplevel import main
+
+    assert atdata_torch.main is main and "main" in atdata_torch.__all__
+    assert atdata_torch.main(["version"]) == 0
+    assert capsys.readouterr().out == f"atdata-torch {atdata_torch.__version__}\n"
+
+    @atdata_torch.packable
+    class MainSample:
+        x: atdata_torch.NDArray
+
+    atdata_torch.write_samples([MainSample(x=np.zeros(2))] * 3, str(tmp_path / "a.tar"), progress=False)
+    assert atdata_torch.main(["info", str(tmp_path / "a.tar"), "--json"]) == 0
+    assert '"samples": 3' in capsys.readouterr().out
+    assert atdata_torch.main(["info", str(tmp_path / "missing.tar")]) == 1  # returns, never exits
+    assert "missing.tar" in capsys.readouterr().err
+    assert atdata_torch.main(["no-such-command"]) == 2
+    assert "No such command" in capsys.readouterr().err
+    assert atdata_torch.main(["--help"]) == 0
+    assert "Usage:" in capsys.readouterr().out
+
+
+def test_schema_to_type_is_deprecated_and_rebuilds_the_originals_record() -> None:
+    import numpy as np
+
+    assert "schema_to_type" in dir(atdata_torch) and "schema_to_type" not in atdata_torch.__all__
+    with pytest.warns(
+        DeprecationWarning, match=r"atdata\.schema_to_type\(\) is deprecated, use index\.get_schema_type"
+    ):
+        cls = atdata_torch.schema_to_type(_ORIGINAL_SCHEMA)
+    with pytest.warns(DeprecationWarning):
+        again = atdata_torch.schema_to_type(_ORIGINAL_SCHEMA, use_cache=False)
+    assert again is cls and cls.__name__ == "Pt"
+    s = cls(x=1.5, label="a", img=np.ones(2, np.float32))
+    assert (s.x, s.label, s.n) == (1.5, "a", None)
+    with pytest.warns(DeprecationWarning), pytest.raises(atdata_torch.SchemaError):
+        atdata_torch.schema_to_type({"name": "Broken", "version": "1.0.0", "fields": []})
+
+
+def test_abstract_index_warns_on_every_access_and_is_index() -> None:
+    assert "AbstractIndex" not in dir(atdata_torch) and "AbstractIndex" not in atdata_torch.__all__
+    for _ in range(2):  # not kept in the namespace: each access warns, as in the original
+        with pytest.warns(DeprecationWarning, match=r"atdata\.AbstractIndex is deprecated\. Use atdata\.Index") as rec:
+            cls = atdata_torch.AbstractIndex
+        assert rec[0].filename == __file__  # points at the user's line
+    assert cls is atdata_torch.Index
+    with pytest.raises(AttributeError, match="no attribute 'AbstractIndexx'"):
+        atdata_torch.AbstractIndexx  # noqa: B018

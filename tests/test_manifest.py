@@ -34,7 +34,6 @@ from atdata_torch.manifest import (
     create_aggregate,
     manifest_paths,
     query_fields,
-    query_shards,
     resolve_manifest_fields,
 )
 
@@ -240,8 +239,6 @@ def test_query_without_manifests_names_the_fix(tmp_path: Path, ds: Any) -> None:
     os.unlink(manifest_paths(ds.list_shards()[1])[1])
     with pytest.raises(ManifestNotFoundError, match="1 of 3 shard"):
         ds.query(where=F.n > 0)
-    with pytest.raises(ManifestNotFoundError, match="remote"):
-        query_shards(["https://example.org/a.tar"], F.n > 0)
 
 
 def test_executor_from_directory_and_header_only(ds: Any) -> None:
@@ -328,3 +325,55 @@ def test_predicate_repr_and_query_fields() -> None:
     assert repr(query_fields(Row).tags) == "FieldProxy('tags')"
     with pytest.raises(AttributeError):
         F._private  # noqa: B018
+
+
+# ------------------------------------------------------------------------------------------------ remote shards (c17d)
+def _names(d: Path) -> list[str]:
+    return sorted(p.name for p in d.glob("*.tar"))
+
+
+@pytest.mark.integration
+def test_query_over_http_fetches_the_manifests_through_the_source(http_server: Any, http_root: Path) -> None:
+    local = atd.write_samples(rows(10), http_root / "h.tar", maxcount=4, manifest=True, progress=False)
+    urls = [http_server.url(n) for n in _names(http_root)]
+    ds = atd.Dataset[Row](urls, headers={"X-Atd-Test": "c17d"}, retries=0)
+    assert repr(ds.fields) == repr(local.fields)
+    got = ds.query(where=(F.n >= 3) & (F.label == "c0"))
+    want = local.query(where=(F.n >= 3) & (F.label == "c0"))
+    assert [(g.key, g.offset) for g in got] == [(w.key, w.offset) for w in want] and len(got) == 3
+    assert [g.shard for g in got] == urls  # n = 3, 6, 9: one per shard, named as listed
+    reqs = http_server.requests("/h-000001.manifest.parquet")
+    assert reqs and reqs[0].headers.get("x-atd-test") == "c17d"  # the dataset's own source and options
+    os.unlink(http_root / "h-000002.manifest.json")
+    with pytest.raises(ManifestNotFoundError, match=r"h-000002\.manifest\.json") as e:
+        ds.query(where=F.n > 0)
+    assert e.value.shard == urls[2] and "manifest=True" in str(e.value)
+    (http_root / "h-000002.manifest.json").write_text("{not json")
+    with pytest.raises(ShardFormatError, match=r"h-000002\.manifest\.json.*not valid JSON"):
+        QueryExecutor.from_shard_urls(urls).query(F.n > 0)  # no source given: one with the default options
+
+
+@pytest.mark.integration
+def test_query_over_s3_shards_written_by_the_s3_data_store(
+    moto_endpoint: str, aws_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import uuid
+
+    from remote_data import moto_s3_client
+
+    from atdata_torch.index import S3DataStore
+
+    bucket = f"atd-man-{uuid.uuid4().hex[:10]}"
+    moto_s3_client(moto_endpoint).create_bucket(Bucket=bucket)
+    store = S3DataStore({**aws_env, "AWS_ENDPOINT": moto_endpoint}, bucket=bucket)
+    urls = store.write_shards(rows(10), prefix="q", maxcount=4, manifest=True)
+    local = atd.write_samples(rows(10), tmp_path / "l.tar", maxcount=4, manifest=True, progress=False)
+    ds = atd.Dataset[Row](list(urls), endpoint=moto_endpoint, retries=0)
+    got = ds.query(where=F.score > 0.75)
+    assert [(g.shard, g.key) for g in got] == [(urls[2], "00000008"), (urls[2], "00000009")]
+    assert [g.offset for g in got] == [w.offset for w in local.query(where=F.score > 0.75)]
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_endpoint)  # the default options: boto3's environment
+    assert len(QueryExecutor.from_shard_urls(list(urls)).query(lambda df: df["n"] % 2 == 0)) == 5
+    missing = f"s3://{bucket}/q/nothing-000000.tar"
+    with pytest.raises(ManifestNotFoundError, match="nothing-000000"):
+        atd.Dataset[Row]([missing], endpoint=moto_endpoint, retries=0).query(where=F.n > 0)

@@ -30,6 +30,7 @@ from ._default import create_repository, get_default_index, set_default_index
 from ._index import Index
 from ._locations import default_data_dir, default_index_location, parse_dataset_ref
 from ._records import IndexEntry, IndexNotFoundError, IndexStore, Label
+from ._s3store import S3DataStore
 from ._stores import AbstractDataStore, LocalDiskStore, ShardWriteResult, sha256_file, verify_checksums
 from .redis import RedisStore
 from .sqlite import SqliteStore
@@ -51,6 +52,7 @@ __all__ = [
     "LocalDiskStore",
     "RedisStore",
     "Repository",
+    "S3DataStore",
     "ShardWriteResult",
     "SqliteStore",
     "build_schema_record",

@@ -43,6 +43,7 @@ from ._cid import entry_cid
 from ._compat import atmosphere_for, copy_through_store, open_location, store_root, write_through_store
 from ._locations import abs_url as _abs_url
 from ._locations import check_name, default_data_dir, default_index_location, parse_dataset_ref
+from ._locations import dataset_urls as _dataset_urls
 from ._locations import split_groups as _split_groups
 from ._records import IndexEntry, IndexNotFoundError, IndexStore, Label
 from ._write import manifest_shard_writer, remove_shards, sha256_of, write_splits
@@ -271,8 +272,7 @@ class Index(Catalog):
             ds, checks = copy_through_store(store, ds, name)
             metadata = {**(metadata or {}), "checksums": checks} if checks else metadata
         if isinstance(ds, Dataset):
-            urls = [_abs_url(u) for u in ds.list_shards()]
-            sample_type = sample_type or ds.sample_type
+            urls, sample_type = _dataset_urls(ds), sample_type or ds.sample_type  # [ds.url], as the original
         elif isinstance(ds, (str, os.PathLike)):
             urls = [_abs_url(os.fspath(ds))]
         else:

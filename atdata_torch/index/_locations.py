@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
+
+import braceexpand
 
 from .._splits import detect_split
 from ..errors import IndexStoreError
@@ -18,6 +21,7 @@ from .sqlite import SqliteStore
 __all__ = [
     "abs_url",
     "check_name",
+    "dataset_urls",
     "default_data_dir",
     "default_index_location",
     "parse_dataset_ref",
@@ -110,9 +114,32 @@ def abs_url(url: str) -> str:
     return url if "://" in url else os.path.abspath(os.path.expanduser(url))
 
 
+def dataset_urls(ds: Any) -> list[str]:
+    """The URLs an index stores for a ``Dataset``: the original stores ``[ds.url]``, the URL or brace pattern the
+    dataset was opened with, so the entry's CID is the original's. Local paths are made absolute; where the URL
+    does not brace-expand to exactly the dataset's shards (a directory, a glob, a source), the shard list is stored.
+
+    Example:
+        >>> import atdata_torch as atd
+        >>> dataset_urls(atd.Dataset("https://h/train-{000000..000003}.tar"))
+        ['https://h/train-{000000..000003}.tar']
+        >>> dataset_urls(atd.Dataset(["https://h/a.tar", "https://h/c.tar"]))
+        ['https://h/{a,c}.tar']
+    """
+    shards = [abs_url(str(u)) for u in ds.list_shards()]
+    url = getattr(ds, "_url", None)
+    if isinstance(url, str) and url:
+        whole = abs_url(url)
+        if [abs_url(u) for u in braceexpand.braceexpand(whole)] == shards:
+            return [whole]
+    return shards
+
+
 def split_groups(urls: list[str]) -> dict[str, list[str]]:
     """Split name -> shards, from the part of each URL after the URLs' common directory (``train`` by default):
-    ``.../digits/train--ab12cd34--000000.tar`` is ``train``, and so is any shard whose name shows no split."""
+    ``.../digits/train--ab12cd34--000000.tar`` is ``train``, and so is any shard whose name shows no split.
+    Brace patterns (as the original stores ``ds.url``) are expanded first."""
+    urls = [u for url in urls for u in braceexpand.braceexpand(url)]
     prefix = urls[0]
     for u in urls[1:]:
         while not u.startswith(prefix):

@@ -11,6 +11,7 @@ from typing import Any
 from ..errors import ManifestNotFoundError, SchemaError, ShardFormatError
 from ._manifest import ShardManifest, manifest_paths
 from ._proxy import Predicate
+from ._remote import fetch_manifests, is_remote
 
 __all__ = ["QueryExecutor", "SampleLocation", "Where", "check_local", "query_shards"]
 
@@ -107,16 +108,18 @@ class QueryExecutor:
         return cls(manifests)
 
     @classmethod
-    def from_shard_urls(cls, shard_urls: Sequence[str]) -> QueryExecutor:
-        """The manifests beside local shards (``a.tar`` -> ``a.manifest.json`` / ``.manifest.parquet``); a
-        location's ``shard`` is the shard as given.
+    def from_shard_urls(cls, shard_urls: Sequence[str], *, source: Any = None) -> QueryExecutor:
+        """The manifests beside the shards (``a.tar`` -> ``a.manifest.json`` / ``.manifest.parquet``); a
+        location's ``shard`` is the shard as given. Manifests of ``http(s)://`` and ``s3://`` shards are fetched
+        through ``source`` (the dataset's: its headers, credentials, endpoint), or a source with the default
+        options (S3 credentials from the environment) when ``None``.
 
         Raises:
             ManifestNotFoundError: naming the shards without both manifest files (the original skipped them,
                 silently leaving their samples out of every answer).
         """
         ex = cls([])
-        ex._manifests = [(m, s) for s, m in zip(shard_urls, _load(list(shard_urls)), strict=True)]
+        ex._manifests = [(m, s) for s, m in zip(shard_urls, _load(list(shard_urls), source), strict=True)]
         return ex
 
 
@@ -147,10 +150,13 @@ def check_local(shards: list[str]) -> None:
         )
 
 
-def _load(shards: list[str]) -> list[ShardManifest]:
-    check_local(shards)
+def _load(shards: list[str], source: Any = None) -> list[ShardManifest]:
+    fetched = fetch_manifests(source, [s for s in shards if is_remote(s)])  # http(s)://, s3:// (c17d)
     paths = [manifest_paths(s[len("file://") :] if s.startswith("file://") else s) for s in shards]
-    missing = [s for s, (j, p) in zip(shards, paths, strict=True) if not (os.path.exists(j) and os.path.exists(p))]
+    missing = [
+        s for s, (j, p) in zip(shards, paths, strict=True)
+        if s not in fetched and not (os.path.exists(j) and os.path.exists(p))
+    ]  # fmt: skip
     if missing:
         raise ManifestNotFoundError(
             f"{len(missing)} of {len(shards)} shard(s) have no manifest (first: {missing[0]!r} lacks "
@@ -158,7 +164,9 @@ def _load(shards: list[str]) -> list[ShardManifest]:
             "write_samples(..., manifest=True) (or ShardWriter(..., manifest=True))",
             shard=missing[0],
         )
-    manifests = [ShardManifest.from_files(j, p) for j, p in paths]
+    manifests = [
+        fetched[s] if s in fetched else ShardManifest.from_files(j, p) for s, (j, p) in zip(shards, paths, strict=True)
+    ]
     for shard, m in zip(shards, manifests, strict=True):
         stem = os.path.splitext(os.path.basename(shard))[0]
         if m.shard_id != stem:
@@ -172,8 +180,9 @@ def _load(shards: list[str]) -> list[ShardManifest]:
     return manifests
 
 
-def query_shards(shards: Sequence[str], where: Where) -> list[SampleLocation]:
-    """``Dataset.query``: the manifests beside ``shards``, queried (locations name the shards as given)."""
+def query_shards(shards: Sequence[str], where: Where, source: Any = None) -> list[SampleLocation]:
+    """``Dataset.query``: the manifests beside ``shards`` (remote ones fetched through ``source``), queried
+    (locations name the shards as given)."""
     if not shards:
         return []
-    return QueryExecutor.from_shard_urls(shards).query(where)
+    return QueryExecutor.from_shard_urls(shards, source=source).query(where)
