@@ -47,7 +47,8 @@ def header_lengths(key_bytes: np.ndarray, sizes: np.ndarray) -> np.ndarray:
     """:func:`header_length` of many pairs at once (int64 arrays)."""
     strh = np.where(key_bytes < 32, 1, np.where(key_bytes < 256, 2, np.where(key_bytes < 65536, 3, 5)))
     binh = np.where(sizes < 256, 2, np.where(sizes < 65536, 3, 5))
-    return 1 + strh + key_bytes + binh
+    out: np.ndarray = 1 + strh + key_bytes + binh
+    return out
 
 
 def _str_head(n: int) -> int:

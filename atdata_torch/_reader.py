@@ -170,7 +170,7 @@ def read_indexed(buf: Sliceable, shard: str, ix: Any, i: int) -> Record:
             key=ix.keys[i][:200],
             offset=lo,
         )
-    payload = read_pair(memoryview(buf[lo:hi]), shard, ix.keys[i], lo)  # type: ignore[arg-type]
+    payload = read_pair(memoryview(buf[lo:hi]), shard, ix.keys[i], lo)
     return Record(shard, ix.keys[i], ix.offsets[i], ix.lengths[i], {PAYLOAD_EXT: payload}, hi - len(payload), True)
 
 

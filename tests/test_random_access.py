@@ -8,9 +8,9 @@ import json
 import os
 import pickle
 from collections.abc import Callable
-from typing import Any
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import msgpack
 import numpy as np

@@ -46,7 +46,7 @@ from ._locations import check_name, default_data_dir, default_index_location, pa
 from ._locations import dataset_urls as _dataset_urls
 from ._locations import split_groups as _split_groups
 from ._records import IndexEntry, IndexNotFoundError, IndexStore, Label
-from ._write import manifest_shard_writer, remove_shards, sha256_of, write_splits
+from ._write import remove_shards, sha256_of, sink_for, write_splits
 from .sqlite import SqliteStore
 
 __all__ = ["Index"]
@@ -138,6 +138,7 @@ class Index(Catalog):
         progress: bool | None = None,
         overwrite: bool = False,
         data_store: Any = None,
+        pack: int | None = None,
         **_original: Any,
     ) -> IndexEntry:
         """Write samples as shards into the data store and index them (schema published when new).
@@ -165,6 +166,7 @@ class Index(Catalog):
             overwrite: Move an existing label ``name@version`` (or, without ``version``, the name) to the new
                 entry. Without it, writing into a name or version the index already has is an error (write a
                 new ``version=``, or reuse the entry: ``index.get_dataset("name@version")``).
+            pack: The compact layout, this many samples per tar member (``atd.ShardWriter``); local shards only.
 
         Returns:
             The new :class:`IndexEntry` (its ``metadata`` has ``checksums`` and ``size``).
@@ -179,6 +181,8 @@ class Index(Catalog):
             self._check_free(name, version)
         store = data_store if data_store is not None else self.data_store
         if store is not None and store_root(store) is None:
+            if pack is not None:
+                raise ValueError(f"pack= writes local shards; {type(store).__name__} writes its own (drop pack=)")
             kw: dict[str, Any] = {"maxcount": maxcount, "maxsize": maxsize, "progress": progress, "version": version}
             kw.update(metadata=metadata, description=description, tags=tags, license=license, schema_ref=schema_ref)
             return write_through_store(self, samples, store, name, **kw)
@@ -201,7 +205,7 @@ class Index(Catalog):
                 maxcount=maxcount,
                 maxsize=maxsize,
                 progress=progress,
-                open_sink=manifest_shard_writer if _original.get("manifest") else None,
+                open_sink=sink_for(bool(_original.get("manifest")), pack),
             )
             if n_samples == 0 or sample_type is None:
                 raise ValueError(f"write_samples({name!r}) got no samples; nothing was written")

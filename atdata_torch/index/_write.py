@@ -68,11 +68,16 @@ def shard_writer(pattern: str, maxcount: int | None, maxsize: int | None) -> Sha
     return ShardWriter(pattern, maxcount=maxcount, maxsize=maxsize)
 
 
-def manifest_shard_writer(pattern: str, maxcount: int | None, maxsize: int | None) -> ShardSink:
-    """The sink for the original's ``manifest=True``: a ``ShardWriter`` that also writes each shard's manifest."""
+def sink_for(manifest: bool, pack: int | None) -> OpenSink | None:
+    """The sink ``Index.write_samples`` writes through: ``None`` (the default one) unless it writes manifests
+    (the original's ``manifest=True``) or the compact layout (``pack=``)."""
+    if not manifest and pack is None:
+        return None
     from .. import ShardWriter
 
-    return ShardWriter(pattern, maxcount=maxcount, maxsize=maxsize, manifest=True)
+    return lambda pattern, maxcount, maxsize: ShardWriter(
+        pattern, maxcount=maxcount, maxsize=maxsize, manifest=manifest, pack=pack
+    )
 
 
 def remove_shards(shards: Iterable[str]) -> None:
