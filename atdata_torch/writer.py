@@ -252,13 +252,7 @@ class ShardWriter:
         self._offsets.append(self._pos)
         self._sizes.append(len(payload))
         if self._pack:
-            if not self._pend:
-                self._pend_first = len(self._keys) - 1
-            self._poffs.append(self._pos + BLOCK + self._pend_bytes + head)
-            self._pend.append(raw)
-            self._pend_bytes += len(raw)
-            if len(self._pend) >= self._pack:
-                self._flush()
+            self._add_pair(raw, head)
         else:
             self._lengths.append(size)
             self._poffs.append(self._pos + BLOCK)
@@ -268,6 +262,17 @@ class ShardWriter:
                 self._emit(bytes(size - BLOCK - len(payload)))
         self.count += 1
         return key
+
+    def _add_pair(self, raw: bytes, head: int) -> None:
+        """Add the sample just listed to the packed member being filled (written when it holds ``pack`` samples)."""
+        assert self._pack is not None
+        if not self._pend:
+            self._pend_first = len(self._keys) - 1
+        self._poffs.append(self._pos + BLOCK + self._pend_bytes + head)
+        self._pend.append(raw)
+        self._pend_bytes += len(raw)
+        if len(self._pend) >= self._pack:
+            self._flush()
 
     def _flush(self) -> None:
         """Write the packed member being filled (see ``pack``)."""
