@@ -65,7 +65,13 @@ from bench_read import SHAPES, Shape
 import atdata_torch as atd
 
 BATCH = 64
-SYSTEMS = ("ours", "webdataset", "mosaicml", "litdata", "hf")
+SYSTEMS = ("ours", "ours-packed", "webdataset", "mosaicml", "litdata", "hf")
+PACK = 256  # ours-packed: the compact layout, samples per tar member (small shape only)
+
+
+def shape_systems(shape_name: str, systems: Iterable[str]) -> list[str]:
+    """The systems a shape runs: ``ours-packed`` (the compact layout, made for small samples) for ``small`` only."""
+    return [s for s in systems if s != "ours-packed" or shape_name == "small"]
 warnings.filterwarnings("ignore")
 
 
@@ -84,8 +90,10 @@ def samples_of(shape: Shape) -> Iterator[Any]:
     return (shape.make(rng, i) for i in range(shape.count))
 
 
-def write_ours(shape: Shape, out: str) -> str:
-    ds = atd.write_samples(samples_of(shape), os.path.join(out, "s.tar"), maxcount=shape.maxcount, progress=False)
+def write_ours(shape: Shape, out: str, pack: int | None = None) -> str:
+    ds = atd.write_samples(
+        samples_of(shape), os.path.join(out, "s.tar"), maxcount=shape.maxcount, progress=False, pack=pack
+    )
     n = len(ds.list_shards())
     return os.path.join(out, f"s-{{000000..{n - 1:06d}}}.tar")
 
@@ -151,6 +159,7 @@ def write_hf(shape: Shape, out: str) -> str:
 
 WRITERS: dict[str, Callable[[Shape, str], str]] = {
     "ours": write_ours,
+    "ours-packed": partial(write_ours, pack=PACK),
     "mosaicml": write_mds,
     "litdata": write_litdata,
     "hf": write_hf,
@@ -161,6 +170,8 @@ def prepare(shape: Shape, root: str) -> dict[str, str]:
     """Each system's data for the shape, written once under ``root`` (reused when already there)."""
     where: dict[str, str] = {}
     for system, write in WRITERS.items():
+        if system not in shape_systems(shape.name, WRITERS):
+            continue
         out = os.path.join(root, f"{shape.name}-{shape.count}", system)
         done = out + ".done"
         if not os.path.exists(done):
@@ -178,9 +189,12 @@ def prepare(shape: Shape, root: str) -> dict[str, str]:
 
 
 def disk_bytes(system: str, where: str) -> int:
-    if system in ("ours", "webdataset"):
+    """The bytes a system reads from: every file of its data (ours: shards and their index sidecars; webdataset
+    reads the same shards and no sidecar)."""
+    if system.startswith("ours") or system == "webdataset":
         d = os.path.dirname(where)
-        return sum(os.path.getsize(os.path.join(d, f)) for f in os.listdir(d) if f.endswith(".tar"))
+        ends = (".tar",) if system == "webdataset" else (".tar", ".idx.json")
+        return sum(os.path.getsize(os.path.join(d, f)) for f in os.listdir(d) if f.endswith(ends))
     total = 0
     for dirpath, _, files in os.walk(where):
         total += sum(os.path.getsize(os.path.join(dirpath, f)) for f in files)
@@ -227,6 +241,7 @@ def make_hf(shape: Shape, where: str, workers: int, shuffle: bool) -> Iterable[A
 
 LOADERS: dict[str, Callable[[Shape, str, int, bool], Iterable[Any]]] = {
     "ours": make_ours,
+    "ours-packed": make_ours,
     "webdataset": make_wds,
     "mosaicml": make_mosaic,
     "litdata": make_litdata,
@@ -440,7 +455,7 @@ def run_remote(args: argparse.Namespace, root: str, results: dict[str, Any]) -> 
                         t0 = time.perf_counter()
                         upload_tree(base, root, f"{shape.name}-{shape.count}")
                         print(f"  uploaded {name} to S3 in {time.perf_counter() - t0:.1f}s", flush=True)
-                    specs, na = remote_specs(transport, base, root, where, systems, cache)
+                    specs, na = remote_specs(transport, base, root, where, shape_systems(name, systems), cache)
                     for s, why in na.items():
                         results["remote_na"][f"{s} over {transport}"] = why
                     remote_cells(args, transport, shape, specs, results)
@@ -577,31 +592,32 @@ def main(argv: list[str] | None = None) -> int:
             shape = scaled(SHAPES[name], args.scale)
             print(f"== {name}: {shape.count} samples", flush=True)
             where = prepare(shape, root)
-            for system in args.systems:
+            systems = shape_systems(name, args.systems)
+            for system in systems:
                 results["disk"].append(
                     {"shape": name, "system": system, "per_sample": disk_bytes(system, where[system]) / shape.count}
                 )
             for workers in args.workers:
                 for order in args.orders:
                     shuffle = order == "shuffled"
-                    makers = {s: partial(LOADERS[s], shape, where[s], workers, shuffle) for s in args.systems}
-                    best = dict.fromkeys(args.systems, float("inf"))
-                    ttfb = dict.fromkeys(args.systems, float("inf"))
+                    makers = {s: partial(LOADERS[s], shape, where[s], workers, shuffle) for s in systems}
+                    best = dict.fromkeys(systems, float("inf"))
+                    ttfb = dict.fromkeys(systems, float("inf"))
                     counts: dict[str, int] = {}
-                    for s in args.systems:  # a warm-up pass each (page cache, imports)
+                    for s in systems:  # a warm-up pass each (page cache, imports)
                         one_pass(makers[s], shape)
                     for _ in range(max(args.repeat, 1)):
-                        for s in args.systems:  # interleaved: system after system, round after round
+                        for s in systems:  # interleaved: system after system, round after round
                             dt, n = one_pass(makers[s], shape)
                             best[s], counts[s] = min(best[s], dt), n
                             ttfb[s] = min(ttfb[s], first_batch(makers[s]))
                     row = {"shape": name, "workers": workers, "order": order}
-                    results["throughput"].append({**row, **{s: counts[s] / best[s] for s in args.systems}})
-                    results["ttfb"].append({**row, **{s: ttfb[s] for s in args.systems}})
+                    results["throughput"].append({**row, **{s: counts[s] / best[s] for s in systems}})
+                    results["ttfb"].append({**row, **{s: ttfb[s] for s in systems}})
                     print("  ", _row(results["throughput"][-1], args.systems), flush=True)
             if not args.no_rss:
                 for workers in args.workers:
-                    for s in args.systems:
+                    for s in systems:
                         got = measure_rss(s, shape, args.scale, where[s], workers)
                         results["rss"].append({"shape": name, "workers": workers, "system": s, **got})
         if args.remote:
@@ -626,20 +642,31 @@ def _row(r: dict[str, Any], systems: list[str]) -> str:
 
 
 def report(results: dict[str, Any], systems: list[str]) -> None:
-    peers = [s for s in systems if s != "ours"]
+    peers = [s for s in systems if not s.startswith("ours")]
+    packed = "ours-packed" in systems
     print("\nThroughput, ours / peer (> 1: ours faster); ours in samples/s")
-    print("| shape | workers | order | " + " | ".join(peers) + " | ours, samples/s |")
-    print("|---|---|---|" + "---|" * len(peers) + "---|")
+    extra = " | ours-packed, samples/s (/ fastest peer)" if packed else ""
+    print("| shape | workers | order | " + " | ".join(peers) + " | ours, samples/s" + extra + " |")
+    print("|---|---|---|" + "---|" * len(peers) + "---|" + ("---|" if packed else ""))
     for r in results["throughput"]:
         ours = r.get("ours")
-        cells = [f"{ours / r[s]:.2f}x" if ours else f"{r[s]:,.0f}/s" for s in peers]
-        print(f"| {r['shape']} | {r['workers']} | {r['order']} | " + " | ".join(cells) + f" | {ours or 0:,.0f} |")
+        cells = [("n/a" if s not in r else f"{ours / r[s]:.2f}x" if ours else f"{r[s]:,.0f}/s") for s in peers]
+        if packed:
+            fastest = max((r[s] for s in peers if s in r), default=0.0)
+            p = r.get("ours-packed")
+            tail = f" | {p:,.0f} ({p / fastest:.2f}x)" if p and fastest else (f" | {p:,.0f}" if p else " | n/a")
+        else:
+            tail = ""
+        print(f"| {r['shape']} | {r['workers']} | {r['order']} | " + " | ".join(cells) + f" | {ours or 0:,.0f}{tail} |")
     print("\nTime to first batch, ms (peer / ours in brackets: > 1: ours faster)")
     print("| shape | workers | order | " + " | ".join(systems) + " |")
     print("|---|---|---|" + "---|" * len(systems))
     for r in results["ttfb"]:
         ours = r.get("ours")
-        cells = [f"{r[s] * 1e3:.1f}" + (f" ({r[s] / ours:.2f}x)" if ours and s != "ours" else "") for s in systems]
+        cells = [
+            "n/a" if s not in r else f"{r[s] * 1e3:.1f}" + (f" ({r[s] / ours:.2f}x)" if ours and s != "ours" else "")
+            for s in systems
+        ]
         print(f"| {r['shape']} | {r['workers']} | {r['order']} | " + " | ".join(cells) + " |")
     print("\nBytes on disk per sample")
     for r in results["disk"]:
