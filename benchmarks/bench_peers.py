@@ -72,6 +72,8 @@ PACK = 256  # ours-packed: the compact layout, samples per tar member (small sha
 def shape_systems(shape_name: str, systems: Iterable[str]) -> list[str]:
     """The systems a shape runs: ``ours-packed`` (the compact layout, made for small samples) for ``small`` only."""
     return [s for s in systems if s != "ours-packed" or shape_name == "small"]
+
+
 warnings.filterwarnings("ignore")
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 
+from .._shards import expand_urls
 from ._common import anonymous_atmosphere, fail, open_index, print_rows
 
 __all__ = ["datasets", "login", "ls", "publish", "schema_group"]
@@ -178,7 +179,7 @@ def _dataset_row(e: Any, labels: list[Any]) -> dict[str, Any]:
         "versions": [lb.version for lb in names if lb.name == e.name and lb.version],
         "labels": [lb.name + (f"@{lb.version}" if lb.version else "") for lb in names],
         "samples": size.get("samples"),
-        "shards": len(e.data_urls),
+        "shards": size.get("shards") or sum(len(expand_urls(u)) for u in e.data_urls),  # a brace pattern: its shards
         "location": _location(list(e.data_urls)),
         "created": e.created_at,
         "cid": e.cid,
