@@ -14,11 +14,15 @@ packed index against its shard. It imports nothing of the tar reader's, so that 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
 
 import msgpack
 import numpy as np
 
 from .errors import ShardFormatError
+
+if TYPE_CHECKING:
+    from ._sidecar import ShardIndex
 
 PACKED_EXT = "msgpacks"
 PAYLOAD_EXT = "msgpack"
@@ -46,8 +50,13 @@ def header_length(key_bytes: int, size: int) -> int:
 def header_lengths(key_bytes: np.ndarray, sizes: np.ndarray) -> np.ndarray:
     """:func:`header_length` of many pairs at once (int64 arrays)."""
     strh = np.where(key_bytes < 32, 1, np.where(key_bytes < 256, 2, np.where(key_bytes < 65536, 3, 5)))
-    binh = np.where(sizes < 256, 2, np.where(sizes < 65536, 3, 5))
-    out: np.ndarray = 1 + strh + key_bytes + binh
+    out: np.ndarray = 1 + strh + key_bytes + _bin_heads(sizes)
+    return out
+
+
+def _bin_heads(sizes: np.ndarray) -> np.ndarray:
+    """The bytes of the smallest msgpack bin header for each size (bin8, bin16, bin32)."""
+    out: np.ndarray = np.where(sizes < 256, 2, np.where(sizes < 65536, 3, 5))
     return out
 
 
@@ -240,7 +249,7 @@ def layout_problem(offs: np.ndarray, lens: np.ndarray, poffs: np.ndarray, psizes
     return None
 
 
-def verify(buf: bytes | memoryview, idx: object, shard: str) -> None:
+def verify(buf: bytes | memoryview, idx: ShardIndex, shard: str) -> None:
     """Check a packed index against its shard's bytes in a few vectorized passes: each member's tar header (checksum,
     size) and the msgpack bin header in front of each payload, which holds the payload's size.
 
@@ -249,17 +258,16 @@ def verify(buf: bytes | memoryview, idx: object, shard: str) -> None:
     """
     from ._tarheader import verify_headers
 
-    offsets, sizes = getattr(idx, "offsets"), getattr(idx, "payload_sizes")  # noqa: B009
-    poffs_list, keys = getattr(idx, "payload_offsets"), getattr(idx, "keys")  # noqa: B009
-    starts, counts = members(offsets)
+    keys = idx.keys
+    starts, counts = members(idx.offsets)
     if not starts:
         return
-    poffs = np.asarray(poffs_list, dtype=np.int64)
-    sz = np.asarray(sizes, dtype=np.int64)
+    poffs = np.asarray(idx.payload_offsets, dtype=np.int64)
+    sz = np.asarray(idx.payload_sizes, dtype=np.int64)
     last = np.cumsum(counts) - 1
     verify_headers(buf, starts, (poffs[last] + sz[last] - np.asarray(starts) - BLOCK).tolist(), shard)
     arr = np.frombuffer(buf, dtype=np.uint8)
-    heads = np.where(sz < 256, 2, np.where(sz < 65536, 3, 5))
+    heads = _bin_heads(sz)
     at = poffs - heads
     if (at < 0).any():
         bad = int(np.argmax(at < 0))

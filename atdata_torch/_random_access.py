@@ -299,7 +299,7 @@ class RandomAccess:
         uniq, inverse = np.unique(pos, return_inverse=True)  # sorted: by shard, then by offset
         shard_of = np.searchsorted(np.asarray(self.starts), uniq, side="right") - 1
         fetcher = self.fetcher
-        runs: list[tuple[int, int, int, list[tuple[int, int]]]] = []  # (shard, start, end, [(k, position)])
+        runs: list[tuple[int, int, int, list[tuple[int, int, int, int]]]] = []  # (shard, lo, hi, [(k, pos, off, end)])
         ps = cast(list[int], uniq.tolist())
         ss = cast(list[int], shard_of.tolist())
         gap = span = 0
@@ -312,16 +312,14 @@ class RandomAccess:
             off, end = _span(ix, k)
             last = runs[-1] if runs else None
             if last is not None and last[0] == s and off - last[2] <= gap and end - last[1] <= span:
-                last[3].append((k, p))
+                last[3].append((k, p, off, end))
                 runs[-1] = (s, last[1], max(last[2], end), last[3])
             else:
-                runs.append((s, off, end, [(k, p)]))
+                runs.append((s, off, end, [(k, p, off, end)]))
         datas = fetcher.read_many([(self.shards[s], lo, hi) for s, lo, hi, _ in runs])
         samples: list[Any] = []
         for (s, lo, _, members), data in zip(runs, datas, strict=True):
-            ix = self.indexes[s]
-            for k, p in members:
-                off, end = _span(ix, k)
+            for k, p, off, end in members:
                 piece = data[off - lo : end - lo]
                 samples.append(self._sample(self._record(piece, off, s, k), p))
         return [samples[j] for j in inverse.tolist()]

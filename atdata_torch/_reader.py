@@ -127,14 +127,12 @@ def iter_records(buf: Sliceable, shard: str, start: int = 0, end: int | None = N
     )
 
 
-def read_record(buf: Sliceable, shard: str, offset: int, length: int, key: str | None = None) -> Record:
+def read_record(buf: Sliceable, shard: str, offset: int, length: int) -> Record:
     """Read the one record stored in ``[offset, offset + length)`` (a range taken from a shard index).
 
-    The headers in that range are parsed and checked. A packed member holds many records: ``key`` picks one.
+    The headers in that range are parsed and checked (a packed member holds many: see :func:`read_indexed`).
     """
     recs = list(iter_records(buf, shard, offset, offset + length))
-    if key is not None and len(recs) > 1 and recs[0].packed:
-        recs = [r for r in recs if r.key == key]
     if len(recs) != 1:
         raise ShardFormatError(
             f"the shard index points at {len(recs)} samples in bytes [{offset}, {offset + length}) instead of 1: "

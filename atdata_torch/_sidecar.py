@@ -300,8 +300,9 @@ class ShardIndex:
                 return f"there are no valid tar headers where its last sample lies (byte {at})"
             assert self.payload_offsets is not None
             p = self.payload_offsets[-1]
-            name = next((m.name for m in members if m.data_offset <= p < m.data_offset + max(m.size, 1)), "")
-            if not self.packed:
+            if self.packed:  # the payload lies inside its member's data
+                name = next((m.name for m in members if m.data_offset <= p < m.data_offset + max(m.size, 1)), "")
+            else:
                 name = next((m.name for m in members if m.data_offset == p), "")
         elif hdr[156:157] in (b"0", b"\0"):
             name = _name_of(hdr)

@@ -541,11 +541,7 @@ def report_remote(results: dict[str, Any], systems: list[str]) -> None:
     print("| transport | shape | workers | order | " + " | ".join(cols) + " |")
     print("|---|---|---|---|" + "---|" * len(cols))
     for r in results["remote_ttfb"]:
-        ours = r.get("ours")
-        cells = [
-            "n/a" if s not in r else f"{r[s] * 1e3:.1f}" + (f" ({r[s] / ours:.2f}x)" if ours and s != "ours" else "")
-            for s in cols
-        ]
+        cells = ttfb_cells(r, cols)
         print(f"| {r['transport']} | {r['shape']} | {r['workers']} | {r['order']} | " + " | ".join(cells) + " |")
     for what, why in na.items():
         print(f"  n/a: {what}: {why}")
@@ -637,6 +633,15 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def ttfb_cells(r: dict[str, Any], systems: list[str]) -> list[str]:
+    """A time-to-first-batch row's cells: ms, and peer / ours in brackets (n/a where a system did not run)."""
+    ours = r.get("ours")
+    return [
+        "n/a" if s not in r else f"{r[s] * 1e3:.1f}" + (f" ({r[s] / ours:.2f}x)" if ours and s != "ours" else "")
+        for s in systems
+    ]
+
+
 def _row(r: dict[str, Any], systems: list[str]) -> str:
     return f"{r['shape']:<6} w={r['workers']} {r['order']:<8} " + " ".join(
         f"{s}={r[s]:,.0f}/s" for s in systems if s in r
@@ -664,11 +669,7 @@ def report(results: dict[str, Any], systems: list[str]) -> None:
     print("| shape | workers | order | " + " | ".join(systems) + " |")
     print("|---|---|---|" + "---|" * len(systems))
     for r in results["ttfb"]:
-        ours = r.get("ours")
-        cells = [
-            "n/a" if s not in r else f"{r[s] * 1e3:.1f}" + (f" ({r[s] / ours:.2f}x)" if ours and s != "ours" else "")
-            for s in systems
-        ]
+        cells = ttfb_cells(r, systems)
         print(f"| {r['shape']} | {r['workers']} | {r['order']} | " + " | ".join(cells) + " |")
     print("\nBytes on disk per sample")
     for r in results["disk"]:
